@@ -1,0 +1,98 @@
+"""What every entry point shares: the --config flag and turning UserError into one line."""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from research.errors import UserError
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def _flag_value(argv, name):
+  """The value of --name in argv (either --name=v or --name v), or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      return arg.split('=', 1)[1]
+    if arg == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def default_config_path(argv):
+  """Without --config: configs/<model>_<dataset>.py if it exists, else configs/default.py
+  parameterised by model and dataset (their presets)."""
+  model = _flag_value(argv, 'model') or 'cnn'
+  dataset = _flag_value(argv, 'dataset') or 'mnist'
+  specific = os.path.join(CONFIG_DIR, f'{model}_{dataset}.py')
+  if os.path.exists(specific):
+    return specific
+  return os.path.join(CONFIG_DIR, 'default.py') + f':{model},{dataset}'
+
+
+_CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError, UserError)
+
+
+def _one_line(error):
+  """ml_collections nests repr()s of KeyErrors and spreads messages over lines: keep the words."""
+  text = str(error)
+  if 'Traceback (most recent call last)' in text:  # a config file raised: its last line says why
+    text = text.strip().splitlines()[-1].split(': ', 1)[-1]
+  for _ in range(3):
+    text = text.replace('\\n', ' ').replace("\\'", "'").strip('\'"')
+  return ' '.join(text.split())
+
+
+def _fail(message):
+  logging.flush()
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def define_config_flag():
+  """--config; ml_collections applies --config.* overrides while defining and parsing it."""
+  try:
+    return config_flags.DEFINE_config_file(
+        'config', default_config_path(sys.argv),
+        'Experiment config file (a configs/*.py); override any field with --config.<field>=v.')
+  except (flags.Error,) + _CONFIG_ERRORS as e:
+    _fail(f'bad --config or --config.* override: {_one_line(e)}')
+
+
+def resolved_config(config_flag):
+  """The loaded config (ml_collections reports a file that failed to load only on access)."""
+  try:
+    config = config_flag.value
+    config.keys()  # a file that failed to load raises only when touched
+    return config
+  except _CONFIG_ERRORS as e:
+    raise UserError(f'bad --config: {_one_line(e)}') from None
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error,) + _CONFIG_ERRORS as e:
+    _fail(f'{_one_line(e)} (see --helpshort)')
+
+
+def run(main, takes_paths=False):
+  """app.run(main) where bad flags or a UserError end as one line on stderr and exit status 2.
+
+  `main` gets the positional arguments when `takes_paths`, else none are allowed.
+  """
+  def wrapped(argv):
+    try:
+      if takes_paths:
+        return main(argv[1:])
+      if len(argv) > 1:
+        raise UserError(f'unexpected arguments {argv[1:]}: settings are --flags, e.g. '
+                        '--config.batch_size=256')
+      return main()
+    except UserError as e:
+      _fail(e)
+  app.run(wrapped, flags_parser=_parse_flags)

@@ -1,0 +1,24 @@
+"""Evaluates a run: python -m launch.evaluate --workdir=DIR [--split=test].
+
+Prints accuracy and loss; writes eval_<split>.json and confusion_<split>.png into the workdir.
+"""
+
+from absl import flags
+
+from launch import common
+from research import evaluate
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to evaluate.', required=True)
+_SPLIT = flags.DEFINE_enum('split', 'test', evaluate.SPLITS, 'Which split to evaluate.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir (default: the run\'s own, '
+                                'else $TFDS_DATA_DIR).')
+
+
+def main():
+  m = evaluate.evaluate(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value)
+  print(f'{_SPLIT.value}: accuracy {m["accuracy"]:.4f} loss {m["loss"]:.4f} '
+        f'({m["num_examples"]} examples)')
+
+
+if __name__ == '__main__':
+  common.run(main)

@@ -1,0 +1,12 @@
+"""Research library: models, data pipelines and the custom training loop.
+
+Nothing in this package reads command-line flags: entry points under `launch/` turn flags into an
+`ml_collections.ConfigDict` and call one function here, so tests build configs directly.
+"""
+
+import os
+
+# TensorFlow enables oneDNN's kernels by default only on some CPUs; on the AMD EPYC machines this
+# project runs on they were off, and turning them on made the small CNN's training step 1.6x
+# faster. Set before TensorFlow is imported; an explicit TF_ENABLE_ONEDNN_OPTS=0 still wins.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')

@@ -1,0 +1,1 @@
+"""Data: tfds loading into uint8 arrays, tf.data pipelines, and the on-device preprocessing."""

@@ -1,0 +1,1 @@
+"""Training: optimizers and schedules, the custom loop, checkpoints and run outputs."""

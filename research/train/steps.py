@@ -1,0 +1,99 @@
+"""The compiled steps: several training steps per call, and one exact evaluation step.
+
+Both run the replica function under `strategy.run`, so the same code serves one device, mirrored
+GPUs and multi-worker jobs. Each replica returns sums (loss, correct, count), reduced with SUM
+across replicas: the aggregate metrics are exact whatever the replica count.
+"""
+
+import tensorflow as tf
+
+from research.data import preprocess
+
+_SUM = tf.distribute.ReduceOp.SUM
+
+
+def cross_entropy(labels, logits, label_smoothing=0.0):
+  """Per-example softmax cross-entropy on integer labels, optionally label-smoothed."""
+  num_classes = logits.shape[-1]
+  targets = tf.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+  return tf.nn.softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
+
+
+def step_seed(seed, step):
+  """The augmentation seed of one replica at one step: a pure function of (seed, step, replica)."""
+  replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+  base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+  return tf.random.experimental.stateless_fold_in(base, tf.cast(replica, tf.int64))
+
+
+def make_train_fn(strategy, model, optimizer, config):
+  """Returns train(iterator, num_steps) → [loss sum, correct, count] over those steps."""
+  global_batch = config.batch_size
+  augment = config.augment if config.augment.enabled else None
+
+  def replica_step(images, labels):
+    x = preprocess.preprocess(images, input_size=config.model.input_size, training=True,
+                              augment=augment, seed=step_seed(config.seed, optimizer.iterations))
+    with tf.GradientTape() as tape:
+      logits = model(x, training=True)
+      per_example = cross_entropy(labels, logits, config.label_smoothing)
+      # Divide by the global batch, not the replica's: the optimizer sums gradients across
+      # replicas, and that sum is then the mean over the global batch for any replica count.
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels,
+                                    tf.float32))
+    count = tf.cast(tf.shape(labels)[0], tf.float32)
+    return tf.stack([tf.reduce_sum(per_example), correct, count])
+
+  if config.jit_compile:
+    replica_step = tf.function(replica_step, jit_compile=True)
+
+  @tf.function
+  def train(iterator, num_steps):
+    # Many steps per call: the Python loop and the host-device round trip are paid once per call.
+    totals = tf.zeros([3])
+    for _ in tf.range(num_steps):
+      per_replica = strategy.run(replica_step, args=next(iterator))
+      totals += strategy.reduce(_SUM, per_replica, axis=None)
+    return totals
+
+  return train
+
+
+def make_eval_fn(strategy, model, config, num_classes):
+  """Returns evaluate(batch) → ([loss sum, count], confusion matrix) for one padded batch."""
+
+  def replica_step(images, labels, mask):
+    x = preprocess.preprocess(images, input_size=config.model.input_size, training=False)
+    logits = model(x, training=False)
+    loss = tf.reduce_sum(cross_entropy(labels, logits) * mask)
+    predictions = tf.argmax(logits, -1, output_type=tf.int32)
+    confusion = tf.math.confusion_matrix(labels, predictions, num_classes, weights=mask,
+                                         dtype=tf.float32)
+    return tf.stack([loss, tf.reduce_sum(mask)]), confusion
+
+  @tf.function
+  def evaluate(batch):
+    per_replica = strategy.run(replica_step, args=batch)
+    return strategy.reduce(_SUM, per_replica, axis=None)
+
+  return evaluate
+
+
+def evaluate_split(strategy, eval_fn, dataset):
+  """Runs `eval_fn` over a distributed eval dataset; every example counted exactly once."""
+  sums, confusion = None, None
+  for batch in dataset:
+    s, c = eval_fn(batch)
+    sums = s if sums is None else sums + s
+    confusion = c if confusion is None else confusion + c
+  loss_sum, count = sums.numpy()
+  confusion = confusion.numpy().astype('int64')
+  per_class = confusion.diagonal() / confusion.sum(axis=1).clip(min=1)
+  return {'loss': float(loss_sum / count), 'accuracy': float(confusion.trace() / count),
+          'num_examples': int(count), 'per_class_accuracy': [float(a) for a in per_class],
+          'confusion': confusion}

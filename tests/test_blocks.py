@@ -1,0 +1,83 @@
+"""Unit tests of the building blocks: shapes, parameter counts, config round trips."""
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from research.models import blocks
+
+
+class ConvBlockTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(
+      ((28, 28, 1), 64, 3, 1, 'valid', False, (26, 26, 64), 640),
+      ((28, 28, 1), 64, 3, 1, 'valid', True, (26, 26, 64), 576 + 256),
+      ((227, 227, 1), 96, 11, 4, 'valid', False, (55, 55, 96), 11712),
+      ((27, 27, 96), 256, 5, 1, 'same', False, (27, 27, 256), 614656),
+  )
+  def test_shape_and_params(self, in_shape, filters, kernel, strides, padding, bn, out_shape,
+                            params):
+    block = blocks.ConvBlock(filters, kernel, strides=strides, padding=padding, batch_norm=bn,
+                             name='c')
+    y = block(tf.zeros((2, *in_shape)))
+    self.assertEqual(tuple(y.shape), (2, *out_shape))
+    self.assertEqual(block.count_params(), params)
+
+  def test_relu_output_is_nonnegative(self):
+    y = blocks.ConvBlock(8, name='c')(tf.random.normal((2, 9, 9, 3)))
+    self.assertGreaterEqual(float(tf.reduce_min(y)), 0.0)
+
+  def test_batch_norm_uses_batch_statistics_only_in_training(self):
+    block = blocks.ConvBlock(4, batch_norm=True, name='c')
+    x = tf.random.normal((16, 8, 8, 2)) * 5 + 3
+    train = block(x, training=True)
+    infer = block(x, training=False)
+    self.assertNotAllClose(train, infer)
+
+  def test_config_round_trip(self):
+    block = blocks.ConvBlock(32, 5, strides=2, padding='same', batch_norm=True, name='c7')
+    clone = blocks.ConvBlock.from_config(block.get_config())
+    self.assertEqual(clone.get_config(), block.get_config())
+    self.assertEqual(clone.name, 'c7')
+
+
+class DenseBlockTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters((1600, 128, 0.0, False, 204928), (9216, 4096, 0.5, False, 37752832),
+                            (64, 32, 0.0, True, 64 * 32 + 4 * 32))
+  def test_shape_and_params(self, fan_in, units, dropout, bn, params):
+    block = blocks.DenseBlock(units, dropout=dropout, batch_norm=bn, name='d')
+    y = block(tf.zeros((3, fan_in)))
+    self.assertEqual(tuple(y.shape), (3, units))
+    self.assertEqual(block.count_params(), params)
+
+  def test_dropout_only_in_training(self):
+    keras.utils.set_random_seed(0)
+    block = blocks.DenseBlock(256, dropout=0.5, name='d')
+    x = tf.ones((4, 16))
+    self.assertAllEqual(block(x, training=False), block(x, training=False))
+    zeros_train = float(tf.reduce_mean(tf.cast(block(x, training=True) == 0, tf.float32)))
+    zeros_eval = float(tf.reduce_mean(tf.cast(block(x, training=False) == 0, tf.float32)))
+    self.assertGreater(zeros_train, zeros_eval + 0.2)
+
+  def test_config_round_trip(self):
+    block = blocks.DenseBlock(10, activation='tanh', dropout=0.2, batch_norm=True, name='fc')
+    self.assertEqual(blocks.DenseBlock.from_config(block.get_config()).get_config(),
+                     block.get_config())
+
+
+class LogitsTest(tf.test.TestCase):
+
+  def test_float32_output_under_mixed_precision_inputs(self):
+    head = blocks.Logits(10, name='logits')
+    y = head(tf.zeros((2, 7), tf.float16))
+    self.assertEqual(y.dtype, tf.float32)
+    self.assertEqual(tuple(y.shape), (2, 10))
+    self.assertEqual(head.count_params(), 80)
+
+  def test_config_round_trip(self):
+    head = blocks.Logits(1000, name='logits')
+    self.assertEqual(blocks.Logits.from_config(head.get_config()).get_config(),
+                     head.get_config())
+    np.testing.assert_equal(head.get_config()['num_classes'], 1000)

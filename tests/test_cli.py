@@ -1,0 +1,133 @@
+"""The entry points as a user runs them: bad input gives one clear line, exit != 0, no damage."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import parameterized
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from tests import helpers
+
+
+def _error_line(proc):
+  """The last stderr line, which must carry the whole message."""
+  lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+  return lines[-1] if lines else ''
+
+
+class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('unknown_model', ['--model=resnet9'], 'unknown model'),
+      ('unknown_field', ['--config.batch_sise=64'], 'batch_sise'),
+      ('wrong_type', ['--config.batch_size=lots'], 'batch_size'),
+      ('unknown_dataset', ['--dataset=no_such_dataset'], "unknown dataset 'no_such_dataset'"),
+      ('missing_data_dir', ['--data_dir=/nonexistent/tfds'], "'/nonexistent/tfds' is not a "
+                                                               'directory'),
+      ('model_contradicts_config', ['--config=configs/cnn_mnist.py', '--model=cnn_dropout'],
+       'disagrees'),
+      ('positional', ['extra'], 'unexpected arguments'),
+  )
+  def test_bad_input_is_one_line_and_nonzero(self, args, message):
+    workdir = self.create_tempdir().full_path
+    proc = helpers.run_cli('launch.train', f'--workdir={workdir}', *args)
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn(message, _error_line(proc))
+    self.assertNotIn('Traceback', proc.stderr)
+    self.assertEqual(os.listdir(workdir), [])  # nothing written
+
+  def test_missing_dataset_offline_fails_fast(self):
+    if shutil.which('unshare') is None or os.geteuid() != 0:
+      self.skipTest('needs root and unshare to cut the network off')
+    workdir = self.create_tempdir().full_path
+    empty = self.create_tempdir().full_path
+    env = {k: '' for k in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY')}
+    start = time.time()
+    proc = subprocess.run(
+        ['unshare', '-n', sys.executable, '-m', 'launch.train', f'--workdir={workdir}',
+         f'--data_dir={empty}', '--dataset=fashion_mnist'], cwd=helpers.ROOT,
+        env={**os.environ, **env, 'TF_CPP_MIN_LOG_LEVEL': '2'}, capture_output=True,
+        text=True, timeout=120)
+    self.assertLess(time.time() - start, 60)
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    self.assertIn('TFDS_DATA_DIR', _error_line(proc))
+    self.assertIn('--data_dir', _error_line(proc))
+
+
+class RealRunCliTest(tf.test.TestCase):
+  """Train once on real MNIST (a few steps), then exercise evaluate, predict and refusals."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    if helpers.real_data_dir() is None:
+      raise cls.skipException('needs prepared MNIST: set TFDS_DATA_DIR (CI: ../shared/tfds)')
+    cls.tmp = tempfile.mkdtemp()
+    cls.workdir = os.path.join(cls.tmp, 'run')
+    cls.train = helpers.run_cli(
+        'launch.train', '--model=cnn', '--dataset=mnist', f'--workdir={cls.workdir}',
+        '--config.num_train_steps=30', '--config.batch_size=32', '--config.log_every_steps=10',
+        '--config.dataset.validation_size=500', '--config.eval_batch_size=500')
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def test_train_prints_test_accuracy_and_writes_outputs(self):
+    self.assertEqual(self.train.returncode, 0, self.train.stderr[-3000:])
+    self.assertIn('test accuracy', self.train.stdout)
+    self.assertIn('conv1', self.train.stderr)  # the per-layer table
+    self.assertIn('img/s', self.train.stderr)
+    for name in ('config.json', 'train_summary.json', 'inputs.png'):
+      self.assertTrue(os.path.exists(os.path.join(self.workdir, name)), name)
+
+  def test_evaluate_writes_json_and_confusion(self):
+    proc = helpers.run_cli('launch.evaluate', f'--workdir={self.workdir}', '--split=test')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn('10000 examples', proc.stdout)
+    self.assertTrue(os.path.exists(os.path.join(self.workdir, 'eval_test.json')))
+    self.assertTrue(os.path.exists(os.path.join(self.workdir, 'confusion_test.png')))
+
+  def test_predict_reports_bad_files_and_goes_on(self):
+    tmp = self.create_tempdir()
+    digit = np.zeros((56, 40, 3), np.uint8)
+    digit[10:46, 18:24] = 255  # a thick "1", colour, another size than 28×28
+    good = os.path.join(tmp.full_path, 'one.png')
+    Image.fromarray(digit).save(good)
+    jpeg = os.path.join(tmp.full_path, 'one.jpg')
+    Image.fromarray(digit[..., 0]).save(jpeg)
+    with open(good, 'rb') as f:
+      data = f.read()
+    truncated = tmp.create_file('cut.png', content=data[:len(data) // 2]).full_path
+    empty = tmp.create_file('empty.png', content=b'').full_path
+    text = tmp.create_file('notes.png', content='not an image').full_path
+    proc = helpers.run_cli('launch.predict', f'--workdir={self.workdir}', good, truncated,
+                           empty, text, jpeg, os.path.join(tmp.full_path, 'missing.png'))
+    self.assertNotEqual(proc.returncode, 0)
+    out = proc.stdout.splitlines()
+    self.assertLen(out, 2, proc.stdout + proc.stderr)
+    for line in out:
+      self.assertRegex(line, r'one\.(png|jpg): \d: \d+\.\d%')
+    for name in ('cut.png', 'empty.png', 'notes.png', 'missing.png'):
+      self.assertRegex(proc.stderr, rf'{name}: error: ')
+    self.assertIn('4 of 6', _error_line(proc))
+
+  def test_other_model_in_the_same_workdir_is_refused(self):
+    before = sorted(os.listdir(os.path.join(self.workdir, 'checkpoints')))
+    proc = helpers.run_cli('launch.train', '--model=cnn_dropout', f'--workdir={self.workdir}',
+                           '--config.num_train_steps=2')
+    self.assertEqual(proc.returncode, 2)
+    self.assertIn("holds a run with model.name='cnn'", _error_line(proc))
+    self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, 'checkpoints'))), before)
+
+  def test_evaluate_of_a_workdir_without_run(self):
+    proc = helpers.run_cli('launch.evaluate', f'--workdir={self.create_tempdir().full_path}')
+    self.assertEqual(proc.returncode, 2)
+    self.assertIn('holds no config.json', _error_line(proc))

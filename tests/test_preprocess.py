@@ -1,0 +1,89 @@
+"""On-device preprocessing: normalisation, pad-resize, and augmentation semantics."""
+
+from absl.testing import parameterized
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from research import config as config_lib
+from research.data import preprocess
+
+
+def _augment(dataset='mnist', **kw):
+  return ml_collections.ConfigDict({**config_lib.augment_preset(dataset), **kw})
+
+
+def _digits(n=4, size=28):
+  rng = np.random.default_rng(0)
+  x = np.zeros((n, size, size, 1), np.uint8)
+  x[:, 8:20, 10:18] = rng.integers(100, 256, (n, 12, 8, 1))
+  return tf.constant(x)
+
+
+class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_maps_uint8_to_minus_one_one(self):
+    x = tf.constant([[[[0]], [[255]]]], tf.uint8)
+    self.assertAllClose(preprocess.preprocess(x), [[[[-1.0]], [[1.0]]]])
+
+  @parameterized.parameters((28, 28, 227), (28, 28, 224), (20, 40, 64))
+  def test_pad_resize_keeps_aspect_and_pads_black(self, h, w, size):
+    x = tf.fill((1, h, w, 1), tf.constant(255, tf.uint8))
+    y = preprocess.preprocess(x, input_size=size)[0, ..., 0].numpy()
+    self.assertEqual(y.shape, (size, size))
+    white = y > 0.99
+    rows, cols = np.where(white)
+    content_h, content_w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    self.assertAllClose(content_w / content_h, w / h, atol=0.05)
+    if h != w:  # the short side is padded with black (-1 after normalisation)
+      self.assertAllClose(y[0], -np.ones(size))
+
+  def test_eval_is_identity_apart_from_normalisation(self):
+    x = _digits()
+    seed = tf.constant([1, 2], tf.int64)
+    a = preprocess.preprocess(x, training=False, augment=_augment(), seed=seed)
+    self.assertAllClose(a, tf.cast(x, tf.float32) / 127.5 - 1.0)
+
+  def test_augmentation_is_deterministic_for_a_seed(self):
+    x = _digits()
+    s1, s2 = tf.constant([1, 2], tf.int64), tf.constant([1, 3], tf.int64)
+    a = preprocess.preprocess(x, training=True, augment=_augment(), seed=s1)
+    b = preprocess.preprocess(x, training=True, augment=_augment(), seed=s1)
+    c = preprocess.preprocess(x, training=True, augment=_augment(), seed=s2)
+    self.assertAllEqual(a, b)
+    self.assertNotAllClose(a, c)
+
+  def test_zero_strength_augmentation_is_identity(self):
+    x = _digits()
+    none = _augment(rotate=0.0, scale=0.0, translate=0.0, flip=False)
+    a = preprocess.preprocess(x, training=True, augment=none, seed=tf.constant([0, 0],
+                                                                                tf.int64))
+    self.assertAllClose(a, preprocess.preprocess(x), atol=1e-5)
+
+  def test_digit_augmentation_moves_ink_a_little_and_never_mirrors(self):
+    x = _digits(64)
+    y = preprocess.random_augment(tf.cast(x, tf.float32) / 255, _augment(),
+                                  tf.constant([5, 6], tf.int64))
+    self.assertFalse(_augment().flip)
+    ink_before = tf.reduce_sum(tf.cast(x, tf.float32) / 255, [1, 2, 3])
+    ink_after = tf.reduce_sum(y, [1, 2, 3])
+    # Scale ±10% changes the ink area by at most ~21%; nothing is lost off the edges.
+    self.assertAllInRange(ink_after / ink_before, 0.75, 1.3)
+    self.assertNotAllClose(y, tf.cast(x, tf.float32) / 255)
+
+  def test_translation_of_a_single_pixel(self):
+    x = np.zeros((1, 9, 9, 1), np.float32)
+    x[0, 4, 4] = 1.0
+    cfg = _augment(rotate=0.0, scale=0.0, translate=0.3, flip=False)
+    y = preprocess.random_augment(tf.constant(x), cfg, tf.constant([0, 1], tf.int64)).numpy()
+    self.assertAllClose(y.sum(), 1.0, atol=1e-4)  # moved, not lost or blurred away
+
+  def test_flip_mirrors_some_images_of_a_batch(self):
+    x = np.zeros((32, 5, 5, 1), np.float32)
+    x[:, 2, 0] = 1.0
+    cfg = _augment('cifar10', translate=0.0, brightness=0.0, contrast=0.0)
+    y = preprocess.random_augment(tf.constant(x), cfg, tf.constant([3, 4], tf.int64)).numpy()
+    flipped = y[:, 2, 4, 0] > 0.99
+    kept = y[:, 2, 0, 0] > 0.99
+    self.assertTrue(flipped.any() and kept.any())
+    self.assertTrue(np.all(flipped ^ kept))

@@ -1,0 +1,119 @@
+"""End-to-end tests of the loop: mock-data train and evaluate, resume, and real-MNIST learning."""
+
+import json
+import os
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from research import checkpoints
+from research import evaluate
+from research import outputs
+from research import predict
+from research.errors import UserError
+from research.train import steps
+from research.train import trainer
+from tests import helpers
+
+
+class LossTest(tf.test.TestCase):
+
+  def test_cross_entropy_matches_keras(self):
+    labels = tf.constant([0, 2, 1])
+    logits = tf.random.normal((3, 4), seed=1)
+    import keras
+    expected = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    self.assertAllClose(steps.cross_entropy(labels, logits), expected, atol=1e-6)
+
+  def test_label_smoothing_raises_loss_of_confident_right_answers(self):
+    labels = tf.constant([0])
+    logits = tf.constant([[20.0, 0.0, 0.0]])
+    self.assertLess(float(steps.cross_entropy(labels, logits)[0]), 1e-6)
+    self.assertGreater(float(steps.cross_entropy(labels, logits, 0.1)[0]), 0.5)
+
+  def test_replica_loss_is_divided_by_the_global_batch(self):
+    # Two replicas each holding half the batch: the sum of their losses must be the mean loss.
+    per_example = tf.constant([1.0, 2.0, 3.0, 4.0])
+    halves = [tf.nn.compute_average_loss(per_example[i:i + 2], global_batch_size=4)
+              for i in (0, 2)]
+    self.assertAllClose(sum(halves), tf.reduce_mean(per_example))
+
+
+class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(('cnn', 'mnist', False), ('cnn_dropout', 'mnist', False),
+                            ('cnn', 'fashion_mnist', True))
+  def test_two_steps_then_evaluate_and_predict(self, model, dataset, batch_norm):
+    workdir = self.create_tempdir().full_path
+    config = helpers.tiny_config(model, dataset)
+    config.model.batch_norm = batch_norm
+    with helpers.mock_tfds():
+      summary = trainer.train_and_evaluate(config, workdir)
+      metrics = evaluate.evaluate(workdir, 'test')
+    self.assertEqual(summary['step'], 2)
+    for key in ('step', 'train_loss', 'test_accuracy', 'test_loss', 'wall_seconds',
+                'train_seconds', 'weights_digest'):
+      self.assertIsNotNone(summary[key], key)
+    self.assertTrue(np.isfinite(summary['train_loss']))
+    self.assertEqual(metrics['num_examples'], 64)
+    self.assertAlmostEqual(metrics['accuracy'], summary['test_accuracy'], places=6)
+    self.assertLen(metrics['per_class_accuracy'], 10)
+    for name in ('config.json', 'train_summary.json', 'inputs.png', 'eval_test.json',
+                 'confusion_test.png', 'checkpoints/checkpoint'):
+      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+    self.assertNotEmpty(tf.io.gfile.glob(os.path.join(workdir, 'train', 'events.*')))
+    with open(os.path.join(workdir, 'config.json')) as f:
+      self.assertEqual(json.load(f)['dataset']['name'], dataset)
+    _, _, restored = checkpoints.load_for_inference(workdir)
+    self.assertEqual(outputs.weights_digest(restored), summary['weights_digest'])
+    image = os.path.join(workdir, 'inputs.png')
+    (result,) = predict.predict(workdir, [image])
+    self.assertEqual(result.error, '')
+    self.assertLen(result.top, 3)
+    self.assertAlmostEqual(sum(p for _, p in result.top), 1.0, delta=1.0)
+
+  def test_rerun_resumes_and_a_finished_run_is_not_retrained(self):
+    workdir = self.create_tempdir().full_path
+    with helpers.mock_tfds():
+      first = trainer.train_and_evaluate(helpers.tiny_config(num_train_steps=2), workdir)
+      again = trainer.train_and_evaluate(helpers.tiny_config(num_train_steps=2), workdir)
+      longer = trainer.train_and_evaluate(helpers.tiny_config(num_train_steps=4), workdir)
+    self.assertEqual(again['weights_digest'], first['weights_digest'])
+    self.assertEqual(longer['step'], 4)
+    self.assertNotEqual(longer['weights_digest'], first['weights_digest'])
+
+  def test_workdir_of_another_model_is_refused_untouched(self):
+    workdir = self.create_tempdir().full_path
+    with helpers.mock_tfds():
+      trainer.train_and_evaluate(helpers.tiny_config('cnn'), workdir)
+      before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+      with open(os.path.join(workdir, 'config.json')) as f:
+        saved = f.read()
+      with self.assertRaisesRegex(UserError, "model.name='cnn', not 'cnn_dropout'"):
+        trainer.train_and_evaluate(helpers.tiny_config('cnn_dropout'), workdir)
+    self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'checkpoints'))), before)
+    with open(os.path.join(workdir, 'config.json')) as f:
+      self.assertEqual(f.read(), saved)
+
+
+class RealMnistTest(tf.test.TestCase):
+
+  def test_loss_goes_down_on_a_real_mnist_subset(self):
+    data_dir = helpers.real_data_dir()
+    if data_dir is None:
+      self.skipTest('needs prepared MNIST: set TFDS_DATA_DIR (CI uses ../shared/tfds)')
+    config = helpers.tiny_config(num_train_steps=60, batch_size=32, log_every_steps=20,
+                                 steps_per_loop=20)
+    config.dataset.data_dir = data_dir
+    config.dataset.download = False
+    config.dataset.validation_size = 1000
+    config.eval_batch_size = 500
+    workdir = self.create_tempdir().full_path
+    summary = trainer.train_and_evaluate(config, workdir)
+    losses = [e.summary.value[0] for e in tf.compat.v1.train.summary_iterator(
+        tf.io.gfile.glob(os.path.join(workdir, 'train', 'events.*'))[0])
+        for _ in [0] if e.summary.value and e.summary.value[0].tag == 'loss']
+    first, last = (tf.make_ndarray(v.tensor) for v in (losses[0], losses[-1]))
+    self.assertLess(float(last), 0.5 * float(first))
+    self.assertGreater(summary['test_accuracy'], 0.8)
