@@ -1,0 +1,53 @@
+"""Model registry: every model is built by name from a config section.
+
+`config.model.name` picks the class; the other fields of `config.model` are its constructor
+arguments. `default_config(name)` gives the preset that makes a name mean what the papers and
+tutorials mean by it.
+"""
+
+import inspect
+
+import ml_collections
+
+from research.models.cnn import SmallCNN
+
+# name -> (class, preset constructor arguments, default input size or None for the data's own).
+_REGISTRY = {
+    'cnn': (SmallCNN, dict(filters=(64, 64), dense_units=(128,), dropout=0.0), None),
+    'cnn_dropout': (SmallCNN, dict(filters=(28,), dense_units=(128,), dropout=0.2), None),
+}
+
+
+def register(name, cls, preset, input_size=None):
+  """Adds a model; `input_size` is the square side it is meant for (None: the data's own)."""
+  _REGISTRY[name] = (cls, dict(preset), input_size)
+
+
+def names():
+  return sorted(_REGISTRY)
+
+
+def _entry(name):
+  if name not in _REGISTRY:
+    raise ValueError(f'unknown model {name!r}: choose one of {", ".join(names())}')
+  return _REGISTRY[name]
+
+
+def default_config(name):
+  """The model section of a config: name, input size (0 = the data's own) and the preset."""
+  cls, preset, input_size = _entry(name)
+  return ml_collections.ConfigDict({'name': name, 'input_size': input_size or 0, **preset})
+
+
+def build(model_config, num_classes):
+  """Instantiates `model_config.name` with the other fields as arguments (not yet built)."""
+  cls, _, _ = _entry(model_config.name)
+  kwargs = {k: v for k, v in model_config.items() if k not in ('name', 'input_size')}
+  accepted = inspect.signature(cls.__init__).parameters
+  unknown = sorted(set(kwargs) - set(accepted))
+  if unknown:
+    raise ValueError(f'model {model_config.name!r} takes no field(s) {", ".join(unknown)}: '
+                     f'remove them from config.model or pick a config for this model')
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  return cls(num_classes=num_classes, name=model_config.name, **kwargs)
+
