@@ -63,14 +63,19 @@ def define_config_flag():
     _fail(f'bad --config or --config.* override: {_one_line(e)}')
 
 
-def resolved_config(config_flag):
-  """The loaded config (ml_collections reports a file that failed to load only on access)."""
+def resolved_config(config_flag, **names):
+  """The loaded config; `names` (model=..., dataset=...) are flag values that, when given, must
+  agree with it: --model picks the config file only when --config is absent."""
   try:
     config = config_flag.value
     config.keys()  # a file that failed to load raises only when touched
-    return config
   except _CONFIG_ERRORS as e:
     raise UserError(f'bad --config: {_one_line(e)}') from None
+  for field, value in names.items():
+    if value is not None and value != config[field].name:
+      raise UserError(f'--{field}={value} disagrees with the config (its {field} is '
+                      f'{config[field].name!r}): drop --{field} or --config')
+  return config
 
 
 def _parse_flags(argv):

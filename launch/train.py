@@ -8,7 +8,6 @@ resume from its latest checkpoint.
 from absl import flags
 
 from launch import common
-from research.errors import UserError
 from research.train import trainer
 
 _CONFIG = common.define_config_flag()
@@ -25,11 +24,7 @@ _STRATEGY = flags.DEFINE_string('strategy', None, 'tf.distribute strategy: defau
 
 def _resolve():
   """Flag values folded into the config; a flag that contradicts the config file is an error."""
-  config = common.resolved_config(_CONFIG)
-  for flag, field in ((_MODEL, 'model'), (_DATASET, 'dataset')):
-    if flag.value is not None and flag.value != config[field].name:
-      raise UserError(f'--{field}={flag.value} disagrees with the config (its {field} is '
-                      f'{config[field].name!r}): drop --{field} or --config')
+  config = common.resolved_config(_CONFIG, model=_MODEL.value, dataset=_DATASET.value)
   if _DATA_DIR.value is not None:
     config.dataset.data_dir = _DATA_DIR.value
   if _STRATEGY.value is not None:

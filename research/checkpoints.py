@@ -8,6 +8,7 @@ import tensorflow as tf
 from research import config as config_lib
 from research import models
 from research import outputs
+from research.models import sizing
 from research.errors import UserError
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -21,13 +22,19 @@ def input_shape(model_config, image_shape):
 
 
 def build_model(model_config, num_classes, image_shape):
-  """Creates the model and its variables (a subclassed model has none until it is called)."""
+  """Creates the model and its variables (a subclassed model has none until it is called).
+
+  Returns (model, per-layer table text). The input size is checked against the model's
+  downsampling first, on static shapes: too small an input otherwise aborts inside oneDNN or
+  silently yields empty feature maps.
+  """
+  shape = input_shape(model_config, image_shape)
   try:
     model = models.build(model_config, num_classes)
-  except TypeError as e:
+    sizing.check_fits(model, shape)
+  except (TypeError, ValueError) as e:
     raise UserError(f'config.model does not fit model {model_config.name!r}: {e}') from None
-  table = outputs.layer_table(model, input_shape(model_config, image_shape))
-  return model, table
+  return model, outputs.layer_table(model, shape)
 
 
 def training_checkpoint(model, optimizer):

@@ -28,8 +28,8 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase):
       ('unknown_field', ['--config.batch_sise=64'], 'batch_sise'),
       ('wrong_type', ['--config.batch_size=lots'], 'batch_size'),
       ('unknown_dataset', ['--dataset=no_such_dataset'], "unknown dataset 'no_such_dataset'"),
-      ('missing_data_dir', ['--data_dir=/nonexistent/tfds'], "'/nonexistent/tfds' is not a "
-                                                               'directory'),
+      ('missing_data_dir', ['--data_dir=/nonexistent/tfds'],
+       "'/nonexistent/tfds' is not a directory"),
       ('model_contradicts_config', ['--config=configs/cnn_mnist.py', '--model=cnn_dropout'],
        'disagrees'),
       ('positional', ['extra'], 'unexpected arguments'),

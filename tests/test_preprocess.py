@@ -56,8 +56,8 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
   def test_zero_strength_augmentation_is_identity(self):
     x = _digits()
     none = _augment(rotate=0.0, scale=0.0, translate=0.0, flip=False)
-    a = preprocess.preprocess(x, training=True, augment=none, seed=tf.constant([0, 0],
-                                                                                tf.int64))
+    seed = tf.constant([0, 0], tf.int64)
+    a = preprocess.preprocess(x, training=True, augment=none, seed=seed)
     self.assertAllClose(a, preprocess.preprocess(x), atol=1e-5)
 
   def test_digit_augmentation_moves_ink_a_little_and_never_mirrors(self):

@@ -51,3 +51,13 @@ def build(model_config, num_classes):
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
   return cls(num_classes=num_classes, name=model_config.name, **kwargs)
 
+
+# Further families join through register(), as an outside model would: one line per name.
+from research.models.alexnet import AlexNet  # noqa: E402
+from research.models import vgg  # noqa: E402
+
+register('alexnet', AlexNet, dict(width_divisor=1, dropout=0.5, batch_norm=False), input_size=227)
+for _name, _arch in (('vgg11', vgg.VGG11), ('vgg13', vgg.VGG13), ('vgg16', vgg.VGG16),
+                     ('vgg19', vgg.VGG19)):
+  register(_name, vgg.VGG, dict(conv_arch=_arch, dense_units=4096, dropout=0.5, width_divisor=1,
+                                batch_norm=False), input_size=224)

@@ -21,9 +21,9 @@ def cross_entropy(labels, logits, label_smoothing=0.0):
   return tf.nn.softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
 
 
-def step_seed(seed, step):
-  """The augmentation seed of one replica at one step: a pure function of (seed, step, replica)."""
-  replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+def augment_seed(seed, step, replica=0):
+  """The augmentation seed of one replica at one step: a pure function of (seed, step, replica),
+  so a resumed run augments exactly as the uninterrupted one would have."""
   base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
   return tf.random.experimental.stateless_fold_in(base, tf.cast(replica, tf.int64))
 
@@ -34,8 +34,10 @@ def make_train_fn(strategy, model, optimizer, config):
   augment = config.augment if config.augment.enabled else None
 
   def replica_step(images, labels):
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    seed = augment_seed(config.seed, optimizer.iterations, replica)
     x = preprocess.preprocess(images, input_size=config.model.input_size, training=True,
-                              augment=augment, seed=step_seed(config.seed, optimizer.iterations))
+                              augment=augment, seed=seed)
     with tf.GradientTape() as tape:
       logits = model(x, training=True)
       per_example = cross_entropy(labels, logits, config.label_smoothing)

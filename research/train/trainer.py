@@ -4,6 +4,7 @@ Re-running with the same workdir resumes from the latest checkpoint: the data or
 function of (seed, step), so the optimizer's step counter is all the data position there is.
 """
 
+import dataclasses
 import os
 import time
 
@@ -43,13 +44,11 @@ def _next_stop(step, total, intervals):
 def _write_input_grid(config, data, step, writer, workdir):
   """The first training batch as the model sees it (augmented, resized) with its labels."""
   n = min(config.image_grid_size, config.batch_size)
-  images, labels = next(iter(pipeline.train_dataset(data.train, config.batch_size, config.seed,
-                                                     start_step=step)))
-  seed = tf.random.experimental.stateless_fold_in(
-      tf.constant([config.seed, step], tf.int64), 0)
+  batches = pipeline.train_dataset(data.train, config.batch_size, config.seed, start_step=step)
+  images, labels = next(iter(batches))
   x = preprocess.preprocess(images[:n], input_size=config.model.input_size, training=True,
                             augment=config.augment if config.augment.enabled else None,
-                            seed=seed)
+                            seed=steps.augment_seed(config.seed, step))
   grid = outputs.image_grid(x.numpy(), labels[:n].numpy(), data.class_names,
                             os.path.join(workdir, 'inputs.png'))
   with writer.as_default():
@@ -62,9 +61,21 @@ def _scalars(writer, step, values):
       tf.summary.scalar(name, value, step=step)
 
 
-def train_and_evaluate(config, workdir):
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary."""
-  wall_start = time.time()
+@dataclasses.dataclass
+class _Run:
+  """What the loop works with, built once by _setup."""
+  strategy: tf.distribute.Strategy
+  data: datasets.Data
+  model: object
+  optimizer: object
+  lr: object
+  manager: tf.train.CheckpointManager
+  steps_per_epoch: int
+  total_steps: int
+
+
+def _setup(config, workdir):
+  """Checks, loads data, builds model and optimizer under the strategy, restores if it can."""
   _check_workdir(config, workdir)
   strategy = strategy_lib.build(config)
   data = datasets.load(config.dataset)
@@ -76,25 +87,35 @@ def train_and_evaluate(config, workdir):
   per_epoch = pipeline.steps_per_epoch(len(data.train), config.batch_size)
   total = (config.num_train_steps if config.num_train_steps > 0
            else int(round(config.num_epochs * per_epoch)))
+  # Variables and optimizer slots must be created under the strategy to be mirrored.
   with strategy.scope():
     model, table = checkpoints.build_model(config.model, data.num_classes, data.image_shape)
     lr = optim.schedule(config.schedule, total, per_epoch)
     optimizer = optim.optimizer(config.optimizer, lr)
     optimizer.build(model.trainable_variables)
   logging.info('Model %s:\n%s', config.model.name, table)
-  ckpt = checkpoints.training_checkpoint(model, optimizer)
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
-                                       max_to_keep=config.keep_checkpoints)
-  restored = checkpoints.restore_latest(ckpt, manager.directory)
-  step = int(optimizer.iterations.numpy())
+  manager = tf.train.CheckpointManager(
+      checkpoints.training_checkpoint(model, optimizer),
+      os.path.join(workdir, checkpoints.CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints)
+  restored = checkpoints.restore_latest(manager.checkpoint, manager.directory)
   if restored:
-    logging.info('Resumed from %s at step %d (epoch %.2f).', restored, step, step / per_epoch)
+    step = int(optimizer.iterations.numpy())
+    logging.info('Resumed from %s at step %d of %d (epoch %.2f).', restored, step, total,
+                 step / per_epoch)
+  return _Run(strategy, data, model, optimizer, lr, manager, per_epoch, total)
 
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary."""
+  wall_start = time.time()
+  run = _setup(config, workdir)
+  strategy, data, total = run.strategy, run.data, run.total_steps
+  step = int(run.optimizer.iterations.numpy())
   train_iter = iter(strategy.distribute_datasets_from_function(
       lambda ctx: pipeline.train_dataset(data.train, config.batch_size, config.seed,
                                          start_step=step, input_context=ctx)))
-  train_fn = steps.make_train_fn(strategy, model, optimizer, config)
-  eval_fn = steps.make_eval_fn(strategy, model, config, data.num_classes)
+  train_fn = steps.make_train_fn(strategy, run.model, run.optimizer, config)
+  eval_fn = steps.make_eval_fn(strategy, run.model, config, data.num_classes)
 
   def evaluate(split):
     ds = strategy.distribute_datasets_from_function(
@@ -105,46 +126,63 @@ def train_and_evaluate(config, workdir):
   val_writer = tf.summary.create_file_writer(os.path.join(workdir, 'validation'))
   if config.image_grid_size and step < total:
     _write_input_grid(config, data, step, train_writer, workdir)
-  eval_every = max(int(round(config.eval_every_epochs * per_epoch)), 1)
+  eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
   sums, window_start, window_step = tf.zeros([3]), time.time(), step
-  train_start, val_accuracy, last = time.time(), None, {}
+  train_start, summary = time.time(), {}
   while step < total:
     n = _next_stop(step, total, (config.steps_per_loop, config.log_every_steps, eval_every,
                                  config.checkpoint_every_steps)) - step
     sums += train_fn(train_iter, tf.constant(n))
     step += n
     if step % config.log_every_steps == 0 or step == total:
-      loss_sum, correct, count = (float(v) for v in sums.numpy())
-      seconds = time.time() - window_start
-      rate = count / seconds
-      last = {'loss': loss_sum / count, 'accuracy': correct / count, 'images_per_sec': rate,
-              'learning_rate': float(lr(step - 1))}
-      logging.info('step %d/%d epoch %.2f: loss %.4f accuracy %.4f lr %.2e %.0f img/s '
-                   'ETA %.0fs', step, total, step / per_epoch, last['loss'], last['accuracy'],
-                   last['learning_rate'], rate, (total - step) * seconds / (step - window_step))
-      _scalars(train_writer, step, last)
+      summary.update(_log_window(sums, time.time() - window_start, step, window_step, run))
+      _scalars(train_writer, step, {tag: summary[k] for tag, k in _TRAIN_SCALARS.items()})
       sums, window_start, window_step = tf.zeros([3]), time.time(), step
     if data.validation is not None and (step % eval_every == 0 or step == total):
       val = evaluate(data.validation)
-      val_accuracy = val['accuracy']
+      summary['validation_accuracy'] = val['accuracy']
       logging.info('step %d validation: loss %.4f accuracy %.4f', step, val['loss'],
-                   val_accuracy)
-      _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val_accuracy})
+                   val['accuracy'])
+      _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy']})
     if step % config.checkpoint_every_steps == 0 or step == total:
-      manager.save(checkpoint_number=step)
+      run.manager.save(checkpoint_number=step)
   train_seconds = time.time() - train_start
 
   test = evaluate(data.test)
   logging.info('Test: accuracy %.4f loss %.4f over %d examples.', test['accuracy'],
                test['loss'], test['num_examples'])
-  summary = {
-      'step': step, 'epoch': step / per_epoch, 'train_loss': last.get('loss'),
-      'train_accuracy': last.get('accuracy'), 'images_per_sec': last.get('images_per_sec'),
-      'validation_accuracy': val_accuracy, 'test_accuracy': test['accuracy'],
-      'test_loss': test['loss'], 'train_seconds': train_seconds,
-      'wall_seconds': time.time() - wall_start, 'weights_digest': outputs.weights_digest(model),
-  }
-  outputs.write_json(os.path.join(workdir, 'train_summary.json'), summary)
   for writer in (train_writer, val_writer):
     writer.flush()
+  return _write_summary(workdir, summary, step=step, epoch=step / run.steps_per_epoch,
+                        test_accuracy=test['accuracy'], test_loss=test['loss'],
+                        train_seconds=train_seconds, wall_seconds=time.time() - wall_start,
+                        weights_digest=outputs.weights_digest(run.model))
+
+
+# TensorBoard tag -> summary key; train/ and validation/ share the tags loss and accuracy.
+_TRAIN_SCALARS = {'loss': 'train_loss', 'accuracy': 'train_accuracy',
+                  'learning_rate': 'learning_rate', 'images_per_sec': 'images_per_sec'}
+
+
+def _log_window(sums, seconds, step, window_start_step, run):
+  """Logs the metrics of the steps since the last log line; returns them."""
+  loss_sum, correct, count = (float(v) for v in sums.numpy())
+  m = {'train_loss': loss_sum / count, 'train_accuracy': correct / count,
+       'images_per_sec': count / seconds, 'learning_rate': float(run.lr(step - 1))}
+  eta = (run.total_steps - step) * seconds / (step - window_start_step)
+  logging.info('step %d/%d epoch %.2f: loss %.4f accuracy %.4f lr %.2e %.0f img/s ETA %.0fs',
+               step, run.total_steps, step / run.steps_per_epoch, m['train_loss'],
+               m['train_accuracy'], m['learning_rate'], m['images_per_sec'], eta)
+  return m
+
+
+def _write_summary(workdir, latest, **final):
+  """train_summary.json; over resumed sessions the seconds add up and the last train metrics
+  seen are kept (a re-run of a finished run only re-evaluates)."""
+  path = os.path.join(workdir, 'train_summary.json')
+  previous = outputs.read_json(path) if os.path.exists(path) else {}
+  for key in ('train_seconds', 'wall_seconds'):
+    final[key] += previous.get(key, 0.0)
+  summary = {**previous, **latest, **final}
+  outputs.write_json(path, summary)
   return summary
