@@ -1,29 +1,22 @@
 """Config tests: presets, type checks, workdir compatibility, config files load."""
 
-import importlib.util
 import os
 
 from absl.testing import parameterized
 import tensorflow as tf
 
+from research import checkpoints
 from research import config as config_lib
 from research.errors import UserError
 from tests import helpers
 
 
-def _load_config_file(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(helpers.ROOT, 'configs',
-                                                                   name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 class ConfigTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.parameters('cnn_mnist', 'cnn_dropout_mnist', 'cnn_fashion_mnist')
+  @parameterized.parameters('cnn_mnist', 'cnn_dropout_mnist', 'cnn_fashion_mnist',
+                            'alexnet_mnist', 'vgg16_mnist')
   def test_config_files_load_and_type_check(self, name):
-    config = _load_config_file(name).get_config()
+    config = helpers.load_config_file(name).get_config()
     config_lib.check_types(config)
     with open(os.path.join(helpers.ROOT, 'configs', name + '.py')) as f:
       head = f.read(600)
@@ -31,7 +24,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('Reproduces:', head)
 
   def test_fashion_config_uses_fashion_and_flips(self):
-    config = _load_config_file('cnn_fashion_mnist').get_config()
+    config = helpers.load_config_file('cnn_fashion_mnist').get_config()
     self.assertEqual(config.dataset.name, 'fashion_mnist')
     self.assertTrue(config.augment.flip)
 
@@ -75,3 +68,27 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     (new[section] if section else new)[key] = value
     with self.assertRaisesRegex(UserError, 'pass a new --workdir'):
       config_lib.check_compatible(saved, new, '/w')
+
+
+class VariantTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(('alexnet_mnist', 'cpu'), ('alexnet_mnist', 'tiny'),
+                            ('vgg16_mnist', 'cpu'), ('vgg16_mnist', 'tiny'),
+                            ('vgg16_mnist', 'demo'))
+  def test_variants_type_check_and_their_models_fit(self, name, variant):
+    config = helpers.load_config_file(name).get_config(variant)
+    config_lib.check_types(config)
+    if variant != 'demo':  # demo is the full-size VGG16, built in test_vgg
+      model, _ = checkpoints.build_model(config.model, 10, (28, 28, 1))
+      self.assertEqual(model.stack[-1].num_classes, 10)
+
+  def test_cpu_variants_are_smaller_than_the_tutorial_nets(self):
+    for name in ('alexnet_mnist', 'vgg16_mnist'):
+      full = helpers.load_config_file(name).get_config()
+      cpu = helpers.load_config_file(name).get_config('cpu')
+      self.assertGreater(cpu.model.width_divisor, full.model.width_divisor)
+      self.assertLess(cpu.model.input_size, full.model.input_size)
+
+  def test_unknown_variant(self):
+    with self.assertRaisesRegex(ValueError, "unknown variant 'huge'"):
+      helpers.load_config_file('alexnet_mnist').get_config('huge')

@@ -73,6 +73,22 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(result.top, 3)
     self.assertAlmostEqual(sum(p for _, p in result.top), 1.0, delta=1.0)
 
+  @parameterized.parameters(('alexnet_mnist', 'tiny'), ('vgg16_mnist', 'tiny'))
+  def test_tiny_variant_trains_end_to_end_with_on_device_resize(self, name, variant):
+    config = helpers.load_config_file(name).get_config(variant)
+    tiny = helpers.tiny_config(config.model.name)
+    config.update({k: tiny[k] for k in ('batch_size', 'eval_batch_size', 'num_train_steps',
+                                        'steps_per_loop', 'log_every_steps', 'image_grid_size')})
+    config.dataset.validation_size = 16
+    workdir = self.create_tempdir().full_path
+    with helpers.mock_tfds():
+      summary = trainer.train_and_evaluate(config, workdir)
+    self.assertEqual(summary['step'], 2)
+    self.assertTrue(np.isfinite(summary['train_loss']))
+    # The host shipped 28×28 digits; the grid shows them as the model saw them, resized.
+    grid = tf.io.decode_png(tf.io.read_file(os.path.join(workdir, 'inputs.png')))
+    self.assertGreater(grid.shape[0], config.model.input_size)
+
   def test_rerun_resumes_and_a_finished_run_is_not_retrained(self):
     workdir = self.create_tempdir().full_path
     with helpers.mock_tfds():
