@@ -5,6 +5,7 @@ points apply command-line overrides (type-checked by ml_collections) and pass th
 library. The resolved config is saved in the workdir as JSON, which evaluate/predict read back.
 """
 
+import importlib.util
 import json
 import os
 
@@ -83,6 +84,16 @@ def check_types(config):
     if not ok or isinstance(value, bool) != isinstance(ref, bool):
       raise UserError(f'config field {field}={value!r} should be a {type(ref).__name__} like '
                       f'{ref!r}: fix --config.{field}')
+
+
+def load_file(path, variant=''):
+  """get_config(variant) of a config file, loaded by path as ml_collections' config_flags does
+  (for code that has no --config flag: benchmarks, tests)."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
 
 
 def to_json(config):

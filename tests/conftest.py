@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+# Before any test module imports TensorFlow: the package turns oneDNN on (1.6x here).
+import research  # noqa: E402,F401
+
 
 def pytest_collection_modifyitems(config, items):
   """tf.test.TestCase has a `test_session` helper that pytest collects and skips: drop it."""

@@ -1,7 +1,6 @@
 """Test helpers: tiny configs, mock tfds data, and the real-MNIST location."""
 
 import contextlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,12 +13,9 @@ from research import config as config_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config_file(name):
-  """The module configs/<name>.py, loaded by path as ml_collections' config_flags does."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def load_config(name, variant=''):
+  """configs/<name>.py's config (of `variant`)."""
+  return config_lib.load_file(os.path.join(ROOT, 'configs', name + '.py'), variant)
 
 
 def tiny_config(model='cnn', dataset='mnist', **overrides):

@@ -16,7 +16,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters('cnn_mnist', 'cnn_dropout_mnist', 'cnn_fashion_mnist',
                             'alexnet_mnist', 'vgg16_mnist')
   def test_config_files_load_and_type_check(self, name):
-    config = helpers.load_config_file(name).get_config()
+    config = helpers.load_config(name)
     config_lib.check_types(config)
     with open(os.path.join(helpers.ROOT, 'configs', name + '.py')) as f:
       head = f.read(600)
@@ -24,7 +24,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('Reproduces:', head)
 
   def test_fashion_config_uses_fashion_and_flips(self):
-    config = helpers.load_config_file('cnn_fashion_mnist').get_config()
+    config = helpers.load_config('cnn_fashion_mnist')
     self.assertEqual(config.dataset.name, 'fashion_mnist')
     self.assertTrue(config.augment.flip)
 
@@ -76,7 +76,7 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
                             ('vgg16_mnist', 'cpu'), ('vgg16_mnist', 'tiny'),
                             ('vgg16_mnist', 'demo'))
   def test_variants_type_check_and_their_models_fit(self, name, variant):
-    config = helpers.load_config_file(name).get_config(variant)
+    config = helpers.load_config(name, variant)
     config_lib.check_types(config)
     if variant != 'demo':  # demo is the full-size VGG16, built in test_vgg
       model, _ = checkpoints.build_model(config.model, 10, (28, 28, 1))
@@ -84,11 +84,11 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_cpu_variants_are_smaller_than_the_tutorial_nets(self):
     for name in ('alexnet_mnist', 'vgg16_mnist'):
-      full = helpers.load_config_file(name).get_config()
-      cpu = helpers.load_config_file(name).get_config('cpu')
+      full = helpers.load_config(name)
+      cpu = helpers.load_config(name, 'cpu')
       self.assertGreater(cpu.model.width_divisor, full.model.width_divisor)
       self.assertLess(cpu.model.input_size, full.model.input_size)
 
   def test_unknown_variant(self):
     with self.assertRaisesRegex(ValueError, "unknown variant 'huge'"):
-      helpers.load_config_file('alexnet_mnist').get_config('huge')
+      helpers.load_config('alexnet_mnist', 'huge')

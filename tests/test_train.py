@@ -75,7 +75,7 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(('alexnet_mnist', 'tiny'), ('vgg16_mnist', 'tiny'))
   def test_tiny_variant_trains_end_to_end_with_on_device_resize(self, name, variant):
-    config = helpers.load_config_file(name).get_config(variant)
+    config = helpers.load_config(name, variant)
     tiny = helpers.tiny_config(config.model.name)
     config.update({k: tiny[k] for k in ('batch_size', 'eval_batch_size', 'num_train_steps',
                                         'steps_per_loop', 'log_every_steps', 'image_grid_size')})

@@ -1,0 +1,186 @@
+"""The benchmark: its analytic FLOP count against hand arithmetic and the traced graph, and the
+--quick run as a user runs it (table and JSON complete and well formed; no speed thresholds)."""
+
+import json
+import math
+import os
+
+from absl.testing import parameterized
+import keras
+import tensorflow as tf
+
+from research import benchmark
+from research import checkpoints
+from research.models import blocks
+from research.models.alexnet import AlexNet
+from research.models.cnn import SmallCNN
+from research.models.vgg import VGG
+from tests import helpers
+
+
+def _graph_macs(model, input_shape):
+  """Multiply-adds of the Conv2D and MatMul ops TensorFlow actually runs for one image: an
+  independent count to hold the layer walk against."""
+  forward = tf.function(lambda x: model(x, training=False))
+  graph = forward.get_concrete_function(tf.TensorSpec((1, *input_shape))).graph
+  total = 0
+  for op in graph.get_operations():
+    if op.type == 'Conv2D':
+      kh, kw, cin, _ = op.inputs[1].shape
+      total += math.prod(op.outputs[0].shape[1:]) * kh * kw * cin
+    elif op.type == 'MatMul':
+      (m, k), (_, n) = op.inputs[0].shape, op.inputs[1].shape
+      total += m * k * n
+  return total
+
+
+class _Depthwise(blocks.LayerStack):
+
+  def __init__(self):
+    super().__init__()
+    self.stack = (keras.layers.DepthwiseConv2D(3), keras.layers.Flatten(), blocks.Logits(10))
+
+
+class FlopCountTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_small_cnn_by_hand(self):
+    model = SmallCNN(num_classes=10, filters=(4,), dense_units=(8,))
+    rows = benchmark.forward_macs(model, (8, 8, 1))
+    # conv 3×3 valid: 6×6 positions × 4 filters × 9 taps × 1 channel; pool → 3×3×4 = 36 inputs
+    # to fc1 (8 units); logits 8 → 10.
+    self.assertEqual(rows, [('conv1', 6 * 6 * 4 * 9 * 1), ('pool1', 0), ('flatten', 0),
+                            ('fc1', 36 * 8), ('logits', 8 * 10)])
+    self.assertEqual(sum(m for _, m in rows), 1664)
+    self.assertEqual(benchmark.train_flops_per_image(1664), 3 * 2 * 1664)
+
+  def test_vgg_block_by_hand(self):
+    # Two `same` convs at 4×4 (1 → 2, then 2 → 2 channels), pool → 2×2×2, fc 8 → 4 → 4, logits.
+    model = VGG(num_classes=10, conv_arch=((2, 2),), dense_units=4, dropout=0.0)
+    rows = dict(benchmark.forward_macs(model, (4, 4, 1)))
+    self.assertEqual(rows['block1'], 4 * 4 * 2 * 9 * 1 + 4 * 4 * 2 * 9 * 2)
+    self.assertEqual((rows['fc1'], rows['fc2'], rows['logits']), (8 * 4, 4 * 4, 4 * 10))
+
+  def test_strided_alexnet_by_hand(self):
+    # Widths ÷ 16: 6, 16, 24, 24, 16 channels, 256-unit FCs. Stages at 67: 15 → 7 → 3 → 1.
+    model = AlexNet(num_classes=10, width_divisor=16)
+    rows = dict(benchmark.forward_macs(model, (67, 67, 1)))
+    expected = {'conv1': 15 * 15 * 6 * 11 * 11 * 1, 'conv2': 7 * 7 * 16 * 5 * 5 * 6,
+                'conv3': 3 * 3 * 24 * 9 * 16, 'conv4': 3 * 3 * 24 * 9 * 24,
+                'conv5': 3 * 3 * 16 * 9 * 24, 'fc1': 16 * 256, 'fc2': 256 * 256,
+                'logits': 256 * 10}
+    self.assertEqual({k: v for k, v in rows.items() if v}, expected)
+
+  @parameterized.parameters('cnn_mnist.py', 'alexnet_mnist.py:tiny', 'vgg16_mnist.py:cpu')
+  def test_matches_the_traced_graph(self, spec):
+    config = benchmark.load_config(spec)
+    model, _ = checkpoints.build_model(config.model, 10, benchmark.SOURCE_SHAPE)
+    shape = checkpoints.input_shape(config.model, benchmark.SOURCE_SHAPE)
+    self.assertEqual(sum(m for _, m in benchmark.forward_macs(model, shape)),
+                     _graph_macs(model, shape))
+
+  def test_refuses_a_layer_it_cannot_count(self):
+    with self.assertRaisesRegex(ValueError, 'cannot count the multiply-adds'):
+      benchmark.forward_macs(_Depthwise(), (8, 8, 1))
+
+
+class RealDataTest(tf.test.TestCase):
+
+  def test_missing_data_is_a_reason_not_a_crash(self):
+    empty = self.create_tempdir().full_path
+    config = benchmark.load_config('cnn_mnist.py')
+    old = os.environ.get('TFDS_DATA_DIR')
+    os.environ['TFDS_DATA_DIR'] = empty
+    try:
+      split, reason = benchmark._RealData().get(config.dataset)
+    finally:
+      if old is None:
+        del os.environ['TFDS_DATA_DIR']
+      else:
+        os.environ['TFDS_DATA_DIR'] = old
+    self.assertIsNone(split)
+    self.assertStartsWith(reason, 'no real data:')
+    self.assertIn('not prepared', reason)
+
+
+def _numbers(tree, path=''):
+  """(path, value) of every number in a JSON tree."""
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from _numbers(value, f'{path}.{key}')
+  elif isinstance(tree, list):
+    for i, value in enumerate(tree):
+      yield from _numbers(value, f'{path}[{i}]')
+  elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+    yield path, tree
+
+
+class QuickRunTest(tf.test.TestCase):
+
+  def test_quick_run_writes_table_and_json(self):
+    real = helpers.real_data_dir()
+    # Without prepared MNIST, point tfds at an empty dir: the real-data rows must then be
+    # skipped with a reason, whatever tfds' default dir happens to hold.
+    env = {'TFDS_DATA_DIR': real or self.create_tempdir().full_path}
+    path = os.path.join(self.create_tempdir().full_path, 'bench.json')
+    proc = helpers.run_cli('launch.benchmark', '--quick', f'--json={path}', env=env,
+                           timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(path) as f:
+      results = json.load(f)
+
+    self.assertEqual(results['repeats'], 2)
+    self.assertTrue(results['quick'])
+    self.assertCountEqual(results['ceilings'], ['matmul', 'conv3x3'])
+    self.assertCountEqual(results['models'], benchmark.QUICK_MODELS)
+    for path_, value in _numbers(results):
+      self.assertTrue(math.isfinite(value), path_)
+      if 'load_average' not in path_ and 'final_loss' not in path_:
+        self.assertGreater(value, 0, path_)
+
+    always = {'custom_synthetic', 'fit', 'fit_spe25', 'one_device', 'mirrored'}
+    real_rows = {'custom_pipeline', 'pipeline_only'}
+    resize = {'custom_input_size', 'custom_synthetic_no_augment', 'custom_input_size_no_augment'}
+    expected_measured = {'cnn': always | (real_rows if real else set()),
+                         'alexnet_tiny': {'custom_synthetic'} | resize}
+    for name, model in results['models'].items():
+      for key in ('config', 'model', 'batch_size', 'input_size', 'params',
+                  'forward_macs_per_image', 'train_gflop_per_image', 'compute', 'memory'):
+        self.assertIn(key, model, name)
+      for key in ('achieved_gflops', 'fraction_of_matmul', 'fraction_of_conv3x3'):
+        self.assertIn(key, model['compute'])
+      for key in ('rss_start_mb', 'peak_rss_mb', 'process_peak_rss_mb', 'method'):
+        self.assertIn(key, model['memory'])
+      self.assertCountEqual(model['measurements'], benchmark.MEASUREMENTS)
+      self.assertCountEqual(model['ratios'], benchmark.RATIOS)
+      measured = {k for k, row in model['measurements'].items() if 'skipped' not in row}
+      self.assertEqual(measured, expected_measured[name])
+      for key, row in model['measurements'].items():
+        if 'skipped' in row:
+          self.assertNotEmpty(row['skipped'])
+        else:
+          self.assertCountEqual(row['images_per_sec'], ['median', 'min', 'max', 'samples'])
+          self.assertLen(row['images_per_sec']['samples'], 2)
+          stats = row['images_per_sec']
+          self.assertBetween(stats['median'], stats['min'], stats['max'])
+      for key, row in model['ratios'].items():
+        num, den, _ = benchmark.RATIOS[key]
+        self.assertEqual('skipped' not in row, {num, den} <= measured, (name, key))
+    cnn = results['models']['cnn']['measurements']
+    if not real:
+      self.assertStartsWith(cnn['custom_pipeline']['skipped'], 'no real data:')
+
+    table = proc.stdout
+    self.assertIn('ceiling  matmul 4096×4096 float32', table)
+    for name, model in results['models'].items():
+      self.assertIn(f'{name}: {model["config"]}', table)
+    for label in benchmark.MEASUREMENTS.values():
+      self.assertEqual(table.count(label), len(benchmark.QUICK_MODELS), label)
+    self.assertIn('a/c  with pad-resize vs without', table)
+    self.assertIn('preprocess mapped in tf.data', table)
+    pipeline_row = next(line for line in table.splitlines()
+                        if benchmark.MEASUREMENTS['custom_pipeline'] in line)
+    self.assertEqual('skipped: no real data' in pipeline_row, not real, pipeline_row)
+
+
+if __name__ == '__main__':
+  tf.test.main()
