@@ -1,7 +1,8 @@
 """VGG16 on MNIST: the d2l tutorial's 224×224 run, and a CPU-sized VGG16 that trains here.
 
 Command: python -m launch.train --config=configs/vgg16_mnist.py:cpu --workdir=runs/vgg16_cpu
-Reproduces: not yet measured (issue: ≥ 99.3% MNIST test accuracy for the CPU-sized VGG16).
+Reproduces: 99.36% test accuracy (validation 99.04%) for the CPU-sized VGG16 (:cpu), 4 epochs,
+  269 s of training at ~860 img/s on 2 CPU cores, 278 s in all (seed 0, one run).
 
 Variants, chosen with the config argument (configs/vgg16_mnist.py:VARIANT):
   (none) VGG16 at 224×224, full width: about 1–2 img/s on 2 CPU cores, a GPU job.
