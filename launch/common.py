@@ -8,9 +8,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from research import config as config_lib
 from research.errors import UserError
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
 
 def _flag_value(argv, name):
@@ -28,10 +27,10 @@ def default_config_path(argv):
   parameterised by model and dataset (their presets)."""
   model = _flag_value(argv, 'model') or 'cnn'
   dataset = _flag_value(argv, 'dataset') or 'mnist'
-  specific = os.path.join(CONFIG_DIR, f'{model}_{dataset}.py')
+  specific = os.path.join(config_lib.CONFIG_DIR, f'{model}_{dataset}.py')
   if os.path.exists(specific):
     return specific
-  return os.path.join(CONFIG_DIR, 'default.py') + f':{model},{dataset}'
+  return os.path.join(config_lib.CONFIG_DIR, 'default.py') + f':{model},{dataset}'
 
 
 _CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError, UserError)

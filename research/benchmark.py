@@ -40,7 +40,6 @@ from research.models import vgg
 from research.train import optim
 from research.train import steps as steps_lib
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
 # Every benchmarked config trains on MNIST: synthetic batches mimic its images and classes.
 SOURCE_SHAPE = (28, 28, 1)
@@ -264,7 +263,7 @@ def ceilings(quick, repeats):
 def load_config(spec):
   """The config of 'file.py[:variant]' under configs/, loaded by path as config_flags does."""
   filename, _, variant = spec.partition(':')
-  config = config_lib.load_file(os.path.join(CONFIG_DIR, filename), variant)
+  config = config_lib.load_file(os.path.join(config_lib.CONFIG_DIR, filename), variant)
   config.strategy = 'default'
   config_lib.check_types(config)
   return config

@@ -15,6 +15,9 @@ from research import models
 from research import outputs
 from research.errors import UserError
 
+# The experiment files (configs/ beside this package in the repository).
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
 # Datasets whose content has a handedness: never mirror them.
 _DIGIT_DATASETS = ('mnist', 'emnist', 'kmnist', 'svhn_cropped')
 

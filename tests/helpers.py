@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_config(name, variant=''):
   """configs/<name>.py's config (of `variant`)."""
-  return config_lib.load_file(os.path.join(ROOT, 'configs', name + '.py'), variant)
+  return config_lib.load_file(os.path.join(config_lib.CONFIG_DIR, name + '.py'), variant)
 
 
 def tiny_config(model='cnn', dataset='mnist', **overrides):
