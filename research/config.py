@@ -56,9 +56,13 @@ def base(model='cnn', dataset='mnist'):
   c.eval_every_epochs = 1.0
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
-  c.strategy = 'default'
+  c.strategy = 'default'  # default, one_device, mirrored, multi_worker_mirrored or tpu
+  c.num_gpus = -1  # GPUs per worker to use: -1 all visible, 0 none (the CPU)
   c.num_cpu_devices = 0  # > 0 splits the host CPU into N logical devices (tests, mirrored on CPU)
+  c.tpu = ''  # the TPU's name or grpc:// address for strategy=tpu; '' = the local TPU
+  c.mixed_precision = 'float32'  # float32, mixed_float16 (dynamic loss scaling) or mixed_bfloat16
   c.jit_compile = False  # XLA measured 0.55x on CPU for these nets
+  c.deterministic = False  # op determinism: bitwise-repeatable runs, some ops slower
   c.image_grid_size = 64  # training inputs written as inputs.png; 0 to skip
   return c
 
