@@ -3,11 +3,19 @@
 Flags pick the experiment; the config file (--config, or configs/<model>_<dataset>.py) holds
 every setting, each overridable as --config.<field>=value. Re-run with the same --workdir to
 resume from its latest checkpoint.
+
+Distributed: --strategy picks the tf.distribute strategy; multi_worker_mirrored takes its cluster
+from TF_CONFIG or Slurm (srun), or --local_workers=N starts N workers here.
 """
+
+import sys
 
 from absl import flags
 
 from launch import common
+from research import local_cluster
+from research import strategy as strategy_lib
+from research.errors import UserError
 from research.train import trainer
 
 _CONFIG = common.define_config_flag()
@@ -18,8 +26,24 @@ _MODEL = flags.DEFINE_string('model', None, 'Model name (cnn, cnn_dropout, ...);
 _DATASET = flags.DEFINE_string('dataset', None, 'tfds dataset name (mnist, fashion_mnist, ...).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir; default: $TFDS_DATA_DIR, '
                                 'else tfds\' own default (downloads on first use).')
-_STRATEGY = flags.DEFINE_string('strategy', None, 'tf.distribute strategy: default, '
-                                'one_device or mirrored.')
+_STRATEGY = flags.DEFINE_enum('strategy', None, strategy_lib.NAMES,
+                              'tf.distribute strategy (default: the config\'s).')
+_NUM_GPUS = flags.DEFINE_integer('num_gpus', None, 'GPUs per worker: -1 all visible, 0 none '
+                                 '(train on the CPU), N the first N.', lower_bound=-1)
+_NUM_CPU_DEVICES = flags.DEFINE_integer(
+    'num_cpu_devices', None, 'Split the CPU into N logical devices (mirrored without GPUs); '
+    '0: one device.', lower_bound=0)
+_LOCAL_WORKERS = flags.DEFINE_integer(
+    'local_workers', 0, 'Start N workers on this machine as one multi_worker_mirrored cluster '
+    '(each with its own TF_CONFIG) and supervise them instead of training here.',
+    lower_bound=0)
+_MIXED_PRECISION = flags.DEFINE_enum('mixed_precision', None, strategy_lib.PRECISIONS,
+                                     'Compute dtype policy (default: the config\'s).')
+_JIT_COMPILE = flags.DEFINE_bool('jit_compile', None, 'XLA-compile the training step '
+                                 '(default: the config\'s, off).')
+
+# Flags that set the config field of the same name when given.
+_FIELD_FLAGS = (_STRATEGY, _NUM_GPUS, _NUM_CPU_DEVICES, _MIXED_PRECISION, _JIT_COMPILE)
 
 
 def _resolve():
@@ -27,15 +51,25 @@ def _resolve():
   config = common.resolved_config(_CONFIG, model=_MODEL.value, dataset=_DATASET.value)
   if _DATA_DIR.value is not None:
     config.dataset.data_dir = _DATA_DIR.value
-  if _STRATEGY.value is not None:
-    config.strategy = _STRATEGY.value
+  for flag in _FIELD_FLAGS:
+    if flag.value is not None:
+      config[flag.name] = flag.value
+  if _LOCAL_WORKERS.value and config.strategy != 'multi_worker_mirrored':
+    raise UserError(f'--local_workers={_LOCAL_WORKERS.value} starts a multi-worker cluster: '
+                    f'add --strategy=multi_worker_mirrored (the strategy is {config.strategy!r})')
   return config
 
 
 def main():
-  summary = trainer.train_and_evaluate(_resolve(), _WORKDIR.value)
+  config = _resolve()
+  if _LOCAL_WORKERS.value:
+    # The workers parse the same flags (TF_CONFIG tells each its place); this process only
+    # supervises them.
+    return local_cluster.run_local_workers(sys.argv[1:], _LOCAL_WORKERS.value)
+  summary = trainer.train_and_evaluate(config, _WORKDIR.value)
   print(f'test accuracy {summary["test_accuracy"]:.4f} (loss {summary["test_loss"]:.4f}) '
         f'after {summary["step"]} steps, {summary["train_seconds"]:.0f}s of training')
+  return 0
 
 
 if __name__ == '__main__':

@@ -1,11 +1,45 @@
-"""tf.distribute strategies by name; the training loop is the same under every one of them."""
+"""tf.distribute strategies by name; the training loop is the same under every one of them.
+
+`build(config)` must run before any other TensorFlow op of the process: it hides GPUs, splits
+the CPU into logical devices and, for multi_worker_mirrored, starts this worker's server; all of
+these only work before TensorFlow initialises its devices.
+
+A multi-worker cluster comes from TF_CONFIG when it is set, else from Slurm's environment (one
+worker per task of an `srun` step); `python -m launch.train --local_workers=N` starts N local
+workers with their own TF_CONFIG (research.local_cluster).
+"""
+
+import json
+import os
+import socket
+import urllib.parse
 
 from absl import logging
+import keras
 import tensorflow as tf
+# No public API sets the coordination service's timeouts; MultiWorkerMirroredStrategy itself
+# configures the service through these when nobody did before it.
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.distribute import multi_worker_util
+from tensorflow.python.eager import context
 
 from research.errors import UserError
 
-NAMES = ('default', 'one_device', 'mirrored')
+NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
+PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+
+# How long a worker waits for every worker of the cluster to connect before giving up. Without a
+# bound TensorFlow waits an hour (its default), so a worker that never starts looks like a hang.
+# A config field `cluster_timeout_seconds`, when present, overrides it.
+CLUSTER_TIMEOUT_SECONDS = 300
+# A worker that stops heartbeating (hung, stopped, its host gone) fails the others' collectives
+# after this; a worker that dies outright fails them at once (connection refused). TF's default.
+HEARTBEAT_TIMEOUT_SECONDS = 10
+# Under Slurm, worker k of a node listens on port base + k. Jobs sharing a node must not share a
+# base: by default it comes from the job id, or set this variable (the same for every task).
+PORT_BASE_ENV = 'RESEARCH_PORT_BASE'
+# How long to wait for a remote TPU's address to accept a connection: TensorFlow waits forever.
+_TPU_CONNECT_SECONDS = 20
 
 
 def split_cpu(num_devices):
@@ -24,24 +58,251 @@ def split_cpu(num_devices):
                       f'{existing} CPU device(s): set it before any TensorFlow op runs') from None
 
 
-def build(config):
-  """The strategy named by config.strategy, over the devices the config allows."""
-  if config.num_cpu_devices > 0:
-    split_cpu(config.num_cpu_devices)
-  gpus = tf.config.list_logical_devices('GPU')
-  devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices('CPU')]
-  if config.strategy == 'default':
-    strategy = tf.distribute.get_strategy()
-  elif config.strategy == 'one_device':
-    strategy = tf.distribute.OneDeviceStrategy(devices[0])
-  elif config.strategy == 'mirrored':
-    strategy = tf.distribute.MirroredStrategy(devices)
+def select_gpus(num_gpus):
+  """Makes the first `num_gpus` GPUs the only visible ones (-1: all); returns how many.
+
+  Hidden GPUs get neither memory nor ops; must run before TensorFlow initialises its devices.
+  """
+  gpus = tf.config.list_physical_devices('GPU')
+  if num_gpus < 0:
+    return len(gpus)
+  if num_gpus > len(gpus):
+    raise UserError(f'num_gpus={num_gpus} but this machine has {len(gpus)} GPU(s): pass '
+                    f'--num_gpus={len(gpus)} or fewer (-1 for all)')
+  try:
+    tf.config.set_visible_devices(gpus[:num_gpus], 'GPU')
+  except RuntimeError:
+    raise UserError(f'num_gpus={num_gpus} asked after TensorFlow started with all '
+                    f'{len(gpus)} GPUs: set it before any TensorFlow op runs') from None
+  return num_gpus
+
+
+def _tf_config_resolver(text):
+  """(cluster spec, task type, task id) from TF_CONFIG's JSON, checked."""
+  try:
+    tf_config = json.loads(text)
+    cluster, task = tf_config['cluster'], tf_config['task']
+    task_type, task_id = task['type'], int(task['index'])
+  except (ValueError, KeyError, TypeError):
+    raise UserError('TF_CONFIG should be JSON like {"cluster": {"worker": ["host:port", ...]}, '
+                    '"task": {"type": "worker", "index": 0}}: fix or unset it') from None
+  if task_id < 0 or task_id >= len(cluster.get(task_type, ())):
+    raise UserError(f'TF_CONFIG\'s task {task_type} {task_id} is not in its cluster '
+                    f'{cluster}: fix its "task"')
+  return tf.train.ClusterSpec(cluster), task_type, task_id
+
+
+def _default_port_base(job_id):
+  """A base port of 12000-31999 from the job id: below Linux' ephemeral ports (32768+), and
+  different for jobs that share a node (unless their ids are 20000 apart)."""
+  digits = ''.join(c for c in job_id if c.isdigit()) or '0'
+  return 12000 + int(digits) % 20000
+
+
+def _slurm_resolver(environ):
+  """(cluster spec, task type, task id) of this task of a Slurm job step.
+
+  SlurmClusterResolver asks nvidia-smi for the GPU count (absent on CPU nodes) and divides by
+  the GPUs per task (0 there), so it gets a pretend GPU per task and is used only for the
+  cluster; auto_set_gpu=False keeps it off CUDA_VISIBLE_DEVICES, which Slurm has already set.
+  """
+  job = environ['SLURM_JOB_ID']
+  if 'SLURM_STEP_NUM_TASKS' not in environ or 'SLURM_PROCID' not in environ:
+    raise UserError(f'in Slurm job {job} but not in a job step (no SLURM_STEP_NUM_TASKS): start '
+                    'the training with srun, one task per worker')
+  tasks = int(environ['SLURM_STEP_NUM_TASKS'])
+  try:
+    port_base = int(environ.get(PORT_BASE_ENV) or _default_port_base(job))
+  except ValueError:
+    raise UserError(f'{PORT_BASE_ENV}={environ[PORT_BASE_ENV]!r} is not a port number: set it '
+                    'to an integer like 12345, or unset it') from None
+  try:
+    slurm = tf.distribute.cluster_resolver.SlurmClusterResolver(
+        port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
+    spec = slurm.cluster_spec()
+  except (RuntimeError, ValueError) as e:
+    raise UserError(f'Slurm job {job}: cannot make a cluster from its environment '
+                    f'({" ".join(str(e).split())}): start the training with srun') from None
+  return spec, slurm.task_type, slurm.task_id
+
+
+def cluster_resolver(num_gpus=0, environ=None):
+  """This worker's cluster: from TF_CONFIG if set, else from Slurm's environment.
+
+  Returns a SimpleClusterResolver reporting `num_gpus` GPUs per worker (0: one CPU replica per
+  worker), whatever the machine has, so the strategy uses what the config chose.
+  """
+  environ = os.environ if environ is None else environ
+  if environ.get('TF_CONFIG'):
+    spec, task_type, task_id = _tf_config_resolver(environ['TF_CONFIG'])
+    source = 'TF_CONFIG'
+  elif environ.get('SLURM_JOB_ID'):
+    spec, task_type, task_id = _slurm_resolver(environ)
+    source = 'Slurm'
   else:
+    raise UserError('strategy multi_worker_mirrored needs a cluster: set TF_CONFIG, run under '
+                    'Slurm (srun), or start local workers with --local_workers=N')
+  logging.info('Cluster from %s: %s; this is %s %d.', source, spec.as_dict(), task_type,
+               task_id)
+  return tf.distribute.cluster_resolver.SimpleClusterResolver(
+      spec, task_type=task_type, task_id=task_id,
+      num_accelerators={'GPU': num_gpus} if num_gpus else {}, rpc_layer='grpc')
+
+
+def _bound_cluster_wait(spec, timeout_seconds):
+  """Makes the workers' start a barrier that fails after `timeout_seconds` when a worker is
+  missing (TensorFlow's default: an hour, on the leader without any message)."""
+  ctx = context.context()
+  if ctx.coordination_service is not None:
+    return  # already configured in this process (a second strategy): it cannot change
+  jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+          for job in ('chief', 'worker') if job in spec.jobs]
+  ctx.configure_coordination_service(
+      service_type='standalone', service_leader=multi_worker_util.coordination_leader(spec),
+      coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(timeout_seconds * 1000),
+      heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_SECONDS * 1000)
+  # Without the barrier the timeout bounds only the non-leaders' connection attempts; the
+  # leader would still wait an hour for a worker that never comes.
+  ctx.coordination_service.cluster_register_with_barrier = True
+
+
+def _multi_worker(config, num_gpus):
+  resolver = cluster_resolver(num_gpus)
+  spec = resolver.cluster_spec()
+  timeout = config.get('cluster_timeout_seconds', CLUSTER_TIMEOUT_SECONDS)
+  _bound_cluster_wait(spec, timeout)
+  try:
+    return tf.distribute.MultiWorkerMirroredStrategy(resolver)
+  except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
+    # TensorFlow's message runs over many lines; its first sentence says what timed out.
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0].split('. ')[0][:80]
+    workers = sum(spec.num_tasks(job) for job in spec.jobs)
+    leader = spec.task_address('chief' if 'chief' in spec.jobs else 'worker', 0)
+    raise UserError(f'{resolver.task_type} {resolver.task_id}: not all {workers} workers '
+                    f'connected within {timeout}s ({first}): start every worker, and check '
+                    f'that the first one ({leader}) is reachable') from None
+
+
+def _tpu(config):
+  """TPUStrategy over config.tpu ('' = this machine's TPU)."""
+  name = config.tpu or 'local'
+  address = urllib.parse.urlparse(name) if name.startswith('grpc://') else None
+  if address is not None:
+    # An unreachable address makes TensorFlow's connect wait forever: probe it first.
+    try:
+      socket.create_connection((address.hostname, address.port),
+                               timeout=_TPU_CONNECT_SECONDS).close()
+    except (OSError, TypeError, ValueError) as e:
+      raise UserError(f'strategy tpu: cannot reach the TPU at {name} ({e}): check '
+                      '--config.tpu') from None
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=name)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:
+    reason = ' '.join(str(e).split())[:120]
+    raise UserError(f'strategy tpu found no TPU {name!r} ({reason}): run on a TPU VM, name a '
+                    'TPU with --config.tpu=NAME or grpc://HOST:PORT, or pick another '
+                    '--strategy') from None
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def build(config):
+  """The strategy named by config.strategy, over the devices the config allows.
+
+  Devices: config.num_gpus GPUs per worker (-1 all, 0 none: the CPU); without GPUs the CPU,
+  split into config.num_cpu_devices logical devices when > 0.
+  """
+  if config.strategy not in NAMES:
     raise UserError(f'unknown strategy {config.strategy!r}: use one of {", ".join(NAMES)}')
-  logging.info('Strategy %s with %d replica(s) over %s.', config.strategy,
-               strategy.num_replicas_in_sync, devices)
+  if config.strategy == 'tpu':
+    strategy = _tpu(config)
+    devices = strategy.extended.worker_devices
+  else:
+    num_gpus = select_gpus(config.num_gpus)
+    if config.strategy == 'multi_worker_mirrored':
+      if config.num_cpu_devices > 0:
+        raise UserError(f'num_cpu_devices={config.num_cpu_devices} does not apply to '
+                        'multi_worker_mirrored (one CPU replica per worker): set it to 0')
+      strategy = _multi_worker(config, num_gpus)
+      devices = strategy.extended.worker_devices
+    else:
+      if config.num_cpu_devices > 0:
+        split_cpu(config.num_cpu_devices)
+      gpus = tf.config.list_logical_devices('GPU')
+      devices = ([d.name for d in gpus] or
+                 [d.name for d in tf.config.list_logical_devices('CPU')])
+      if config.strategy == 'default':
+        strategy = tf.distribute.get_strategy()
+      elif config.strategy == 'one_device':
+        strategy = tf.distribute.OneDeviceStrategy(devices[0])
+      else:
+        strategy = tf.distribute.MirroredStrategy(devices)
+  logging.info('Strategy %s with %d replica(s) over %s (worker %d of %d).', config.strategy,
+               strategy.num_replicas_in_sync, list(devices), worker_index(strategy),
+               num_workers(strategy))
   if config.batch_size % strategy.num_replicas_in_sync:
     raise UserError(f'batch_size {config.batch_size} does not divide over '
                     f'{strategy.num_replicas_in_sync} replicas: make it a multiple of '
                     f'{strategy.num_replicas_in_sync}')
   return strategy
+
+
+def _task(strategy):
+  """(cluster dict, task type, task id) of a multi-worker strategy, or None for one worker.
+
+  A TPUStrategy has a single client whatever its hosts, so it counts as one worker.
+  """
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+    return None
+  if resolver.task_type is None:
+    return None
+  return resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id
+
+
+def is_chief(strategy):
+  """Whether this worker writes the run's outputs: the only worker, the 'chief' task, or worker
+  0 of a cluster without a chief."""
+  task = _task(strategy)
+  if task is None:
+    return True
+  cluster, task_type, task_id = task
+  return task_type == 'chief' or (task_type == 'worker' and task_id == 0
+                                  and 'chief' not in cluster)
+
+
+def worker_index(strategy):
+  """This worker's place among the training workers: the chief 0, then the workers in order."""
+  task = _task(strategy)
+  if task is None:
+    return 0
+  cluster, task_type, task_id = task
+  if task_type == 'chief':
+    return 0
+  if task_type == 'worker':
+    return len(cluster.get('chief', ())) + task_id
+  raise ValueError(f'task type {task_type!r} does not train')
+
+
+def num_workers(strategy):
+  """How many processes train together (chief and workers; evaluators do not count)."""
+  task = _task(strategy)
+  if task is None:
+    return 1
+  cluster = task[0]
+  return len(cluster.get('chief', ())) + len(cluster.get('worker', ()))
+
+
+def set_precision(config):
+  """Sets Keras' global dtype policy from config.mixed_precision; returns its name.
+
+  Layers created afterwards compute in float16/bfloat16 and keep float32 variables; the
+  optimizer must scale the loss under mixed_float16 (research.train.optim).
+  """
+  name = config.mixed_precision
+  if name not in PRECISIONS:
+    raise UserError(f'unknown mixed_precision {name!r}: use one of {", ".join(PRECISIONS)}')
+  keras.mixed_precision.set_global_policy(name)
+  logging.info('Dtype policy %s.', name)
+  return name

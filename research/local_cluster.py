@@ -1,0 +1,236 @@
+"""N training workers on this machine as one multi-worker cluster: tests, debugging, a laptop.
+
+`python -m launch.train --strategy=multi_worker_mirrored --local_workers=2 ...` runs
+`run_local_workers`, which starts one `python -m launch.train ...` per worker, each with its own
+TF_CONFIG over free localhost ports, and supervises them:
+
+* their output comes through line by line, each line prefixed with `[worker i] `;
+* SIGTERM, SIGINT and SIGUSR1 sent to the supervisor go to every worker (how a preemption
+  notice reaches them), and the supervisor waits for them; a second SIGINT kills them;
+* when a worker fails (non-zero exit or a signal) the others can only hang or fail in their
+  next collective, so they get SIGTERM and, after a grace period, SIGKILL: a TensorFlow worker
+  catches SIGTERM (a preemption notice to it) and a worker blocked in a collective reacts to
+  nothing else. The supervisor then exits non-zero with one line naming the worker.
+
+Nothing here imports TensorFlow: the supervisor stays light and quick to start.
+"""
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from absl import logging
+
+from research.errors import UserError
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# After a worker failed, how long the others get between SIGTERM and SIGKILL.
+GRACE_SECONDS = 10.0
+_POLL_SECONDS = 0.1
+# Output readers end when a worker's pipes close; a grandchild holding them open must not
+# keep the supervisor waiting.
+_READER_JOIN_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def free_ports(count, host='127.0.0.1'):
+  """`count` distinct ports that were free on `host` a moment ago (the OS's picks)."""
+  sockets = []
+  try:
+    for _ in range(count):
+      s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+      s.bind((host, 0))
+      sockets.append(s)
+    return [s.getsockname()[1] for s in sockets]
+  finally:
+    for s in sockets:
+      s.close()
+
+
+def strip_flag(argv, name):
+  """argv without flag `name` in any of absl's spellings (--name=v, --name v, --noname)."""
+  out, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+      continue
+    bare = arg.lstrip('-') if arg.startswith('-') else None
+    if bare == name:
+      skip = True  # its value is the next argument
+    elif bare is None or not (bare.startswith(name + '=') or bare == 'no' + name):
+      out.append(arg)
+  return out
+
+
+def tf_config(addresses, index):
+  """TF_CONFIG of worker `index` of a cluster of workers at `addresses`."""
+  return json.dumps({'cluster': {'worker': list(addresses)},
+                     'task': {'type': 'worker', 'index': index}})
+
+
+def _parent_death_signal():
+  """A preexec_fn making the child get SIGKILL when the supervisor dies, even by SIGKILL (Linux
+  prctl), so that no worker outlives it; None elsewhere. Looked up here, in the parent: the
+  child between fork and exec must not load libraries."""
+  try:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+  except (OSError, AttributeError):
+    return None
+  parent = os.getpid()
+
+  def preexec():
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+      os._exit(1)  # pylint: disable=protected-access
+
+  return preexec
+
+
+def _pump(stream, out, prefix, lock):
+  """Copies `stream` to `out` line by line, each line prefixed, whole lines at a time."""
+  for line in iter(stream.readline, ''):
+    with lock:
+      out.write(prefix + line if line.endswith('\n') else prefix + line + '\n')
+      out.flush()
+  stream.close()
+
+
+def _describe(returncode):
+  if returncode < 0:
+    try:
+      return f'was killed by {signal.Signals(-returncode).name}'
+    except ValueError:
+      return f'was killed by signal {-returncode}'
+  return f'exited with status {returncode}'
+
+
+def _exit_status(returncode):
+  """The supervisor's status for a worker's: its own, or 128 + signal as a shell reports it."""
+  return returncode if returncode > 0 else 128 - returncode
+
+
+class _Workers:
+  """The worker processes and what has happened to them."""
+
+  def __init__(self):
+    self.lock = threading.Lock()
+    self.procs = []
+    self.readers = []
+
+  def start(self, commands, envs, stdout, stderr):
+    preexec = _parent_death_signal()
+    # Every worker starts before any reader thread: forking a multi-threaded process is unsafe
+    # with a preexec_fn. Own sessions: a terminal's Ctrl-C reaches the supervisor only, which
+    # forwards it once.
+    for command, env in zip(commands, envs):
+      self.procs.append(subprocess.Popen(
+          command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE, text=True, errors='replace', bufsize=1,
+          start_new_session=True, preexec_fn=preexec))
+    for i, proc in enumerate(self.procs):
+      for stream, out in ((proc.stdout, stdout), (proc.stderr, stderr)):
+        t = threading.Thread(target=_pump, args=(stream, out, f'[worker {i}] ', self.lock),
+                             daemon=True)
+        t.start()
+        self.readers.append(t)
+
+  def live(self):
+    return [p for p in self.procs if p.poll() is None]
+
+  def signal(self, signum):
+    for proc in self.live():
+      try:
+        proc.send_signal(signum)
+      except ProcessLookupError:
+        pass
+
+  def join_readers(self):
+    deadline = time.monotonic() + _READER_JOIN_SECONDS
+    for t in self.readers:
+      t.join(max(deadline - time.monotonic(), 0))
+
+
+def run_local_workers(argv, num_workers, command=None, grace_seconds=GRACE_SECONDS,
+                      host='127.0.0.1', stdout=None, stderr=None):
+  """Runs `command + argv` (default `python -m launch.train`) as `num_workers` workers of one
+  TF_CONFIG cluster on `host`; returns 0 when all exit 0, else the failed worker's status.
+
+  `argv` loses its --local_workers flag. Must be called from the main thread (signal handlers;
+  the workers die with the thread that started them).
+  """
+  if num_workers < 1:
+    raise UserError(f'local_workers={num_workers}: give 1 or more workers')
+  stdout = stdout or sys.stdout
+  stderr = stderr or sys.stderr
+  command = list(command or [sys.executable, '-m', 'launch.train'])
+  argv = strip_flag(list(argv), 'local_workers')
+  addresses = [f'{host}:{port}' for port in free_ports(num_workers, host)]
+  base_env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+  envs = [{**base_env, 'TF_CONFIG': tf_config(addresses, i)} for i in range(num_workers)]
+
+  received = []
+  previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+              for s in FORWARDED_SIGNALS}
+  workers = _Workers()
+  try:
+    workers.start([command + argv] * num_workers, envs, stdout, stderr)
+    logging.info('Started %d workers (pids %s) on %s.', num_workers,
+                 [p.pid for p in workers.procs], addresses)
+    return _supervise(workers, received, grace_seconds, stderr)
+  finally:
+    for proc in workers.live():  # only on an exception in the supervisor itself
+      proc.kill()
+    for proc in workers.procs:
+      proc.wait()
+    workers.join_readers()
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def _supervise(workers, received, grace_seconds, stderr):
+  failure, kill_at, interrupts = None, None, 0
+  while True:
+    while received:
+      signum = received.pop(0)
+      interrupts += signum == signal.SIGINT
+      if interrupts >= 2 and failure is None:
+        logging.warning('Second SIGINT: killing the workers.')
+        workers.signal(signal.SIGKILL)
+        failure = (None, -signal.SIGINT)
+      else:
+        logging.info('Forwarding %s to the workers.', signal.Signals(signum).name)
+        workers.signal(signum)
+    codes = [p.poll() for p in workers.procs]
+    failed = [(code >= 0, i) for i, code in enumerate(codes) if code not in (None, 0)]
+    if failure is None and failed:
+      # Several seen at once: one killed by a signal is likelier the cause than one that
+      # exited with an error after its peer vanished.
+      i = min(failed)[1]
+      failure = (i, codes[i])
+      logging.warning('Worker %d %s: stopping the others.', i, _describe(codes[i]))
+      workers.signal(signal.SIGTERM)
+      kill_at = time.monotonic() + grace_seconds
+    if all(code is not None for code in codes):
+      break
+    if kill_at is not None and time.monotonic() >= kill_at:
+      logging.warning('Workers still running %.0fs after SIGTERM: SIGKILL.', grace_seconds)
+      workers.signal(signal.SIGKILL)
+      kill_at = None
+    time.sleep(_POLL_SECONDS)
+  if failure is None:
+    return 0
+  index, code = failure
+  workers.join_readers()  # the failed worker's last words come before the verdict
+  with workers.lock:
+    if index is None:
+      print('error: interrupted twice: killed the workers', file=stderr, flush=True)
+    else:
+      print(f'error: worker {index} (pid {workers.procs[index].pid}) {_describe(code)}; '
+            'stopped the other workers', file=stderr, flush=True)
+  return _exit_status(code)
