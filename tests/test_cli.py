@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 from absl.testing import parameterized
 import numpy as np
@@ -67,7 +68,7 @@ class RealRunCliTest(tf.test.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     if helpers.real_data_dir() is None:
-      raise cls.skipException('needs prepared MNIST: set TFDS_DATA_DIR (CI: ../shared/tfds)')
+      raise unittest.SkipTest('needs prepared MNIST: set TFDS_DATA_DIR (CI: ../shared/tfds)')
     cls.tmp = tempfile.mkdtemp()
     cls.workdir = os.path.join(cls.tmp, 'run')
     cls.train = helpers.run_cli(
