@@ -34,6 +34,10 @@ def _resolve():
 
 def main():
   summary = trainer.train_and_evaluate(_resolve(), _WORKDIR.value)
+  if summary['preempted']:  # exit 0: a requeued job with the same command resumes
+    print(f'stopped by {summary["preempted"]} at step {summary["step"]}, saved: re-run the same '
+          'command to resume')
+    return
   print(f'test accuracy {summary["test_accuracy"]:.4f} (loss {summary["test_loss"]:.4f}) '
         f'after {summary["step"]} steps, {summary["train_seconds"]:.0f}s of training')
 
