@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import unittest
 
 import keras
 import numpy as np
@@ -81,8 +80,7 @@ class ProcessResumeTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    if helpers.real_data_dir() is None:
-      raise unittest.SkipTest('needs prepared MNIST: set TFDS_DATA_DIR (CI: ../shared/tfds)')
+    helpers.require_real_data()
     cls.tmp = tempfile.mkdtemp()
     cls.reference = os.path.join(cls.tmp, 'reference')
     out = _finish(_start(cls.reference, cls.CONFIG, cls.EXTRA))
