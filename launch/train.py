@@ -67,6 +67,12 @@ def main():
     # supervises them.
     return local_cluster.run_local_workers(sys.argv[1:], _LOCAL_WORKERS.value)
   summary = trainer.train_and_evaluate(config, _WORKDIR.value)
+  # Every worker prints its own: equal digests show the workers' weights stayed in sync.
+  print(f'weights digest {summary["weights_digest"]}')
+  if summary['preempted']:  # exit 0: a requeued job with the same command resumes
+    print(f'stopped by {summary["preempted"]} at step {summary["step"]}, saved: re-run the same '
+          'command to resume')
+    return 0
   print(f'test accuracy {summary["test_accuracy"]:.4f} (loss {summary["test_loss"]:.4f}) '
         f'after {summary["step"]} steps, {summary["train_seconds"]:.0f}s of training')
   return 0

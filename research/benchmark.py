@@ -37,7 +37,7 @@ from research.data import preprocess
 from research.errors import UserError
 from research.models import blocks
 from research.models import vgg
-from research.train import optim
+from research.train import trainer
 from research.train import steps as steps_lib
 
 
@@ -313,24 +313,23 @@ def _synthetic_fn(images, labels):
 
 
 def _build(config, strategy):
-  """Model and optimizer as the trainer builds them: under the strategy, slots created."""
+  """Model, optimizer and step counter as the trainer builds them."""
   per_epoch = pipeline.steps_per_epoch(60000 - config.dataset.validation_size,
                                        config.batch_size)
   total = max(int(config.num_epochs * per_epoch), 1)
-  with strategy.scope():
-    model, _ = checkpoints.build_model(config.model, NUM_CLASSES, SOURCE_SHAPE)
-    optimizer = optim.optimizer(config.optimizer, optim.schedule(config.schedule, total,
-                                                                 per_epoch))
-    optimizer.build(model.trainable_variables)
-  return model, optimizer
+  model, optimizer, _, step = trainer.build_state(config, strategy, NUM_CLASSES, SOURCE_SHAPE,
+                                                  total, per_epoch)
+  return model, optimizer, step
 
 
-def _custom(key, strategy, model, optimizer, config, dataset_fn, steps):
-  train = steps_lib.make_train_fn(strategy, model, optimizer, config)
+def _custom(key, strategy, state, config, dataset_fn, steps):
+  model, optimizer, step = state
+  train = steps_lib.make_train_fn(strategy, model, optimizer, config, step,
+                                  tf.Variable(0.0, trainable=False))
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
   def call(n):
-    loss_sum, _, count = train(iterator, tf.constant(n)).numpy()
+    loss_sum, _, count, _ = train(iterator, tf.constant(n)).numpy()
     return float(count), loss_sum / count
 
   return _Measurement(key, call, steps, max(1, steps // 4))
@@ -447,7 +446,8 @@ def benchmark_model(name, quick, repeats, real, ceiling):
            'input_size': size, 'source_size': SOURCE_SHAPE[0], 'steps_per_call': steps}
   skipped = {}
   default = strategy_lib.build(config)
-  model, optimizer = _build(config, default)
+  state = _build(config, default)
+  model, optimizer, _ = state
   entry['params'] = int(model.count_params())
   shape = checkpoints.input_shape(config.model, SOURCE_SHAPE)
   macs = sum(m for _, m in forward_macs(model, shape))
@@ -455,7 +455,7 @@ def benchmark_model(name, quick, repeats, real, ceiling):
   entry['train_gflop_per_image'] = train_flops_per_image(macs) / 1e9
 
   images, labels = _synthetic(batch, SOURCE_SHAPE[0], config.seed)
-  todo = [_custom('custom_synthetic', default, model, optimizer, config,
+  todo = [_custom('custom_synthetic', default, state, config,
                   _synthetic_fn(images, labels), steps)]
   resize_keys = ('custom_input_size', 'custom_synthetic_no_augment',
                  'custom_input_size_no_augment')
@@ -464,8 +464,7 @@ def benchmark_model(name, quick, repeats, real, ceiling):
     plain = config.copy_and_resolve_references()
     plain.augment.enabled = False
     for key, cfg, pixels in zip(resize_keys, (config, plain, plain), (big, images, big)):
-      todo.append(_custom(key, default, model, optimizer, cfg, _synthetic_fn(pixels, labels),
-                          steps))
+      todo.append(_custom(key, default, state, cfg, _synthetic_fn(pixels, labels), steps))
   else:
     for key in resize_keys:
       skipped[key] = f'input size = source size {size}: no resize to leave out'
@@ -481,7 +480,7 @@ def benchmark_model(name, quick, repeats, real, ceiling):
     if split is None:
       skipped['custom_pipeline'] = skipped['pipeline_only'] = reason
     else:
-      todo.append(_custom('custom_pipeline', default, model, optimizer, config,
+      todo.append(_custom('custom_pipeline', default, state, config,
                           lambda ctx: pipeline.train_dataset(split, batch, config.seed,
                                                              input_context=ctx), steps))
       todo.append(_drain(split, config, steps))
@@ -489,7 +488,7 @@ def benchmark_model(name, quick, repeats, real, ceiling):
     # fit(steps_per_execution) needs its own compiled model, hence its own copy.
     todo.append(_fit('fit', model, optimizer, config, images, labels, steps, 1))
     if steps >= FIT_SPE:
-      copy, copy_optimizer = _build(config, default)
+      copy, copy_optimizer, _ = _build(config, default)
       todo.append(_fit('fit_spe25', copy, copy_optimizer, config, images, labels,
                        -(-steps // FIT_SPE) * FIT_SPE, FIT_SPE))
     else:
@@ -500,9 +499,8 @@ def benchmark_model(name, quick, repeats, real, ceiling):
       cfg = config.copy_and_resolve_references()
       cfg.strategy = strategy_name
       strategy = strategy_lib.build(cfg)
-      m, o = _build(cfg, strategy)
-      todo.append(_custom(strategy_name, strategy, m, o, cfg, _synthetic_fn(images, labels),
-                          steps))
+      todo.append(_custom(strategy_name, strategy, _build(cfg, strategy), cfg,
+                          _synthetic_fn(images, labels), steps))
 
   _interleave(name, todo, repeats)
   measured = {m.key: m for m in todo}

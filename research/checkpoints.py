@@ -1,6 +1,8 @@
 """Building a model for a run and restoring it from a workdir's checkpoints."""
 
 import os
+import shutil
+import tempfile
 
 from absl import logging
 import tensorflow as tf
@@ -12,6 +14,7 @@ from research.models import sizing
 from research.errors import UserError
 
 CHECKPOINT_DIR = 'checkpoints'
+BEST_DIR = 'best'  # under CHECKPOINT_DIR
 DATA_INFO = 'data_info.json'
 
 
@@ -37,24 +40,97 @@ def build_model(model_config, num_classes, image_shape):
   return model, outputs.layer_table(model, shape)
 
 
-def training_checkpoint(model, optimizer):
-  """Everything a run needs to continue: weights, optimizer slots and step, and the states of
+def training_checkpoint(model, optimizer, step):
+  """Everything a run needs to continue exactly: weights, optimizer slots, iterations and loss
+  scale, the step (which fixes the data position and the augmentation seeds), and the states of
   Keras' random generators (Dropout's), which tf.train.Checkpoint(model=...) does not reach."""
   rng = [v for v in model.variables if 'seed_generator' in v.path]
-  return tf.train.Checkpoint(model=model, optimizer=optimizer, rng=rng)
+  return tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, rng=rng)
 
 
-def restore_latest(checkpoint, directory):
-  """Restores the newest checkpoint under `directory`, strictly; returns its path or None."""
-  path = tf.train.latest_checkpoint(directory)
-  if path is None:
-    return None
-  try:
-    checkpoint.restore(path).assert_consumed()
-  except (AssertionError, ValueError, tf.errors.OpError) as e:
-    raise UserError(f'checkpoint {path} does not match this model and optimizer '
-                    f'({str(e).splitlines()[0][:120]}): use a new --workdir') from None
-  return path
+# What a truncated, corrupt or half-deleted checkpoint raises on restore (a truncated data file
+# gives IndexError "Read less bytes than requested"); a checkpoint of another model gives
+# AssertionError or ValueError instead, and is not a reason to fall back.
+_UNREADABLE = (tf.errors.OpError, IndexError)
+
+
+def restore_newest_readable(checkpoint, paths, strict=True):
+  """Restores the newest of `paths` that can be read; returns its path or None if `paths` is
+  empty. Unreadable ones are skipped with a warning; one that belongs to another model is an
+  error. `strict`: every object of the checkpoint must match (training); else only the
+  objects that exist here (inference, without the optimizer)."""
+  for path in reversed(paths):
+    try:
+      status = checkpoint.restore(path)
+      if strict:
+        status.assert_consumed()
+      else:
+        status.expect_partial().assert_existing_objects_matched()
+      return path
+    except _UNREADABLE as e:
+      logging.warning('Checkpoint %s is unreadable (%s): trying the one before it.', path,
+                      str(e).splitlines()[0][:160])
+    except (AssertionError, ValueError) as e:
+      raise UserError(f'checkpoint {path} does not match this model and optimizer '
+                      f'({str(e).splitlines()[0][:120]}): use a new --workdir') from None
+  if paths:
+    raise UserError(f'no readable checkpoint among {len(paths)} in '
+                    f'{os.path.dirname(paths[-1])!r}: pass a new --workdir')
+  return None
+
+
+def checkpoint_paths(directory):
+  """The checkpoints the directory's state file lists, oldest first (complete ones only: the
+  state file is rewritten atomically after a checkpoint's files are in place)."""
+  state = tf.train.get_checkpoint_state(directory)
+  return list(state.all_model_checkpoint_paths) if state else []
+
+
+class Saver:
+  """Keeps the `keep` latest checkpoints and the best by validation accuracy.
+
+  Under a multi-worker strategy every worker must take part in a save (variables may need a
+  collective to be read), so every worker calls `save`; only the chief's land in the workdir,
+  the others write to a temporary directory that `close` removes.
+  """
+
+  def __init__(self, checkpoint, workdir, keep, chief=True):
+    self.checkpoint = checkpoint
+    self.chief = chief
+    self.shared = os.path.join(workdir, CHECKPOINT_DIR)  # what every worker restores from
+    root = self.shared if chief else tempfile.mkdtemp(prefix='worker-checkpoints-')
+    self.root = root
+    self.latest = tf.train.CheckpointManager(checkpoint, root, max_to_keep=keep)
+    self.best = tf.train.CheckpointManager(checkpoint, os.path.join(root, BEST_DIR),
+                                           max_to_keep=1)
+    best_json = os.path.join(self.shared, BEST_DIR, 'best.json')
+    self.best_accuracy = (outputs.read_json(best_json)['validation_accuracy']
+                          if os.path.exists(best_json) else -1.0)
+    if chief:
+      # Leftovers of a save that was killed midway: never listed in the state file, so unused.
+      for partial in tf.io.gfile.glob(os.path.join(root, '*_temp*')):
+        tf.io.gfile.rmtree(partial)
+
+  def restore(self):
+    """The newest readable of the latest checkpoints (see restore_newest_readable), or None."""
+    return restore_newest_readable(self.checkpoint, checkpoint_paths(self.shared))
+
+  def save(self, step):
+    return self.latest.save(checkpoint_number=step)
+
+  def save_if_best(self, step, accuracy):
+    """Saves into best/ when `accuracy` beats every earlier one; returns whether it did."""
+    if accuracy <= self.best_accuracy:
+      return False
+    self.best_accuracy = accuracy
+    self.best.save(checkpoint_number=step)
+    outputs.write_json(os.path.join(self.root, BEST_DIR, 'best.json'),
+                       {'step': step, 'validation_accuracy': accuracy})
+    return True
+
+  def close(self):
+    if not self.chief:
+      shutil.rmtree(self.root, ignore_errors=True)
 
 
 def load_for_inference(workdir):
@@ -65,12 +141,12 @@ def load_for_inference(workdir):
     raise UserError(f'{workdir!r} holds no {DATA_INFO}: pass the --workdir of a training run')
   info = outputs.read_json(info_path)
   model, _ = build_model(config.model, info['num_classes'], info['image_shape'])
-  path = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+  # The optimizer's slots are in the file but not needed here; every model variable must be.
+  path = restore_newest_readable(tf.train.Checkpoint(model=model),
+                                 checkpoint_paths(os.path.join(workdir, CHECKPOINT_DIR)),
+                                 strict=False)
   if path is None:
     raise UserError(f'{workdir!r} holds no checkpoint yet: train first, or wait for the first '
                     'checkpoint')
-  status = tf.train.Checkpoint(model=model).restore(path)
-  # The optimizer's slots are in the file but not needed here; every model variable must be.
-  status.expect_partial().assert_existing_objects_matched()
   logging.info('Restored %s.', path)
   return config, info, model

@@ -4,6 +4,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import unittest
 from unittest import mock
 
 import tensorflow_datasets as tfds
@@ -45,6 +46,14 @@ def real_data_dir():
   """TFDS_DATA_DIR holding prepared MNIST (CI points it at ../shared/tfds), or None."""
   path = os.environ.get('TFDS_DATA_DIR', '')
   return path if os.path.isdir(os.path.join(path, 'mnist')) else None
+
+
+def require_real_data():
+  """real_data_dir(), or a skip that says how to provide it."""
+  path = real_data_dir()
+  if path is None:
+    raise unittest.SkipTest('needs prepared MNIST: set TFDS_DATA_DIR (CI: ../shared/tfds)')
+  return path
 
 
 def run_cli(module, *args, env=None, timeout=300):

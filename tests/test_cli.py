@@ -66,8 +66,7 @@ class RealRunCliTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    if helpers.real_data_dir() is None:
-      raise cls.skipException('needs prepared MNIST: set TFDS_DATA_DIR (CI: ../shared/tfds)')
+    helpers.require_real_data()
     cls.tmp = tempfile.mkdtemp()
     cls.workdir = os.path.join(cls.tmp, 'run')
     cls.train = helpers.run_cli(

@@ -1,4 +1,7 @@
-"""Optimizers and learning-rate schedules from the config (linear warmup, then cosine or steps)."""
+"""Optimizers and learning-rate schedules from the config (linear warmup, then cosine or steps),
+and the numeric precision the model is built in."""
+
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -44,13 +47,41 @@ def schedule(cfg, total_steps, steps_per_epoch):
   return Warmup(after, warmup)
 
 
-def optimizer(cfg, learning_rate):
-  """`cfg` is config.optimizer: name (sgd|adam|adamw), momentum, nesterov, weight_decay."""
+def optimizer(cfg, learning_rate, loss_scaling=False):
+  """`cfg` is config.optimizer: name (sgd|adam|adamw), momentum, nesterov, weight_decay.
+
+  `loss_scaling` wraps it in dynamic loss scaling, which float16 training needs: the scale
+  halves on a step with non-finite gradients (the step is skipped) and doubles after 2000
+  finite ones; it is an optimizer variable, so checkpoints keep it.
+  """
   if cfg.name == 'sgd':
-    return keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay or None)
-  if cfg.name == 'adam':
-    return keras.optimizers.Adam(learning_rate)
-  if cfg.name == 'adamw':
-    return keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
-  raise UserError(f'unknown optimizer {cfg.name!r}: use sgd, adam or adamw')
+    opt = keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay or None)
+  elif cfg.name == 'adam':
+    opt = keras.optimizers.Adam(learning_rate)
+  elif cfg.name == 'adamw':
+    opt = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
+  else:
+    raise UserError(f'unknown optimizer {cfg.name!r}: use sgd, adam or adamw')
+  return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
+
+
+PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+
+
+@contextlib.contextmanager
+def precision(name):
+  """Layers built inside compute in `name` (config.mixed_precision), with float32 variables.
+
+  Keras reads the global dtype policy when a layer is made, so setting it around the build is
+  enough; it is restored after, so later models (evaluation, tests) are float32 again. The
+  models' logits layer is float32 in every policy: softmax and the loss stay in float32.
+  """
+  if name not in PRECISIONS:
+    raise UserError(f'unknown mixed_precision {name!r}: use one of {", ".join(PRECISIONS)}')
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)

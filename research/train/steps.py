@@ -5,6 +5,7 @@ GPUs and multi-worker jobs. Each replica returns sums (loss, correct, count), re
 across replicas: the aggregate metrics are exact whatever the replica count.
 """
 
+import keras
 import tensorflow as tf
 
 from research.data import preprocess
@@ -28,14 +29,21 @@ def augment_seed(seed, step, replica=0):
   return tf.random.experimental.stateless_fold_in(base, tf.cast(replica, tf.int64))
 
 
-def make_train_fn(strategy, model, optimizer, config):
-  """Returns train(iterator, num_steps) → [loss sum, correct, count] over those steps."""
+def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
+  """Returns train(iterator, num_steps) → [loss sum, correct, count, stop] over the steps it
+  ran; stop > 0 when it ended early.
+
+  `step` (an int64 variable made under the strategy) counts the steps taken; it keys the
+  augmentation and is saved in checkpoints. The call ends early, after the current step, once
+  `stop_flag` (a float variable set by the preemption watcher) is non-zero on any worker.
+  """
   global_batch = config.batch_size
   augment = config.augment if config.augment.enabled else None
+  loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
   def replica_step(images, labels):
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-    seed = augment_seed(config.seed, optimizer.iterations, replica)
+    seed = augment_seed(config.seed, step, replica)
     x = preprocess.preprocess(images, input_size=config.model.input_size, training=True,
                               augment=augment, seed=seed)
     with tf.GradientTape() as tape:
@@ -44,12 +52,14 @@ def make_train_fn(strategy, model, optimizer, config):
       # Divide by the global batch, not the replica's: the optimizer sums gradients across
       # replicas, and that sum is then the mean over the global batch for any replica count.
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+      if loss_scaling:  # float16 gradients underflow unless the loss is scaled up first
+        loss = optimizer.scale_loss(loss)
     grads = tape.gradient(loss, model.trainable_variables)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels,
                                     tf.float32))
     count = tf.cast(tf.shape(labels)[0], tf.float32)
-    return tf.stack([tf.reduce_sum(per_example), correct, count])
+    return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value()])
 
   if config.jit_compile:
     replica_step = tf.function(replica_step, jit_compile=True)
@@ -57,10 +67,15 @@ def make_train_fn(strategy, model, optimizer, config):
   @tf.function
   def train(iterator, num_steps):
     # Many steps per call: the Python loop and the host-device round trip are paid once per call.
-    totals = tf.zeros([3])
+    totals = tf.zeros([4])
     for _ in tf.range(num_steps):
-      per_replica = strategy.run(replica_step, args=next(iterator))
-      totals += strategy.reduce(_SUM, per_replica, axis=None)
+      sums = strategy.reduce(_SUM, strategy.run(replica_step, args=next(iterator)), axis=None)
+      totals += sums
+      step.assign_add(1)
+      # The stop flags ride along in the metrics' all-reduce: every worker sees the same sum
+      # after the same step, so all of them stop there, and no collective is left waiting.
+      if sums[3] > 0:
+        break
     return totals
 
   return train

@@ -1,19 +1,24 @@
 """The outer training loop: train in compiled chunks, log, evaluate, checkpoint, summarise.
 
-Re-running with the same workdir resumes from the latest checkpoint: the data order is a pure
-function of (seed, step), so the optimizer's step counter is all the data position there is.
+Re-running with the same workdir resumes from the latest checkpoint, exactly: the data order
+and the augmentation are pure functions of (seed, step), so a step counter in the checkpoint is
+all the data position there is, and Dropout's generator states are saved with the weights.
+A preemption signal stops the loop after the current step; it saves and returns.
 """
 
 import dataclasses
+import math
 import os
 import time
 
 from absl import logging
+import keras
 import tensorflow as tf
 
 from research import checkpoints
 from research import config as config_lib
 from research import outputs
+from research import preemption
 from research import strategy as strategy_lib
 from research.data import datasets
 from research.data import pipeline
@@ -23,17 +28,33 @@ from research.train import optim
 from research.train import steps
 
 
-def _check_workdir(config, workdir):
+def _check_workdir(config, workdir, start_over):
   """Refuses a bad config or a workdir that holds another experiment, before any write."""
   config_lib.check_types(config)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'workdir {workdir!r} is a file: pass a directory')
+  if start_over:
+    return
   saved = os.path.join(workdir, 'config.json')
   if os.path.exists(saved):
     config_lib.check_compatible(config_lib.load(workdir), config, workdir)
-  elif tf.train.latest_checkpoint(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+  elif checkpoints.checkpoint_paths(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
     raise UserError(f'workdir {workdir!r} holds checkpoints but no config.json: pass a new '
                     '--workdir')
+
+
+def _set_aside(workdir):
+  """Start over without losing anything: the old run moves to a sibling directory."""
+  if not os.path.isdir(workdir) or not os.listdir(workdir):
+    return
+  aside = f'{workdir.rstrip(os.sep)}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
+  os.rename(workdir, aside)
+  logging.warning('Starting over: the previous run in %s moved to %s.', workdir, aside)
+
+
+def _barrier(strategy):
+  """All workers meet here (a one-number all-reduce): the chief has prepared the workdir."""
+  strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
 
 
 def _next_stop(step, total, intervals):
@@ -65,56 +86,89 @@ def _scalars(writer, step, values):
 class _Run:
   """What the loop works with, built once by _setup."""
   strategy: tf.distribute.Strategy
+  chief: bool  # writes the workdir; other workers compute alongside and write nothing there
   data: datasets.Data
   model: object
   optimizer: object
   lr: object
-  manager: tf.train.CheckpointManager
+  step: tf.Variable  # steps taken: the data position and the augmentation seeds follow from it
+  saver: checkpoints.Saver
   steps_per_epoch: int
   total_steps: int
 
 
-def _setup(config, workdir):
+def build_state(config, strategy, num_classes, image_shape, total_steps, steps_per_epoch):
+  """(model, optimizer, learning-rate schedule, step counter) as the loop trains them."""
+  # Variables and optimizer slots must be created under the strategy to be mirrored, and the
+  # optimizer built before the first distributed step (a lazy build inside it fails).
+  with strategy.scope(), optim.precision(config.mixed_precision):
+    model, table = checkpoints.build_model(config.model, num_classes, image_shape)
+    lr = optim.schedule(config.schedule, total_steps, steps_per_epoch)
+    optimizer = optim.optimizer(config.optimizer, lr,
+                                loss_scaling=config.mixed_precision == 'mixed_float16')
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step',
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  logging.info('Model %s:\n%s', config.model.name, table)
+  return model, optimizer, lr, step
+
+
+def _setup(config, workdir, start_over):
   """Checks, loads data, builds model and optimizer under the strategy, restores if it can."""
-  _check_workdir(config, workdir)
-  strategy = strategy_lib.build(config)
+  _check_workdir(config, workdir, start_over)
+  strategy = strategy_lib.build(config)  # first: a multi-worker strategy must precede any op
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.utils.set_random_seed(config.seed)
+  chief = strategy.extended.should_checkpoint
   data = datasets.load(config.dataset)
-  os.makedirs(workdir, exist_ok=True)
-  config_lib.save(config, workdir)
-  outputs.write_json(os.path.join(workdir, checkpoints.DATA_INFO), {
-      'num_classes': data.num_classes, 'class_names': list(data.class_names),
-      'image_shape': list(data.image_shape)})
+  if chief:
+    if start_over:
+      _set_aside(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    config_lib.save(config, workdir)
+    outputs.write_json(os.path.join(workdir, checkpoints.DATA_INFO), {
+        'num_classes': data.num_classes, 'class_names': list(data.class_names),
+        'image_shape': list(data.image_shape)})
+  _barrier(strategy)
   per_epoch = pipeline.steps_per_epoch(len(data.train), config.batch_size)
   total = (config.num_train_steps if config.num_train_steps > 0
            else int(round(config.num_epochs * per_epoch)))
-  # Variables and optimizer slots must be created under the strategy to be mirrored.
-  with strategy.scope():
-    model, table = checkpoints.build_model(config.model, data.num_classes, data.image_shape)
-    lr = optim.schedule(config.schedule, total, per_epoch)
-    optimizer = optim.optimizer(config.optimizer, lr)
-    optimizer.build(model.trainable_variables)
-  logging.info('Model %s:\n%s', config.model.name, table)
-  manager = tf.train.CheckpointManager(
-      checkpoints.training_checkpoint(model, optimizer),
-      os.path.join(workdir, checkpoints.CHECKPOINT_DIR), max_to_keep=config.keep_checkpoints)
-  restored = checkpoints.restore_latest(manager.checkpoint, manager.directory)
+  model, optimizer, lr, step = build_state(config, strategy, data.num_classes,
+                                           data.image_shape, total, per_epoch)
+  saver = checkpoints.Saver(checkpoints.training_checkpoint(model, optimizer, step), workdir,
+                            config.keep_checkpoints, chief)
+  restored = saver.restore()
   if restored:
-    step = int(optimizer.iterations.numpy())
-    logging.info('Resumed from %s at step %d of %d (epoch %.2f).', restored, step, total,
-                 step / per_epoch)
-  return _Run(strategy, data, model, optimizer, lr, manager, per_epoch, total)
+    epoch, position = divmod(int(step.numpy()), per_epoch)
+    logging.info('Resumed from %s: step %d of %d, epoch %d at batch %d of %d in its order%s.',
+                 restored, step.numpy(), total, epoch, position, per_epoch,
+                 _loss_scale_text(optimizer))
+  return _Run(strategy, chief, data, model, optimizer, lr, step, saver, per_epoch, total)
 
 
-def train_and_evaluate(config, workdir):
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary."""
+def _loss_scale_text(optimizer):
+  scale = getattr(optimizer, 'dynamic_scale', None)
+  return '' if scale is None else f', loss scale {float(scale.numpy()):g}'
+
+
+def train_and_evaluate(config, workdir, start_over=False):
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary.
+
+  `start_over` moves an existing run in `workdir` aside instead of resuming or refusing it.
+  SIGTERM, SIGINT or SIGUSR1 end training after the current step, saved: the summary then has
+  `preempted` set and re-running the same call resumes.
+  """
   wall_start = time.time()
-  run = _setup(config, workdir)
+  run = _setup(config, workdir, start_over)
   strategy, data, total = run.strategy, run.data, run.total_steps
-  step = int(run.optimizer.iterations.numpy())
+  step = int(run.step.numpy())
   train_iter = iter(strategy.distribute_datasets_from_function(
       lambda ctx: pipeline.train_dataset(data.train, config.batch_size, config.seed,
                                          start_step=step, input_context=ctx)))
-  train_fn = steps.make_train_fn(strategy, run.model, run.optimizer, config)
+  watcher = preemption.Watcher()
+  train_fn = steps.make_train_fn(strategy, run.model, run.optimizer, config, run.step,
+                                 watcher.flag)
   eval_fn = steps.make_eval_fn(strategy, run.model, config, data.num_classes)
 
   def evaluate(split):
@@ -122,41 +176,63 @@ def train_and_evaluate(config, workdir):
         lambda ctx: pipeline.eval_dataset(split, config.eval_batch_size, ctx))
     return steps.evaluate_split(strategy, eval_fn, ds)
 
-  train_writer = tf.summary.create_file_writer(os.path.join(workdir, 'train'))
-  val_writer = tf.summary.create_file_writer(os.path.join(workdir, 'validation'))
-  if config.image_grid_size and step < total:
+  train_writer, val_writer = (
+      tf.summary.create_file_writer(os.path.join(workdir, name)) if run.chief
+      else tf.summary.create_noop_writer() for name in ('train', 'validation'))
+  if config.image_grid_size and step < total and run.chief:
     _write_input_grid(config, data, step, train_writer, workdir)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
   sums, window_start, window_step = tf.zeros([3]), time.time(), step
-  train_start, summary = time.time(), {}
-  while step < total:
-    n = _next_stop(step, total, (config.steps_per_loop, config.log_every_steps, eval_every,
-                                 config.checkpoint_every_steps)) - step
-    sums += train_fn(train_iter, tf.constant(n))
-    step += n
-    if step % config.log_every_steps == 0 or step == total:
-      summary.update(_log_window(sums, time.time() - window_start, step, window_step, run))
-      _scalars(train_writer, step, {tag: summary[k] for tag, k in _TRAIN_SCALARS.items()})
-      sums, window_start, window_step = tf.zeros([3]), time.time(), step
-    if data.validation is not None and (step % eval_every == 0 or step == total):
-      val = evaluate(data.validation)
-      summary['validation_accuracy'] = val['accuracy']
-      logging.info('step %d validation: loss %.4f accuracy %.4f', step, val['loss'],
-                   val['accuracy'])
-      _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy']})
-    if step % config.checkpoint_every_steps == 0 or step == total:
-      run.manager.save(checkpoint_number=step)
+  train_start, summary, stopped = time.time(), {}, False
+  with watcher.watching():
+    while step < total and not stopped:
+      n = _next_stop(step, total, (config.steps_per_loop, config.log_every_steps, eval_every,
+                                   config.checkpoint_every_steps)) - step
+      chunk = train_fn(train_iter, tf.constant(n))
+      first, step = step, int(run.step.numpy())
+      stopped = bool(chunk[3] > 0)  # a preemption signal reached a worker: all stopped here
+      _check_finite(chunk, first, step, run.saver)
+      sums += chunk[:3]
+      if step % config.log_every_steps == 0 or step == total or stopped:
+        summary.update(_log_window(sums, time.time() - window_start, step, window_step, run))
+        _scalars(train_writer, step, {tag: summary[k] for tag, k in _TRAIN_SCALARS.items()})
+        sums, window_start, window_step = tf.zeros([3]), time.time(), step
+      if data.validation is not None and (step % eval_every == 0 or step == total):
+        val = evaluate(data.validation)
+        summary['validation_accuracy'] = val['accuracy']
+        logging.info('step %d validation: loss %.4f accuracy %.4f', step, val['loss'],
+                     val['accuracy'])
+        _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy']})
+        run.saver.save_if_best(step, val['accuracy'])
+      if step % config.checkpoint_every_steps == 0 or step == total or stopped:
+        run.saver.save(step)
   train_seconds = time.time() - train_start
-
-  test = evaluate(data.test)
-  logging.info('Test: accuracy %.4f loss %.4f over %d examples.', test['accuracy'],
-               test['loss'], test['num_examples'])
   for writer in (train_writer, val_writer):
     writer.flush()
-  return _write_summary(workdir, summary, step=step, epoch=step / run.steps_per_epoch,
-                        test_accuracy=test['accuracy'], test_loss=test['loss'],
-                        train_seconds=train_seconds, wall_seconds=time.time() - wall_start,
-                        weights_digest=outputs.weights_digest(run.model))
+  final = dict(step=step, epoch=step / run.steps_per_epoch, train_seconds=train_seconds,
+               weights_digest=outputs.weights_digest(run.model))
+  if step < total:
+    logging.warning('Stopped by %s at step %d of %d, saved: re-run the same command to resume.',
+                    watcher.signal_name or 'a signal to another worker', step, total)
+    final['preempted'] = watcher.signal_name or 'another worker'
+  else:
+    test = evaluate(data.test)
+    logging.info('Test: accuracy %.4f loss %.4f over %d examples.', test['accuracy'],
+                 test['loss'], test['num_examples'])
+    final.update(test_accuracy=test['accuracy'], test_loss=test['loss'], preempted='')
+  run.saver.close()
+  final['wall_seconds'] = time.time() - wall_start
+  return _write_summary(workdir, summary, run.chief, **final)
+
+
+def _check_finite(sums, first, step, saver):
+  """Stops the run at the first non-finite loss, before anything is saved from it."""
+  loss_sum = float(sums[0].numpy())
+  if not math.isfinite(loss_sum):
+    latest = saver.latest.latest_checkpoint
+    raise UserError(f'training loss became {loss_sum} between steps {first} and {step}: stopped '
+                    f'without saving; the last good checkpoint is {latest or "none (no save yet)"}'
+                    '. Lower the learning rate or check the data, then re-run to resume from it')
 
 
 # TensorBoard tag -> summary key; train/ and validation/ share the tags loss and accuracy.
@@ -176,13 +252,14 @@ def _log_window(sums, seconds, step, window_start_step, run):
   return m
 
 
-def _write_summary(workdir, latest, **final):
-  """train_summary.json; over resumed sessions the seconds add up and the last train metrics
-  seen are kept (a re-run of a finished run only re-evaluates)."""
+def _write_summary(workdir, latest, chief, **final):
+  """train_summary.json (the chief's); over resumed sessions the seconds add up and the last
+  train metrics seen are kept (a re-run of a finished run only re-evaluates)."""
   path = os.path.join(workdir, 'train_summary.json')
   previous = outputs.read_json(path) if os.path.exists(path) else {}
   for key in ('train_seconds', 'wall_seconds'):
     final[key] += previous.get(key, 0.0)
   summary = {**previous, **latest, **final}
-  outputs.write_json(path, summary)
+  if chief:
+    outputs.write_json(path, summary)
   return summary

@@ -1,0 +1,20 @@
+"""Distribution is exact: a mirrored step over 2 logical CPU devices equals a one-device step."""
+
+import json
+
+import tensorflow as tf
+
+from tests import helpers
+
+
+class MirroredEquivalenceTest(tf.test.TestCase):
+
+  def test_one_mirrored_step_matches_one_device_with_the_same_global_batch(self):
+    # A fresh process: the CPU can be split into logical devices only before TensorFlow starts.
+    proc = helpers.run_cli('tests.mirrored_step')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    self.assertEqual(result['replicas'], 2)
+    self.assertGreater(result['update_size'], 1e-4)  # the step moved the weights
+    self.assertLess(result['loss_diff'], 1e-6)
+    self.assertLess(result['weight_diff'], 1e-6)

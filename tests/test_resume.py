@@ -1,0 +1,281 @@
+"""Exact resume and preemption safety, with real processes and real signals.
+
+A deterministic run of N steps and the same run stopped by SIGTERM (or killed with SIGKILL at
+random points) and resumed must end with bitwise-equal weights: the checkpoint holds every state
+that shapes training, and nothing else needs restoring.
+"""
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from research import checkpoints
+from research import outputs
+from research import preemption
+from research.errors import UserError
+from research.train import steps
+from research.train import trainer
+from tests import helpers
+
+# 5,000 training examples at batch 64: 78 steps an epoch, so the run crosses epoch boundaries
+# (a new shuffle each) and stops land mid-epoch. Deterministic ops: bitwise repeatable.
+_STEPS = 300
+_FLAGS = (f'--config.num_train_steps={_STEPS}',
+          '--config.batch_size=64', '--config.dataset.validation_size=55000',
+          '--config.eval_every_epochs=100', '--config.eval_batch_size=1000',
+          '--config.steps_per_loop=25', '--config.log_every_steps=25',
+          '--config.checkpoint_every_steps=25', '--config.image_grid_size=0',
+          '--config.deterministic=True')
+
+
+def _start(workdir, config='configs/cnn_mnist.py', extra=()):
+  """launch.train in the background, its output (absl's log) read line by line."""
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  return subprocess.Popen([sys.executable, '-m', 'launch.train', f'--workdir={workdir}',
+                           f'--config={config}', *_FLAGS, *extra], cwd=helpers.ROOT, env=env,
+                          text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_for(proc, pattern, timeout=120):
+  """Reads the process' output until a line matches `pattern`; returns the lines read."""
+  lines, deadline = [], time.time() + timeout
+  for line in proc.stdout:
+    lines.append(line)
+    if re.search(pattern, line) or time.time() > deadline:
+      return lines
+  return lines
+
+
+def _finish(proc, timeout=300):
+  out, _ = proc.communicate(timeout=timeout)
+  return out
+
+
+def _summary(workdir):
+  return outputs.read_json(os.path.join(workdir, 'train_summary.json'))
+
+
+class ProcessResumeTest(tf.test.TestCase):
+  """One uninterrupted reference run, then interrupted runs that must end identical to it."""
+
+  CONFIG = 'configs/cnn_mnist.py'  # batch norm and augmentation
+  EXTRA = ()
+
+  def assert_same_run(self, workdir):
+    """Bitwise-equal weights on one device."""
+    self.assertEqual(_summary(workdir)['weights_digest'],
+                     _summary(self.reference)['weights_digest'])
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    helpers.require_real_data()
+    cls.tmp = tempfile.mkdtemp()
+    cls.reference = os.path.join(cls.tmp, 'reference')
+    out = _finish(_start(cls.reference, cls.CONFIG, cls.EXTRA))
+    assert os.path.exists(os.path.join(cls.reference, 'train_summary.json')), out[-3000:]
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+
+  def test_sigterm_mid_epoch_saves_exits_zero_and_resume_ends_as_the_uninterrupted_run(self):
+    workdir = os.path.join(self.tmp, 'sigterm')
+    proc = _start(workdir, self.CONFIG, self.EXTRA)
+    _wait_for(proc, r'step 25/300')
+    proc.send_signal(signal.SIGTERM)
+    out = _finish(proc)
+    self.assertEqual(proc.returncode, 0, out[-3000:])
+    stopped = _summary(workdir)
+    self.assertEqual(stopped['preempted'], 'SIGTERM')
+    self.assertBetween(stopped['step'], 26, _STEPS - 1)
+    self.assertIn('re-run the same command to resume', out)
+    saved = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))
+    self.assertEndsWith(saved[-1], f'ckpt-{stopped["step"]}')
+
+    out = _finish(_start(workdir, self.CONFIG, self.EXTRA))
+    self.assertRegex(out, rf'Resumed from .*ckpt-{stopped["step"]}: step {stopped["step"]} ')
+    resumed = _summary(workdir)
+    self.assertEqual(resumed['step'], _STEPS)
+    self.assertEqual(resumed['preempted'], '')
+    self.assert_same_run(workdir)
+
+  def test_kill_9_at_five_random_points_each_resumes_from_the_last_complete_checkpoint(self):
+    workdir = os.path.join(self.tmp, 'kill9')
+    directory = os.path.join(workdir, 'checkpoints')
+    rng = random.Random(0)
+    for _ in range(5):
+      before = checkpoints.checkpoint_paths(directory)
+      proc = _start(workdir)
+      # From start-up (data loading, restoring) to training and saving: ~6 s of training left.
+      _wait_for(proc, r'Strategy ')
+      time.sleep(rng.uniform(0.0, 6.0))
+      proc.kill()
+      out = _finish(proc)
+      self.assertEqual(proc.returncode, -signal.SIGKILL, out[-2000:])
+      if before and 'Resumed from' in out:
+        self.assertIn(f'Resumed from {before[-1]}: ', out)
+    last = checkpoints.checkpoint_paths(directory)
+    out = _finish(_start(workdir))
+    if last:
+      self.assertIn(f'Resumed from {last[-1]}: ', out)
+    self.assertEqual(_summary(workdir)['step'], _STEPS)
+    self.assert_same_run(workdir)
+
+
+class DropoutProcessResumeTest(ProcessResumeTest):
+  """Dropout draws from Keras SeedGenerators: their states must be in the checkpoint too."""
+
+  CONFIG = 'configs/cnn_dropout_mnist.py'
+  test_kill_9_at_five_random_points_each_resumes_from_the_last_complete_checkpoint = None
+
+
+class MirroredProcessResumeTest(ProcessResumeTest):
+  """The same under MirroredStrategy over 2 logical CPU devices: equal within 1e-6."""
+
+  EXTRA = ('--config.strategy=mirrored', '--config.num_cpu_devices=2')
+  test_kill_9_at_five_random_points_each_resumes_from_the_last_complete_checkpoint = None
+
+  def assert_same_run(self, workdir):
+    _, _, model = checkpoints.load_for_inference(workdir)
+    _, _, reference = checkpoints.load_for_inference(self.reference)
+    self.assertLen(model.weights, len(reference.weights))
+    for a, b in zip(model.weights, reference.weights):
+      self.assertAllClose(a.numpy(), b.numpy(), rtol=0, atol=1e-6, msg=a.path)
+
+
+class PreemptionWatcherTest(tf.test.TestCase):
+
+  def test_a_signal_sets_the_flag_and_handlers_are_restored_after(self):
+    before = signal.getsignal(signal.SIGUSR1)
+    watcher = preemption.Watcher()
+    with watcher.watching():
+      self.assertFalse(watcher.requested)
+      os.kill(os.getpid(), signal.SIGUSR1)
+      deadline = time.time() + 5
+      while not float(watcher.flag.numpy()) and time.time() < deadline:
+        time.sleep(0.01)
+      self.assertEqual(float(watcher.flag.numpy()), 1.0)
+    self.assertTrue(watcher.requested)
+    self.assertEqual(watcher.signal_name, 'SIGUSR1')
+    self.assertIs(signal.getsignal(signal.SIGUSR1), before)
+
+  def test_train_call_with_the_flag_set_runs_exactly_one_more_step(self):
+    config = helpers.tiny_config(num_train_steps=10)
+    strategy = tf.distribute.get_strategy()
+    model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 8)
+    flag = tf.Variable(1.0)
+    train = steps.make_train_fn(strategy, model, optimizer, config, step, flag)
+    images = np.zeros((8, 28, 28, 1), np.uint8)
+    batches = iter(tf.data.Dataset.from_tensors((images, np.zeros(8, np.int32))).repeat())
+    out = train(batches, tf.constant(5)).numpy()
+    self.assertEqual(int(step.numpy()), 1)
+    self.assertEqual(out[2], 8)  # one batch counted
+    self.assertGreater(out[3], 0)  # and reported as a stop
+    flag.assign(0.0)
+    self.assertEqual(train(batches, tf.constant(5)).numpy()[3], 0)
+    self.assertEqual(int(step.numpy()), 6)
+
+
+class CheckpointFilesTest(tf.test.TestCase):
+  """Fallback past a damaged checkpoint, the best checkpoint, size, NaN guard, starting over."""
+
+  def _train(self, workdir, **overrides):
+    config = helpers.tiny_config(**{'checkpoint_every_steps': 2, **overrides})
+    with helpers.mock_tfds():
+      return trainer.train_and_evaluate(config, workdir,
+                                        start_over=overrides.get('start_over', False))
+
+  def test_truncated_latest_checkpoint_resumes_from_the_previous_one(self):
+    workdir = self.create_tempdir().full_path
+    self._train(workdir, num_train_steps=4)
+    latest = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))[-1]
+    self.assertEndsWith(latest, 'ckpt-4')
+    data = latest + '.data-00000-of-00001'
+    with open(data, 'r+b') as f:
+      f.truncate(os.path.getsize(data) // 2)
+    with self.assertLogs(level='INFO') as logs:
+      summary = self._train(workdir, num_train_steps=6)
+    log = '\n'.join(logs.output)
+    self.assertIn('ckpt-4 is unreadable', log)
+    self.assertRegex(log, r'Resumed from .*ckpt-2: step 2 ')
+    self.assertEqual(summary['step'], 6)
+
+  def test_best_checkpoint_is_kept_beside_the_latest(self):
+    workdir = self.create_tempdir().full_path
+    self._train(workdir, num_train_steps=6, keep_checkpoints=1, eval_every_epochs=0.1)
+    best = outputs.read_json(os.path.join(workdir, 'checkpoints', 'best', 'best.json'))
+    kept = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints', 'best'))
+    self.assertLen(kept, 1)
+    self.assertEndsWith(kept[0], f'ckpt-{best["step"]}')
+    self.assertLen(checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints')), 1)
+
+  def test_checkpoint_is_about_the_size_of_model_and_optimizer(self):
+    workdir = self.create_tempdir().full_path
+    config = helpers.load_config('cnn_mnist')
+    config.update(dict(num_train_steps=2, batch_size=8, steps_per_loop=1, image_grid_size=0))
+    config.dataset.validation_size = 16
+    with helpers.mock_tfds():
+      trainer.train_and_evaluate(config, workdir)
+    model, optimizer, _, _ = trainer.build_state(config, tf.distribute.get_strategy(), 10,
+                                                 (28, 28, 1), 2, 1)
+    state_bytes = sum(v.numpy().nbytes for v in model.variables + optimizer.variables)
+    (path,) = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))
+    files = tf.io.gfile.glob(path + '.*')
+    size = sum(os.path.getsize(f) for f in files)
+    self.assertGreater(state_bytes, 3e6)  # large enough for the bound to mean something
+    self.assertLessEqual(size, 1.1 * state_bytes + 2**20)
+
+  def test_non_finite_loss_stops_with_the_step_range_and_keeps_good_checkpoints(self):
+    workdir = self.create_tempdir().full_path
+    self._train(workdir, num_train_steps=2)
+    with self.assertRaisesRegex(UserError, r'between steps \d+ and \d+.*last good checkpoint'):
+      self._train(workdir, num_train_steps=30, checkpoint_every_steps=1,
+                  schedule=dict(name='constant', learning_rate=1e30, warmup_epochs=0.0,
+                                final_fraction=0.0, boundaries_epochs=(1.0,),
+                                decay_factor=0.1))
+    # every checkpoint left restores to finite weights
+    for path in checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints')):
+      for name, _ in tf.train.list_variables(path):
+        if name.startswith('model/'):
+          self.assertTrue(np.all(np.isfinite(tf.train.load_variable(path, name))), name)
+
+  def test_start_over_moves_the_old_run_aside(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    self._train(workdir)
+    config = helpers.tiny_config('cnn_dropout', checkpoint_every_steps=2)
+    with helpers.mock_tfds():
+      with self.assertRaisesRegex(UserError, 'pass a new --workdir'):
+        trainer.train_and_evaluate(config, workdir)
+      summary = trainer.train_and_evaluate(config, workdir, start_over=True)
+    self.assertEqual(summary['step'], 2)
+    (aside,) = [d for d in os.listdir(os.path.dirname(workdir)) if '.replaced-' in d]
+    old = os.path.join(os.path.dirname(workdir), aside)
+    self.assertEqual(outputs.read_json(os.path.join(old, 'config.json'))['model']['name'], 'cnn')
+    self.assertNotEmpty(checkpoints.checkpoint_paths(os.path.join(old, 'checkpoints')))
+
+
+class MixedPrecisionTest(tf.test.TestCase):
+
+  def test_mixed_float16_trains_with_finite_loss_and_checkpoints_the_loss_scale(self):
+    workdir = self.create_tempdir().full_path
+    config = helpers.tiny_config(num_train_steps=3, mixed_precision='mixed_float16')
+    with helpers.mock_tfds():
+      summary = trainer.train_and_evaluate(config, workdir)
+    self.assertTrue(np.isfinite(summary['train_loss']))
+    (path,) = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))
+    names = [n for n, _ in tf.train.list_variables(path) if 'dynamic_scale' in n]
+    self.assertLen(names, 1)
+    self.assertGreater(tf.train.load_variable(path, names[0]), 1.0)
+    self.assertEqual(keras.config.dtype_policy().name, 'float32')  # restored after the build
