@@ -1,0 +1,124 @@
+"""End to end: `launch.train --strategy=multi_worker_mirrored --local_workers=2` on real MNIST.
+
+Two worker processes on this machine train one model over gRPC: they must end with identical
+weights, the chief alone must write the workdir (the other worker's checkpoints go to a
+temporary directory it removes), and a worker killed mid-run must end the command, non-zero,
+within a bounded time.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import tensorflow as tf
+
+from research import outputs
+from tests import helpers
+
+_TINY = ['--strategy=multi_worker_mirrored', '--local_workers=2', '--config.batch_size=16',
+         '--config.steps_per_loop=2', '--config.log_every_steps=2',
+         '--config.dataset.validation_size=100', '--config.eval_batch_size=500']
+
+
+def _command(workdir, *flags):
+  return [sys.executable, '-m', 'launch.train', f'--workdir={workdir}', *_TINY, *flags]
+
+
+def _env(tmpdir):
+  """No cluster from the machine running the test; the workers' temporary files in `tmpdir`."""
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CONFIG' and not k.startswith('SLURM')}
+  return {**env, 'TF_CPP_MIN_LOG_LEVEL': '2', 'TMPDIR': tmpdir}
+
+
+def _alive(pid):
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+  except FileNotFoundError:
+    return False
+
+
+class TwoLocalWorkersTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    helpers.require_real_data()
+    cls.tmp = tempfile.mkdtemp()
+    cls.workdir = os.path.join(cls.tmp, 'run')
+    cls.worker_tmp = os.path.join(cls.tmp, 'worker_tmp')
+    os.makedirs(cls.worker_tmp)
+    cls.proc = subprocess.run(
+        _command(cls.workdir, '--config.num_train_steps=6', '--config.checkpoint_every_steps=4'),
+        cwd=helpers.ROOT, env=_env(cls.worker_tmp), capture_output=True, text=True,
+        timeout=300)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def test_both_workers_finish(self):
+    self.assertEqual(self.proc.returncode, 0, self.proc.stderr[-5000:])
+    for i in range(2):
+      self.assertRegex(self.proc.stdout, rf'\[worker {i}\] test accuracy .* after 6 steps')
+
+  def test_workers_end_with_identical_weights(self):
+    digests = dict(re.findall(r'^\[worker (\d)\] weights digest (\w+)$', self.proc.stdout,
+                              re.MULTILINE))
+    self.assertLen(digests, 2, self.proc.stdout + self.proc.stderr[-3000:])
+    self.assertEqual(digests['0'], digests['1'])
+    summary = outputs.read_json(os.path.join(self.workdir, 'train_summary.json'))
+    self.assertEqual(summary['weights_digest'], digests['0'])
+
+  def test_checkpoints_written_once_by_the_chief(self):
+    self.assertEqual(self.proc.returncode, 0, self.proc.stderr[-5000:])
+    checkpoints = os.path.join(self.workdir, 'checkpoints')
+    self.assertEqual(tf.train.get_checkpoint_state(checkpoints).all_model_checkpoint_paths,
+                     [os.path.join(checkpoints, f'ckpt-{n}') for n in (4, 6)])
+    for root, dirs, files in os.walk(self.workdir):
+      for name in dirs + files:
+        self.assertNotRegex(name, 'worker|temp', os.path.join(root, name))
+    self.assertEqual(os.listdir(self.worker_tmp), [])  # the other worker's are gone
+
+
+class KilledWorkerTest(tf.test.TestCase):
+
+  def test_killed_worker_ends_the_command(self):
+    helpers.require_real_data()
+    tmp = self.create_tempdir().full_path
+    proc = subprocess.Popen(
+        _command(os.path.join(tmp, 'run'), '--config.num_train_steps=100000'),
+        cwd=helpers.ROOT, env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    self.addCleanup(proc.kill)
+    lines, training = [], {0: threading.Event(), 1: threading.Event()}
+
+    def read():
+      for line in proc.stdout:
+        lines.append(line)
+        match = re.match(r'\[worker (\d)\] .*\] step \d+/100000', line)
+        if match:
+          training[int(match.group(1))].set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    for i in range(2):
+      self.assertTrue(training[i].wait(180), f'worker {i} never trained:\n' + ''.join(lines))
+    pids = [int(p) for p in re.search(r'Started 2 workers \(pids \[(\d+), (\d+)\]\)',
+                                      ''.join(lines)).groups()]
+    os.kill(pids[1], signal.SIGKILL)
+    start = time.time()
+    proc.wait(timeout=60)
+    reader.join(10)
+    self.assertLess(time.time() - start, 30)
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(lines[-1].strip(), f'error: worker 1 (pid {pids[1]}) was killed by '
+                     'SIGKILL; stopped the other workers')
+    self.assertFalse(_alive(pids[0]))
