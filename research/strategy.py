@@ -11,7 +11,9 @@ workers with their own TF_CONFIG (research.local_cluster).
 
 import json
 import os
+import signal
 import socket
+import threading
 import urllib.parse
 
 from absl import logging
@@ -171,8 +173,9 @@ def _multi_worker(config, num_gpus):
   spec = resolver.cluster_spec()
   timeout = config.get('cluster_timeout_seconds', CLUSTER_TIMEOUT_SECONDS)
   _bound_cluster_wait(spec, timeout)
+  sigterm = signal.getsignal(signal.SIGTERM)
   try:
-    return tf.distribute.MultiWorkerMirroredStrategy(resolver)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(resolver)
   except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
     # TensorFlow's message runs over many lines; its first sentence says what timed out.
     first = (str(e).strip().splitlines() or [type(e).__name__])[0].split('. ')[0][:80]
@@ -181,6 +184,12 @@ def _multi_worker(config, num_gpus):
     raise UserError(f'{resolver.task_type} {resolver.task_id}: not all {workers} workers '
                     f'connected within {timeout}s ({first}): start every worker, and check '
                     f'that the first one ({leader}) is reachable') from None
+  # The coordination service installs a C++ SIGTERM handler (TensorFlow's preemption notifier)
+  # that swallows the signal: the worker would go on until SIGKILL, and a Python handler set
+  # earlier would never run. Give SIGTERM back to Python: its handler, or the default (exit).
+  if sigterm is not None and threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, sigterm)
+  return strategy
 
 
 def _tpu(config):
