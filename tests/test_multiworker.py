@@ -88,15 +88,18 @@ class TwoLocalWorkersTest(tf.test.TestCase):
     self.assertEqual(os.listdir(self.worker_tmp), [])  # the other worker's are gone
 
 
-class KilledWorkerTest(tf.test.TestCase):
+class DuringTrainingTest(tf.test.TestCase):
+  """A long run, interrupted once both workers train."""
 
-  def test_killed_worker_ends_the_command(self):
+  def start(self):
+    """The command with a run too long to finish, once both workers have logged a step;
+    returns (process, output lines so far and to come, worker pids)."""
     helpers.require_real_data()
     tmp = self.create_tempdir().full_path
+    self.workdir = os.path.join(tmp, 'run')
     proc = subprocess.Popen(
-        _command(os.path.join(tmp, 'run'), '--config.num_train_steps=100000'),
-        cwd=helpers.ROOT, env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+        _command(self.workdir, '--config.num_train_steps=100000'), cwd=helpers.ROOT,
+        env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     self.addCleanup(proc.kill)
     lines, training = [], {0: threading.Event(), 1: threading.Event()}
 
@@ -107,18 +110,36 @@ class KilledWorkerTest(tf.test.TestCase):
         if match:
           training[int(match.group(1))].set()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    self.reader = threading.Thread(target=read, daemon=True)
+    self.reader.start()
     for i in range(2):
       self.assertTrue(training[i].wait(180), f'worker {i} never trained:\n' + ''.join(lines))
     pids = [int(p) for p in re.search(r'Started 2 workers \(pids \[(\d+), (\d+)\]\)',
                                       ''.join(lines)).groups()]
+    return proc, lines, pids
+
+  def test_killed_worker_ends_the_command(self):
+    proc, lines, pids = self.start()
     os.kill(pids[1], signal.SIGKILL)
     start = time.time()
     proc.wait(timeout=60)
-    reader.join(10)
+    self.reader.join(10)
     self.assertLess(time.time() - start, 30)
     self.assertNotEqual(proc.returncode, 0)
     self.assertEqual(lines[-1].strip(), f'error: worker 1 (pid {pids[1]}) was killed by '
                      'SIGKILL; stopped the other workers')
     self.assertFalse(_alive(pids[0]))
+
+  def test_sigterm_to_the_command_stops_both_workers_at_one_saved_step(self):
+    proc, lines, _ = self.start()
+    proc.send_signal(signal.SIGTERM)  # what a scheduler's preemption notice does
+    proc.wait(timeout=120)
+    self.reader.join(10)
+    output = ''.join(lines)
+    self.assertEqual(proc.returncode, 0, output[-5000:])
+    stops = dict(re.findall(r'^\[worker (\d)\] stopped by SIGTERM at step (\d+), saved',
+                            output, re.MULTILINE))
+    self.assertLen(stops, 2, output[-5000:])
+    self.assertEqual(stops['0'], stops['1'])
+    latest = tf.train.latest_checkpoint(os.path.join(self.workdir, 'checkpoints'))
+    self.assertEqual(os.path.basename(latest), f'ckpt-{stops["0"]}')
