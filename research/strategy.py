@@ -224,6 +224,9 @@ def build(config):
   """
   if config.strategy not in NAMES:
     raise UserError(f'unknown strategy {config.strategy!r}: use one of {", ".join(NAMES)}')
+  if 'TF_CONFIG' in os.environ and not os.environ['TF_CONFIG'].strip():
+    # TensorFlow parses it in every strategy's constructor and fails with a JSON traceback.
+    raise UserError('TF_CONFIG is set but empty: unset it (or give it a cluster)')
   if config.strategy == 'tpu':
     strategy = _tpu(config)
     devices = strategy.extended.worker_devices

@@ -130,6 +130,11 @@ class BuildErrorsTest(tf.test.TestCase):
     with self.assertRaisesRegex(UserError, f'num_gpus={n} but this machine has {n - 1} GPU'):
       strategy_lib.build(helpers.tiny_config(num_gpus=n))
 
+  def test_empty_tf_config(self):
+    with mock.patch.dict(os.environ, {'TF_CONFIG': ' '}):
+      with self.assertRaisesRegex(UserError, 'TF_CONFIG is set but empty: unset it'):
+        strategy_lib.build(helpers.tiny_config(strategy='mirrored'))
+
   def test_unknown_strategy(self):
     with self.assertRaisesRegex(UserError, "unknown strategy 'horovod'.*multi_worker_mirrored"):
       strategy_lib.build(helpers.tiny_config(strategy='horovod'))
