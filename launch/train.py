@@ -16,6 +16,7 @@ from launch import common
 from research import local_cluster
 from research import strategy as strategy_lib
 from research.errors import UserError
+from research.train import optim
 from research.train import trainer
 
 _CONFIG = common.define_config_flag()
@@ -37,8 +38,11 @@ _LOCAL_WORKERS = flags.DEFINE_integer(
     'local_workers', 0, 'Start N workers on this machine as one multi_worker_mirrored cluster '
     '(each with its own TF_CONFIG) and supervise them instead of training here.',
     lower_bound=0)
-_MIXED_PRECISION = flags.DEFINE_enum('mixed_precision', None, strategy_lib.PRECISIONS,
+_MIXED_PRECISION = flags.DEFINE_enum('mixed_precision', None, optim.PRECISIONS,
                                      'Compute dtype policy (default: the config\'s).')
+_START_OVER = flags.DEFINE_bool('start_over', False, 'When --workdir holds a run, move it to '
+                                '<workdir>.replaced-<time> and start fresh instead of resuming '
+                                '(or refusing another experiment).')
 _JIT_COMPILE = flags.DEFINE_bool('jit_compile', None, 'XLA-compile the training step '
                                  '(default: the config\'s, off).')
 
@@ -66,7 +70,7 @@ def main():
     # The workers parse the same flags (TF_CONFIG tells each its place); this process only
     # supervises them.
     return local_cluster.run_local_workers(sys.argv[1:], _LOCAL_WORKERS.value)
-  summary = trainer.train_and_evaluate(config, _WORKDIR.value)
+  summary = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value)
   # Every worker prints its own: equal digests show the workers' weights stayed in sync.
   print(f'weights digest {summary["weights_digest"]}')
   if summary['preempted']:  # exit 0: a requeued job with the same command resumes

@@ -1,5 +1,6 @@
 """Building a model for a run and restoring it from a workdir's checkpoints."""
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -94,11 +95,17 @@ class Saver:
   the others write to a temporary directory that `close` removes.
   """
 
-  def __init__(self, checkpoint, workdir, keep, chief=True):
+  def __init__(self, checkpoint, workdir, keep, chief=True, worker=0):
     self.checkpoint = checkpoint
     self.chief = chief
     self.shared = os.path.join(workdir, CHECKPOINT_DIR)  # what every worker restores from
-    root = self.shared if chief else tempfile.mkdtemp(prefix='worker-checkpoints-')
+    if chief:
+      root = self.shared
+    else:
+      # A fixed name per (workdir, worker): a killed worker's leftovers go at its next start.
+      key = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:12]
+      root = os.path.join(tempfile.gettempdir(), f'worker-checkpoints-{key}-{worker}')
+      shutil.rmtree(root, ignore_errors=True)
     self.root = root
     self.latest = tf.train.CheckpointManager(checkpoint, root, max_to_keep=keep)
     self.best = tf.train.CheckpointManager(checkpoint, os.path.join(root, BEST_DIR),

@@ -59,6 +59,7 @@ def base(model='cnn', dataset='mnist'):
   c.strategy = 'default'  # default, one_device, mirrored, multi_worker_mirrored or tpu
   c.num_gpus = -1  # GPUs per worker to use: -1 all visible, 0 none (the CPU)
   c.num_cpu_devices = 0  # > 0 splits the host CPU into N logical devices (tests, mirrored on CPU)
+  c.cluster_timeout_seconds = 300.0  # multi-worker: all workers must connect within this
   c.tpu = ''  # the TPU's name or grpc:// address for strategy=tpu; '' = the local TPU
   c.mixed_precision = 'float32'  # float32, mixed_float16 (dynamic loss scaling) or mixed_bfloat16
   c.jit_compile = False  # XLA measured 0.55x on CPU for these nets
@@ -132,4 +133,5 @@ def check_compatible(saved, config, workdir):
     old, new = _get(saved, field), _get(config, field)
     if old != new:
       raise UserError(f'workdir {workdir!r} holds a run with {field}={old!r}, not {new!r}: '
-                      'pass a new --workdir (nothing was changed)')
+                      'pass a new --workdir, or --start_over to move the old run aside '
+                      '(nothing was changed)')

@@ -17,7 +17,6 @@ import threading
 import urllib.parse
 
 from absl import logging
-import keras
 import tensorflow as tf
 # No public API sets the coordination service's timeouts; MultiWorkerMirroredStrategy itself
 # configures the service through these when nobody did before it.
@@ -28,12 +27,7 @@ from tensorflow.python.eager import context
 from research.errors import UserError
 
 NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
-PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
 
-# How long a worker waits for every worker of the cluster to connect before giving up. Without a
-# bound TensorFlow waits an hour (its default), so a worker that never starts looks like a hang.
-# A config field `cluster_timeout_seconds`, when present, overrides it.
-CLUSTER_TIMEOUT_SECONDS = 300
 # A worker that stops heartbeating (hung, stopped, its host gone) fails the others' collectives
 # after this; a worker that dies outright fails them at once (connection refused). TF's default.
 HEARTBEAT_TIMEOUT_SECONDS = 10
@@ -171,7 +165,9 @@ def _bound_cluster_wait(spec, timeout_seconds):
 def _multi_worker(config, num_gpus):
   resolver = cluster_resolver(num_gpus)
   spec = resolver.cluster_spec()
-  timeout = config.get('cluster_timeout_seconds', CLUSTER_TIMEOUT_SECONDS)
+  # Without a bound TensorFlow waits an hour for every worker to connect: a worker that never
+  # starts would look like a hang.
+  timeout = config.cluster_timeout_seconds
   _bound_cluster_wait(spec, timeout)
   sigterm = signal.getsignal(signal.SIGTERM)
   try:
@@ -304,17 +300,3 @@ def num_workers(strategy):
     return 1
   cluster = task[0]
   return len(cluster.get('chief', ())) + len(cluster.get('worker', ()))
-
-
-def set_precision(config):
-  """Sets Keras' global dtype policy from config.mixed_precision; returns its name.
-
-  Layers created afterwards compute in float16/bfloat16 and keep float32 variables; the
-  optimizer must scale the loss under mixed_float16 (research.train.optim).
-  """
-  name = config.mixed_precision
-  if name not in PRECISIONS:
-    raise UserError(f'unknown mixed_precision {name!r}: use one of {", ".join(PRECISIONS)}')
-  keras.mixed_precision.set_global_policy(name)
-  logging.info('Dtype policy %s.', name)
-  return name

@@ -126,6 +126,17 @@ class RealRunCliTest(tf.test.TestCase):
     self.assertIn("holds a run with model.name='cnn'", _error_line(proc))
     self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, 'checkpoints'))), before)
 
+  def test_start_over_moves_the_other_run_aside_and_trains(self):
+    workdir = os.path.join(self.tmp, 'copy')
+    shutil.copytree(self.workdir, workdir)
+    proc = helpers.run_cli('launch.train', '--model=cnn_dropout', f'--workdir={workdir}',
+                           '--start_over', '--config.num_train_steps=2',
+                           '--config.dataset.validation_size=500', '--config.image_grid_size=0')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    (aside,) = [d for d in os.listdir(self.tmp) if d.startswith('copy.replaced-')]
+    self.assertTrue(os.path.exists(os.path.join(self.tmp, aside, 'checkpoints', 'checkpoint')))
+    self.assertIn('"cnn_dropout"', open(os.path.join(workdir, 'config.json')).read())
+
   def test_evaluate_of_a_workdir_without_run(self):
     proc = helpers.run_cli('launch.evaluate', f'--workdir={self.create_tempdir().full_path}')
     self.assertEqual(proc.returncode, 2)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from research import local_cluster
 from research import strategy as strategy_lib
 from research.errors import UserError
+from research.train import optim
 from tests import helpers
 
 _SimpleResolver = tf.distribute.cluster_resolver.SimpleClusterResolver
@@ -187,24 +188,20 @@ class WorkerHelpersTest(tf.test.TestCase, parameterized.TestCase):
 
 class PrecisionTest(tf.test.TestCase, parameterized.TestCase):
 
-  def setUp(self):
-    super().setUp()
-    self.addCleanup(keras.mixed_precision.set_global_policy, 'float32')
-
   @parameterized.parameters('float32', 'mixed_float16', 'mixed_bfloat16')
-  def test_sets_the_global_policy(self, name):
-    self.assertEqual(strategy_lib.set_precision(helpers.tiny_config(mixed_precision=name)), name)
-    self.assertEqual(keras.mixed_precision.global_policy().name, name)
-    layer = keras.layers.Dense(2)
+  def test_layers_built_inside_compute_in_the_policy_and_it_is_restored(self, name):
+    with optim.precision(name):
+      layer = keras.layers.Dense(2)
     layer.build((None, 3))
     self.assertEqual(layer.compute_dtype, name.replace('mixed_', ''))
     self.assertEqual(layer.kernel.dtype, 'float32')
+    self.assertEqual(keras.config.dtype_policy().name, 'float32')
 
   def test_unknown_policy(self):
-    keras.mixed_precision.set_global_policy('float32')
     with self.assertRaisesRegex(UserError, "unknown mixed_precision 'float8'.*mixed_bfloat16"):
-      strategy_lib.set_precision(helpers.tiny_config(mixed_precision='float8'))
-    self.assertEqual(keras.mixed_precision.global_policy().name, 'float32')
+      with optim.precision('float8'):
+        pass
+    self.assertEqual(keras.config.dtype_policy().name, 'float32')
 
 
 def _python(script, env=None, timeout=120):
@@ -222,6 +219,7 @@ _MIRRORED_BATCHES = '''
 import json
 from research import strategy
 from research.errors import UserError
+from research.train import optim
 from tests import helpers
 ok = strategy.build(helpers.tiny_config(strategy='mirrored', num_cpu_devices=2, batch_size=8))
 try:
@@ -236,6 +234,7 @@ _TPU = '''
 import json, sys
 from research import strategy
 from research.errors import UserError
+from research.train import optim
 from tests import helpers
 errors = []
 for tpu in (sys.argv[1], ''):

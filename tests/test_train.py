@@ -89,6 +89,14 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     grid = tf.io.decode_png(tf.io.read_file(os.path.join(workdir, 'inputs.png')))
     self.assertGreater(grid.shape[0], config.model.input_size)
 
+  @parameterized.parameters('default', 'mirrored')
+  def test_jit_compile_trains_with_dropout_and_augmentation(self, strategy):
+    # mirrored over the one CPU device here: the compiled model inside a replica context
+    config = helpers.tiny_config('cnn_dropout', jit_compile=True, strategy=strategy)
+    with helpers.mock_tfds():
+      summary = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
+    self.assertTrue(np.isfinite(summary['train_loss']))
+
   def test_rerun_resumes_and_a_finished_run_is_not_retrained(self):
     workdir = self.create_tempdir().full_path
     with helpers.mock_tfds():

@@ -40,6 +40,11 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
   global_batch = config.batch_size
   augment = config.augment if config.augment.enabled else None
   loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+  # XLA compiles the model alone: the augmentation's image transform has no XLA CPU kernel, and
+  # a compiled step would read the step counter from the wrong replica's device.
+  forward = lambda x: model(x, training=True)  # noqa: E731
+  if config.jit_compile:
+    forward = tf.function(forward, jit_compile=True)
 
   def replica_step(images, labels):
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
@@ -47,7 +52,7 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
     x = preprocess.preprocess(images, input_size=config.model.input_size, training=True,
                               augment=augment, seed=seed)
     with tf.GradientTape() as tape:
-      logits = model(x, training=True)
+      logits = forward(x)
       per_example = cross_entropy(labels, logits, config.label_smoothing)
       # Divide by the global batch, not the replica's: the optimizer sums gradients across
       # replicas, and that sum is then the mean over the global batch for any replica count.
@@ -60,9 +65,6 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
                                     tf.float32))
     count = tf.cast(tf.shape(labels)[0], tf.float32)
     return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value()])
-
-  if config.jit_compile:
-    replica_step = tf.function(replica_step, jit_compile=True)
 
   @tf.function
   def train(iterator, num_steps):
@@ -96,7 +98,8 @@ def make_eval_fn(strategy, model, config, num_classes):
   @tf.function
   def evaluate(batch):
     per_replica = strategy.run(replica_step, args=batch)
-    return strategy.reduce(_SUM, per_replica, axis=None)
+    # One reduce per output: a multi-worker reduce of the (sums, matrix) pair fails on ranks.
+    return tf.nest.map_structure(lambda v: strategy.reduce(_SUM, v, axis=None), per_replica)
 
   return evaluate
 

@@ -120,7 +120,7 @@ def _setup(config, workdir, start_over):
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
-  chief = strategy.extended.should_checkpoint
+  chief = strategy_lib.is_chief(strategy)
   data = datasets.load(config.dataset)
   if chief:
     if start_over:
@@ -137,7 +137,8 @@ def _setup(config, workdir, start_over):
   model, optimizer, lr, step = build_state(config, strategy, data.num_classes,
                                            data.image_shape, total, per_epoch)
   saver = checkpoints.Saver(checkpoints.training_checkpoint(model, optimizer, step), workdir,
-                            config.keep_checkpoints, chief)
+                            config.keep_checkpoints, chief,
+                            strategy_lib.worker_index(strategy))
   restored = saver.restore()
   if restored:
     epoch, position = divmod(int(step.numpy()), per_epoch)
