@@ -2,19 +2,26 @@
 
 import json
 
+from absl.testing import parameterized
 import tensorflow as tf
 
 from tests import helpers
 
 
-class MirroredEquivalenceTest(tf.test.TestCase):
+class MirroredEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
 
-  def test_one_mirrored_step_matches_one_device_with_the_same_global_batch(self):
+  @parameterized.parameters((), ('batch_norm',))
+  def test_one_mirrored_step_matches_one_device_with_the_same_global_batch(self, *args):
     # A fresh process: the CPU can be split into logical devices only before TensorFlow starts.
-    proc = helpers.run_cli('tests.mirrored_step')
+    proc = helpers.run_cli('tests.mirrored_step', *args)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     self.assertEqual(result['replicas'], 2)
     self.assertGreater(result['update_size'], 1e-4)  # the step moved the weights
     self.assertLess(result['loss_diff'], 1e-6)
-    self.assertLess(result['weight_diff'], 1e-6)
+    if args:
+      # Synchronized batch norm's variance is E[x²] − E[x]² of all-reduced sums, one device's a
+      # two-pass variance: the cancellation costs a few float32 ulps of the moving variance.
+      self.assertLess(result['weight_rel_diff'], 2e-6)
+    else:
+      self.assertLess(result['weight_diff'], 1e-6)
