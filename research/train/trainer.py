@@ -162,6 +162,7 @@ def train_and_evaluate(config, workdir, start_over=False):
   """
   wall_start = time.time()
   run = _setup(config, workdir, start_over)
+  previous = _previous_summary(workdir)
   strategy, data, total = run.strategy, run.data, run.total_steps
   step = int(run.step.numpy())
   train_iter = iter(strategy.distribute_datasets_from_function(
@@ -223,7 +224,7 @@ def train_and_evaluate(config, workdir, start_over=False):
     final.update(test_accuracy=test['accuracy'], test_loss=test['loss'], preempted='')
   run.saver.close()
   final['wall_seconds'] = time.time() - wall_start
-  return _write_summary(workdir, summary, run.chief, **final)
+  return _write_summary(workdir, previous, summary, run.chief, **final)
 
 
 def _check_finite(sums, first, step, saver):
@@ -253,11 +254,17 @@ def _log_window(sums, seconds, step, window_start_step, run):
   return m
 
 
-def _write_summary(workdir, latest, chief, **final):
+def _previous_summary(workdir):
+  """train_summary.json of earlier sessions, read before this one writes it: the chief may
+  finish first and write its own while another worker is still evaluating."""
+  path = os.path.join(workdir, 'train_summary.json')
+  return outputs.read_json(path) if os.path.exists(path) else {}
+
+
+def _write_summary(workdir, previous, latest, chief, **final):
   """train_summary.json (the chief's); over resumed sessions the seconds add up and the last
   train metrics seen are kept (a re-run of a finished run only re-evaluates)."""
   path = os.path.join(workdir, 'train_summary.json')
-  previous = outputs.read_json(path) if os.path.exists(path) else {}
   for key in ('train_seconds', 'wall_seconds'):
     final[key] += previous.get(key, 0.0)
   summary = {**previous, **latest, **final}
