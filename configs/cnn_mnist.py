@@ -4,7 +4,7 @@ Command: python -m launch.train --config=configs/cnn_mnist.py --workdir=runs/cnn
 Reproduces: test accuracy 99.54 / 99.48 / 99.45 / 99.43 / 99.40% for --config.seed=0..4 (median
   99.45%) with 53 / 50 / 53 / 56 / 58 s of training (train_seconds; median 53 s) on 2 CPU cores;
   the whole command took 58–66 s. Runs are not bitwise repeatable (oneDNN's threaded kernels):
-  seed 0 also gave 99.52% and 99.41%; add --config.deterministic=True for repeatable runs.
+  seed 0 also gave 99.52% and 99.41%; add --deterministic for bitwise-repeatable runs.
 
 The tutorials' two-conv net (conv-pool-conv-pool-dense) with 32/64 filters instead of 64/64 (the
 first conv's 64 filters cost time and bought no accuracy here), batch norm, a 256-unit dense

@@ -40,6 +40,8 @@ _LOCAL_WORKERS = flags.DEFINE_integer(
     lower_bound=0)
 _MIXED_PRECISION = flags.DEFINE_enum('mixed_precision', None, optim.PRECISIONS,
                                      'Compute dtype policy (default: the config\'s).')
+_DETERMINISTIC = flags.DEFINE_bool('deterministic', None, 'Op determinism: bitwise-repeatable '
+                                   'runs and resumes (default: the config\'s, off).')
 _START_OVER = flags.DEFINE_bool('start_over', False, 'When --workdir holds a run, move it to '
                                 '<workdir>.replaced-<time> and start fresh instead of resuming '
                                 '(or refusing another experiment).')
@@ -47,7 +49,8 @@ _JIT_COMPILE = flags.DEFINE_bool('jit_compile', None, 'XLA-compile the training 
                                  '(default: the config\'s, off).')
 
 # Flags that set the config field of the same name when given.
-_FIELD_FLAGS = (_STRATEGY, _NUM_GPUS, _NUM_CPU_DEVICES, _MIXED_PRECISION, _JIT_COMPILE)
+_FIELD_FLAGS = (_STRATEGY, _NUM_GPUS, _NUM_CPU_DEVICES, _MIXED_PRECISION, _JIT_COMPILE,
+                _DETERMINISTIC)
 
 
 def _resolve():

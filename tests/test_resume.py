@@ -35,7 +35,7 @@ _FLAGS = (f'--config.num_train_steps={_STEPS}',
           '--config.eval_every_epochs=100', '--config.eval_batch_size=1000',
           '--config.steps_per_loop=25', '--config.log_every_steps=25',
           '--config.checkpoint_every_steps=25', '--config.image_grid_size=0',
-          '--config.deterministic=True')
+          '--deterministic')
 
 
 def _start(workdir, config='configs/cnn_mnist.py', extra=()):
