@@ -61,3 +61,12 @@ def run_cli(module, *args, env=None, timeout=300):
   full_env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', **(env or {})}
   return subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def alive(pid):
+  """Whether process `pid` runs (a zombie waiting for its reaper does not)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+  except FileNotFoundError:
+    return False

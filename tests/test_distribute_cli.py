@@ -34,7 +34,6 @@ _CONFIG_FILE = textwrap.dedent('''\
       c.num_cpu_devices = 2
       c.mixed_precision = 'mixed_bfloat16'
       c.jit_compile = True
-      c.augment.enabled = False  # XLA on CPU has no kernel for the affine augmentation
       c.batch_size = 16
       c.num_train_steps = 2
       c.steps_per_loop = 1

@@ -54,15 +54,6 @@ if action in ('hang', 'stubborn', 'wait_signal', 'ignore_sigint'):
 _COMMAND = [sys.executable, '-c', _WORKER]
 
 
-def _alive(pid):
-  """Whether `pid` runs (a zombie waiting for its reaper does not)."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-  except FileNotFoundError:
-    return False
-
-
 def _pids(text):
   return {int(line.split()[1].rstrip(']')): int(line.split()[3])
           for line in text.splitlines() if line.startswith('[worker ') and ' pid ' in line}
@@ -111,7 +102,7 @@ class RunLocalWorkersTest(tf.test.TestCase, parameterized.TestCase):
                      'workers')
     self.assertIn('[worker 0] got SIGTERM', out)
     self.assertBetween(seconds, 1.0, 10.0)
-    self.assertFalse(_alive(pids[0]))
+    self.assertFalse(helpers.alive(pids[0]))
 
   def test_worker_killed_by_a_signal(self):
     code, out, err, seconds = self.run_workers({'0': 'hang', '1': 'sigkill'})
@@ -181,13 +172,13 @@ class SupervisorSignalsTest(tf.test.TestCase, parameterized.TestCase):
     _, err = proc.communicate(timeout=30)
     self.assertEqual(proc.returncode, 128 + signal.SIGINT)
     self.assertEqual(err.strip().splitlines()[-1], 'error: interrupted twice: killed the workers')
-    self.assertFalse(any(_alive(pid) for pid in pids))
+    self.assertFalse(any(helpers.alive(pid) for pid in pids))
 
   def test_workers_die_with_a_killed_supervisor(self):
     proc, pids = self.start({'0': 'hang', '1': 'hang'})
     proc.kill()
     proc.wait()
     deadline = time.time() + 10
-    while any(_alive(pid) for pid in pids) and time.time() < deadline:
+    while any(helpers.alive(pid) for pid in pids) and time.time() < deadline:
       time.sleep(0.05)
-    self.assertFalse(any(_alive(pid) for pid in pids))
+    self.assertFalse(any(helpers.alive(pid) for pid in pids))

@@ -36,14 +36,6 @@ def _env(tmpdir):
   return {**env, 'TF_CPP_MIN_LOG_LEVEL': '2', 'TMPDIR': tmpdir}
 
 
-def _alive(pid):
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-  except FileNotFoundError:
-    return False
-
-
 class TwoLocalWorkersTest(tf.test.TestCase):
 
   @classmethod
@@ -128,7 +120,7 @@ class DuringTrainingTest(tf.test.TestCase):
     self.assertNotEqual(proc.returncode, 0)
     self.assertEqual(lines[-1].strip(), f'error: worker 1 (pid {pids[1]}) was killed by '
                      'SIGKILL; stopped the other workers')
-    self.assertFalse(_alive(pids[0]))
+    self.assertFalse(helpers.alive(pids[0]))
 
   def test_sigterm_to_the_command_stops_both_workers_at_one_saved_step(self):
     proc, lines, _ = self.start()
