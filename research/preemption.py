@@ -15,6 +15,7 @@ from absl import logging
 import tensorflow as tf
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+_SIGNAL_NUMBERS = frozenset(int(s) for s in SIGNALS)  # as the wakeup fd's bytes read back
 
 
 class Watcher:
@@ -31,8 +32,7 @@ class Watcher:
     del frame
     if signum == signal.SIGINT and self.signal_name == 'SIGINT':
       raise KeyboardInterrupt
-    self.signal_name = signal.Signals(signum).name
-    self.flag.assign(1.0)
+    self.signal_name = signal.Signals(signum).name  # the flag is the watcher thread's to set
 
   def _wake(self, fd):
     # The C-level handler writes the signal number to `fd` the moment it arrives, from whatever
@@ -41,7 +41,7 @@ class Watcher:
       data = os.read(fd, 16)
       if not data:
         return
-      if any(b in (int(s) for s in SIGNALS) for b in data):
+      if not _SIGNAL_NUMBERS.isdisjoint(data):
         self.flag.assign(1.0)
 
   @contextlib.contextmanager
@@ -67,7 +67,3 @@ class Watcher:
       os.close(write_fd)  # ends the thread's read
       thread.join(timeout=5)
       os.close(read_fd)
-
-  @property
-  def requested(self):
-    return self.signal_name is not None or bool(self.flag.numpy())
