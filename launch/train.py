@@ -47,6 +47,10 @@ _START_OVER = flags.DEFINE_bool('start_over', False, 'When --workdir holds a run
                                 '(or refusing another experiment).')
 _JIT_COMPILE = flags.DEFINE_bool('jit_compile', None, 'XLA-compile the training step '
                                  '(default: the config\'s, off).')
+_PREEMPTED_EXIT_CODE = flags.DEFINE_integer(
+    'preempted_exit_code', 0, 'Exit status when a signal stopped the run and it was saved. '
+    'Cluster jobs (launch.submit) use 143 so that the scheduler requeues or restarts them.',
+    lower_bound=0, upper_bound=255)
 
 # Flags that set the config field of the same name when given.
 _FIELD_FLAGS = (_STRATEGY, _NUM_GPUS, _NUM_CPU_DEVICES, _MIXED_PRECISION, _JIT_COMPILE,
@@ -76,10 +80,10 @@ def main():
   summary = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value)
   # Every worker prints its own: equal digests show the workers' weights stayed in sync.
   print(f'weights digest {summary["weights_digest"]}')
-  if summary['preempted']:  # exit 0: a requeued job with the same command resumes
+  if summary['preempted']:  # a requeued job with the same command resumes
     print(f'stopped by {summary["preempted"]} at step {summary["step"]}, saved: re-run the same '
           'command to resume')
-    return 0
+    return _PREEMPTED_EXIT_CODE.value
   print(f'test accuracy {summary["test_accuracy"]:.4f} (loss {summary["test_loss"]:.4f}) '
         f'after {summary["step"]} steps, {summary["train_seconds"]:.0f}s of training')
   return 0

@@ -1,0 +1,158 @@
+"""What a cluster submission asks for, checked before anything is submitted.
+
+A `Job` is the scheduler-neutral request: how many workers on how many nodes with how many GPUs,
+and the `launch.train` flags each worker runs. `worker_args(job)` is the training command every
+worker runs, whatever the scheduler; research.submit.slurm and research.submit.kubernetes turn the
+job into an sbatch script or a TFJob manifest.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import time
+
+from research import local_cluster
+from research import outputs
+from research.errors import UserError
+
+# launch.train's exit status after a signal stopped a worker and the run was saved. 128 + SIGTERM
+# is what a shell reports for a process stopped by SIGTERM; Kubeflow's ExitCode restart policy
+# retries codes >= 128 (and fails on 1-127), and the Slurm script requeues on it.
+PREEMPTED_EXIT_CODE = 143
+# The submission's own files (the sbatch script or manifest, job.json) live here in the workdir.
+SUBMIT_DIR = 'submit'
+CLUSTERS = ('slurm', 'kubernetes')
+
+
+@dataclasses.dataclass
+class Job:
+  """A training run as a multi-worker cluster job.
+
+  `train_args` are the launch.train flags as the user gave them (after `--`); `config` is the
+  config they resolve to, for the checks. Kubernetes fields (image, namespace, pvc, mount_path)
+  are ignored by Slurm and vice versa (time, partition).
+  """
+  cluster: str
+  workdir: str
+  train_args: list
+  config: object
+  nodes: int = 1
+  tasks_per_node: int = 1
+  gpus_per_node: int = 0
+  name: str = ''
+  time: str = ''
+  partition: str = ''
+  image: str = ''
+  namespace: str = 'default'
+  pvc: str = ''
+  mount_path: str = '/runs'
+  python: str = 'python'
+  repo_dir: str = ''  # where the workers run `python -m launch.train` (Slurm: --chdir)
+
+  @property
+  def workers(self):
+    return self.nodes * self.tasks_per_node
+
+  @property
+  def gpus_per_task(self):
+    return self.gpus_per_node // self.tasks_per_node
+
+  @property
+  def replicas(self):
+    """Replicas in sync: one per GPU, or one per worker on CPUs."""
+    return self.workers * max(1, self.gpus_per_task)
+
+
+def default_name(workdir):
+  """A job name from the workdir's last component, valid for Slurm and Kubernetes alike
+  (lowercase letters, digits and '-', at most 52 characters: room for TFJob's pod suffixes)."""
+  base = os.path.basename(os.path.normpath(workdir)).lower()
+  name = re.sub(r'[^a-z0-9-]+', '-', base).strip('-')[:52].strip('-')
+  return name if name and name[0].isalpha() else f'train-{name}'.strip('-')
+
+
+def check(job):
+  """Raises UserError naming the first thing wrong with `job`; nothing has been submitted."""
+  if job.cluster not in CLUSTERS:
+    raise UserError(f'unknown --cluster={job.cluster!r}: use one of {", ".join(CLUSTERS)}')
+  for field in ('nodes', 'tasks_per_node'):
+    if getattr(job, field) < 1:
+      raise UserError(f'--{field}={getattr(job, field)} must be at least 1')
+  if job.gpus_per_node < 0:
+    raise UserError(f'--gpus_per_node={job.gpus_per_node} must be 0 (CPUs) or more')
+  if job.gpus_per_node % job.tasks_per_node:
+    raise UserError(f'--gpus_per_node={job.gpus_per_node} does not split over '
+                    f'--tasks_per_node={job.tasks_per_node}: each task gets the same number of '
+                    'GPUs (e.g. one task per node, or one per GPU)')
+  if local_cluster.strip_flag(job.train_args, 'local_workers') != job.train_args:
+    raise UserError('--local_workers starts workers on this machine; a cluster job gets its '
+                    'workers from --nodes and --tasks_per_node: drop it after "--"')
+  if local_cluster.strip_flag(job.train_args, 'start_over') != job.train_args:
+    raise UserError('--start_over in a cluster job would start over at every requeue: drop it '
+                    'after "--" and pass a new --workdir (or move the old one aside)')
+  strategy = job.config.strategy
+  if job.workers > 1 and strategy not in ('default', 'multi_worker_mirrored'):
+    raise UserError(f'{job.workers} workers train as one multi_worker_mirrored job, but the '
+                    f'training flags ask for strategy {strategy!r}: drop --strategy')
+  batch = job.config.batch_size
+  if batch % job.replicas:
+    raise UserError(f'global batch_size {batch} does not divide over {job.replicas} replicas '
+                    f'({job.workers} workers x {max(1, job.gpus_per_task)} '
+                    f'{"GPUs" if job.gpus_per_task else "CPU replica"} each): make '
+                    f'--config.batch_size a multiple of {job.replicas}, or change the sizes')
+  if not job.name:
+    raise UserError('the job needs a name: pass --name')
+
+
+def worker_args(job):
+  """launch.train's argv (after `python -m launch.train`) for every worker of `job`: the user's
+  flags, then what the job decides (strategy, GPUs per worker, the preemption exit status)."""
+  args = list(job.train_args)
+  for flag in ('strategy', 'num_gpus', 'preempted_exit_code'):
+    args = local_cluster.strip_flag(args, flag)
+  strategy = 'multi_worker_mirrored' if job.workers > 1 else job.config.strategy
+  if job.workers == 1 and job.gpus_per_task > 1 and strategy == 'default':
+    strategy = 'mirrored'  # one worker with several GPUs: replicate over them
+  return args + [f'--strategy={strategy}', f'--num_gpus={job.gpus_per_task}',
+                 f'--preempted_exit_code={PREEMPTED_EXIT_CODE}']
+
+
+def record_path(workdir):
+  return os.path.join(workdir, SUBMIT_DIR, 'job.json')
+
+
+def write_record(job, job_id, **extra):
+  """<workdir>/submit/job.json: which scheduler runs this workdir's job, under what id."""
+  record = dict(cluster=job.cluster, job_id=str(job_id), name=job.name, workdir=job.workdir,
+                namespace=job.namespace, workers=job.workers,
+                submitted=time.strftime('%Y-%m-%d %H:%M:%S'), **extra)
+  os.makedirs(os.path.dirname(record_path(job.workdir)), exist_ok=True)
+  outputs.write_json(record_path(job.workdir), record)
+  return record
+
+
+def read_record(workdir):
+  path = record_path(workdir)
+  if not os.path.exists(path):
+    raise UserError(f'{workdir!r} has no {SUBMIT_DIR}/job.json: pass the --workdir of a job '
+                    'submitted with launch.submit')
+  try:
+    return outputs.read_json(path)
+  except (OSError, ValueError) as e:
+    raise UserError(f'cannot read {path}: {e}') from None
+
+
+def last_progress_line(lines):
+  """The last training progress line ('step N/T epoch ...') among `lines`, without the logging
+  prefix; None when training has not logged one yet."""
+  pattern = re.compile(r'\bstep \d+/\d+ epoch .*')
+  for line in reversed(list(lines)):
+    match = pattern.search(line)
+    if match:
+      return match.group(0).strip()
+  return None
+
+
+def as_json(obj):
+  return json.dumps(obj, indent=2, sort_keys=True)
