@@ -84,10 +84,11 @@ def _parse_flags(argv):
     _fail(f'{_one_line(e)} (see --helpshort)')
 
 
-def run(main, takes_paths=False):
+def run(main, takes_paths=False, split_argv=None):
   """app.run(main) where bad flags or a UserError end as one line on stderr and exit status 2.
 
   `main` gets the positional arguments when `takes_paths`, else none are allowed.
+  `split_argv(argv)` -> (flags to parse, positional arguments) replaces absl's own split.
   """
   def wrapped(argv):
     try:
@@ -99,4 +100,14 @@ def run(main, takes_paths=False):
       return main()
     except UserError as e:
       _fail(e)
-  app.run(wrapped, flags_parser=_parse_flags)
+
+  def parse(argv):
+    if split_argv is None:
+      return _parse_flags(argv)
+    try:
+      to_parse, positional = split_argv(argv)
+    except UserError as e:
+      _fail(e)
+    return _parse_flags(to_parse) + positional
+
+  app.run(wrapped, flags_parser=parse)

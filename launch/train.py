@@ -57,7 +57,7 @@ _FIELD_FLAGS = (_STRATEGY, _NUM_GPUS, _NUM_CPU_DEVICES, _MIXED_PRECISION, _JIT_C
                 _DETERMINISTIC)
 
 
-def _resolve():
+def config_from_flags():
   """Flag values folded into the config; a flag that contradicts the config file is an error."""
   config = common.resolved_config(_CONFIG, model=_MODEL.value, dataset=_DATASET.value)
   if _DATA_DIR.value is not None:
@@ -72,7 +72,7 @@ def _resolve():
 
 
 def main():
-  config = _resolve()
+  config = config_from_flags()
   if _LOCAL_WORKERS.value:
     # The workers parse the same flags (TF_CONFIG tells each its place); this process only
     # supervises them.

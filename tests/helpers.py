@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 import unittest
@@ -70,3 +71,25 @@ def alive(pid):
       return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
   except FileNotFoundError:
     return False
+
+
+def fake_command(bin_dir, name, stdout='', stderr='', status=0):
+  """An executable `name` in `bin_dir` standing in for a cluster tool: it appends its arguments
+  (one call per line) to bin_dir/<name>.calls, prints `stdout` and `stderr`, exits `status`."""
+  os.makedirs(bin_dir, exist_ok=True)
+  path = os.path.join(bin_dir, name)
+  calls = shlex.quote(os.path.join(bin_dir, name + '.calls'))
+  with open(path, 'w') as f:
+    f.write(f'#!/bin/bash\necho "$*" >> {calls}\nprintf %s {shlex.quote(stdout)}\n'
+            f'printf %s {shlex.quote(stderr)} >&2\nexit {status}\n')
+  os.chmod(path, 0o755)
+  return path
+
+
+def fake_calls(bin_dir, name):
+  """The argument lines fake_command `name` was called with, in order ([] if never)."""
+  path = os.path.join(bin_dir, name + '.calls')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return f.read().splitlines()

@@ -7,7 +7,6 @@ job into an sbatch script or a TFJob manifest.
 """
 
 import dataclasses
-import json
 import os
 import re
 import time
@@ -48,7 +47,8 @@ class Job:
   pvc: str = ''
   mount_path: str = '/runs'
   python: str = 'python'
-  repo_dir: str = ''  # where the workers run `python -m launch.train` (Slurm: --chdir)
+  chdir: str = '.'  # where the workers start, as the submitter (relative paths in train_args)
+  command: str = ''  # the launch.submit command line, recorded in the script
 
   @property
   def workers(self):
@@ -154,5 +154,18 @@ def last_progress_line(lines):
   return None
 
 
-def as_json(obj):
-  return json.dumps(obj, indent=2, sort_keys=True)
+def run_line(workdir):
+  """Where the run in `workdir` stands by its train_summary.json (None before one exists)."""
+  path = os.path.join(workdir, 'train_summary.json')
+  if not os.path.exists(path):
+    return None
+  try:
+    summary = outputs.read_json(path)
+  except (OSError, ValueError):
+    return None  # being replaced right now: the next look sees it
+  if summary.get('preempted'):
+    return f'stopped by {summary["preempted"]} at step {summary["step"]}, saved'
+  if 'test_accuracy' in summary:
+    return (f'finished: step {summary["step"]}, test accuracy {summary["test_accuracy"]:.4f}, '
+            f'{summary["train_seconds"]:.0f}s of training')
+  return None

@@ -28,7 +28,7 @@ from research.train import optim
 from research.train import steps
 
 
-def _check_workdir(config, workdir, start_over):
+def check_workdir(config, workdir, start_over):
   """Refuses a bad config or a workdir that holds another experiment, before any write."""
   config_lib.check_types(config)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -115,7 +115,7 @@ def build_state(config, strategy, num_classes, image_shape, total_steps, steps_p
 
 def _setup(config, workdir, start_over):
   """Checks, loads data, builds model and optimizer under the strategy, restores if it can."""
-  _check_workdir(config, workdir, start_over)
+  check_workdir(config, workdir, start_over)
   strategy = strategy_lib.build(config)  # first: a multi-worker strategy must precede any op
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()

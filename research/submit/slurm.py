@@ -1,0 +1,169 @@
+"""Slurm: one `srun` task per worker, preemption saves, the requeued job resumes.
+
+`submit(job)` writes <workdir>/submit/slurm.sbatch and runs `sbatch` on it. Each task runs
+`python -m launch.train ...` and builds its place in the cluster from Slurm's environment
+(research.strategy). A signal (`--signal=USR1@120` before the time limit, `scancel --signal=USR1`,
+a preemption's SIGTERM) makes every worker save at the same step and exit with
+job.PREEMPTED_EXIT_CODE; the batch script then requeues the job, and its next start resumes from
+the workdir. The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
+restarts.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+
+from research.errors import UserError
+from research.submit import job as job_lib
+from research.train import trainer
+
+SCRIPT_NAME = 'slurm.sbatch'
+# Seconds before the time limit at which Slurm signals the workers: enough to finish the steps
+# under way and write a checkpoint (seconds for these models), with room for a slow filesystem.
+SIGNAL_SECONDS = 120
+# States in which a job still owns its workdir.
+_ACTIVE = ('PENDING', 'RUNNING', 'REQUEUED', 'CONFIGURING', 'COMPLETING', 'SUSPENDED',
+           'RESIZING', 'REQUEUE_HOLD', 'REQUEUE_FED', 'STOPPED', 'SIGNALING')
+_TIMEOUT_SECONDS = 60
+
+
+def log_path(workdir, job_id='%j'):
+  return os.path.join(workdir, job_lib.SUBMIT_DIR, f'slurm-{job_id}.out')
+
+
+def script(job):
+  """The sbatch script of `job` (text)."""
+  w = job.workdir
+  directives = [f'--job-name={job.name}', f'--nodes={job.nodes}',
+                f'--ntasks-per-node={job.tasks_per_node}']
+  if job.gpus_per_task:
+    # Slurm binds each task to its own GPUs (CUDA_VISIBLE_DEVICES), which the worker then uses.
+    directives.append(f'--gpus-per-task={job.gpus_per_task}')
+  directives += [f'--time={job.time}'] if job.time else []
+  directives += [f'--partition={job.partition}'] if job.partition else []
+  directives += [f'--output={log_path(w)}', '--open-mode=append', f'--chdir={job.chdir}',
+                 '--requeue', f'--signal=USR1@{SIGNAL_SECONDS}']
+  train = ' '.join(shlex.quote(a) for a in
+                   [job.python, '-m', 'launch.train', *job_lib.worker_args(job)])
+  code = job_lib.PREEMPTED_EXIT_CODE
+  return '\n'.join([
+      '#!/bin/bash',
+      f'# {job.name}: {job.workers} worker(s), written by launch.submit for {w}.',
+      *([f'# {job.command}'] if job.command else []),
+      *(f'#SBATCH {d}' for d in directives),
+      '',
+      'echo "job $SLURM_JOB_ID start $((${SLURM_RESTART_COUNT:-0} + 1)) on $SLURM_JOB_NODELIST"',
+      '# The workers save on SIGTERM too (scancel, preemption): let them, then end normally.',
+      'trap \'echo "batch shell: SIGTERM, waiting for the workers to save"\' TERM',
+      '# One task per worker; each finds its place in the cluster from the Slurm environment.',
+      f'srun --label {train}',
+      'status=$?',
+      f'if [ "$status" -eq {code} ]; then',
+      '  # A signal stopped the workers and they saved: back into the queue, the next start',
+      '  # resumes from the workdir. (Slurm requeues a job it preempts itself, not one that',
+      '  # reaches its time limit.)',
+      '  echo "saved after a signal: requeueing job $SLURM_JOB_ID"',
+      '  scontrol requeue "$SLURM_JOB_ID"',
+      'fi',
+      'exit "$status"',
+      ''])
+
+
+def _run(argv):
+  try:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT_SECONDS)
+  except FileNotFoundError:
+    raise UserError(f'{argv[0]} not found: run this on a Slurm login node (with the Slurm '
+                    'client commands on PATH)') from None
+  except subprocess.TimeoutExpired:
+    raise UserError(f'`{" ".join(argv)}` did not answer in {_TIMEOUT_SECONDS}s: is slurmctld '
+                    'up? (scontrol ping)') from None
+
+
+def _first_line(text):
+  lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+  return lines[0] if lines else 'no message'
+
+
+def _require(command):
+  if shutil.which(command) is None:
+    raise UserError(f'{command} not found: run launch.submit --cluster=slurm on a Slurm login '
+                    'node (with the Slurm client commands on PATH), or use --dry_run to see the '
+                    'script')
+
+
+def job_state(job_id):
+  """(state, details) of Slurm job `job_id`: from squeue while it is queued or running, else
+  from scontrol (kept MinJobAge after the end), else sacct (needs accounting)."""
+  out = _run(['squeue', '-h', '-j', job_id, '-o', '%T|%r|%M|%D'])
+  if out.returncode == 0 and out.stdout.strip():
+    state, reason, elapsed, nodes = out.stdout.strip().split('|')
+    details = f'{elapsed} elapsed on {nodes} node(s)' if state == 'RUNNING' else f'({reason})'
+    return state, details
+  out = _run(['scontrol', 'show', 'job', '-o', job_id])
+  if out.returncode == 0 and 'JobState=' in out.stdout:
+    fields = dict(f.split('=', 1) for f in out.stdout.split() if '=' in f)
+    return fields['JobState'], (f'exit code {fields.get("ExitCode", "?")}, '
+                                f'{fields.get("Restarts", "0")} restart(s)')
+  out = _run(['sacct', '-j', job_id, '-X', '-n', '-P', '-o', 'State,ExitCode'])
+  if out.returncode == 0 and out.stdout.strip():
+    state, exit_code = out.stdout.strip().splitlines()[0].split('|')
+    return state.split()[0], f'exit code {exit_code}'
+  return 'UNKNOWN', 'no longer known to squeue, scontrol or sacct'
+
+
+def _check_not_running(workdir):
+  """A second job on a workdir would train beside the first one: refuse while it is alive."""
+  if not os.path.exists(job_lib.record_path(workdir)):
+    return
+  record = job_lib.read_record(workdir)
+  if record.get('cluster') != 'slurm':
+    return
+  state, _ = job_state(record['job_id'])
+  if state in _ACTIVE:
+    raise UserError(f'Slurm job {record["job_id"]} is {state} on workdir {workdir!r}: wait for '
+                    f'it, or `scancel {record["job_id"]}` first (nothing was submitted)')
+
+
+def submit(job, dry_run=False):
+  """Checks `job`, writes its script and runs sbatch; returns what to tell the user. With
+  `dry_run`, returns the script and writes and submits nothing."""
+  job_lib.check(job)
+  path = os.path.join(job.workdir, job_lib.SUBMIT_DIR, SCRIPT_NAME)
+  text = script(job)
+  if dry_run:
+    return f'{text}\n# would write {path} and run: sbatch {path}'
+  _require('sbatch')
+  _check_not_running(job.workdir)
+  # The workers would refuse a workdir of another experiment only once they start.
+  trainer.check_workdir(job.config, job.workdir, start_over=False)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(text)
+  out = _run(['sbatch', '--parsable', path])
+  if out.returncode != 0:
+    raise UserError(f'sbatch rejected the job: {_first_line(out.stderr or out.stdout)} '
+                    f'(script: {path})')
+  job_id = out.stdout.strip().split(';')[0]
+  job_lib.write_record(job, job_id, script=path, log=log_path(job.workdir, job_id))
+  return (f'submitted Slurm job {job_id}: {job.workers} worker(s) on {job.nodes} node(s)\n'
+          f'log: {log_path(job.workdir, job_id)}\n'
+          f'status: python -m launch.submit --status --workdir={job.workdir}')
+
+
+def status(record):
+  """The job's state and the last training progress line of its log."""
+  _require('squeue')
+  state, details = job_state(record['job_id'])
+  lines = [f'Slurm job {record["job_id"]} ({record["name"]}): {state} {details}']
+  log = record.get('log') or log_path(record['workdir'], record['job_id'])
+  progress = None
+  if os.path.exists(log):
+    with open(log, errors='replace') as f:
+      progress = job_lib.last_progress_line(f)
+  lines.append(f'last progress: {progress}' if progress else f'no progress line yet in {log}')
+  run = job_lib.run_line(record['workdir'])
+  if run:
+    lines.append(f'run: {run}')
+  return '\n'.join(lines)
