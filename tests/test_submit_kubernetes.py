@@ -220,11 +220,6 @@ class ManifestTest(parameterized.TestCase):
     self.assertIn('python -m launch.submit --status --cluster=kubernetes --workdir=/runs/exp1',
                   text)
 
-  def test_repo_dir_is_the_working_dir(self):
-    tfjob = kubernetes.manifest(make_job(repo_dir='/src/research'))
-    self.assertEqual(_container(tfjob)['workingDir'], '/src/research')
-    self.assertEqual(tfjob_problems(tfjob), [])
-
 
 def _break(path, action, value=None):
   """A mutation of a valid manifest: `action` ('set', 'del', 'rename' to `value`) at `path`."""

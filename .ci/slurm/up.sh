@@ -1,8 +1,8 @@
 #!/bin/bash
 # Usage: up.sh DIR   -- starts a private munged + slurmctld + slurmd under DIR; prints export line.
-# A single-node Slurm cluster on this machine for the cluster-submission tests (issue 7, not
-# landed yet). Needs root and: apt-get install -y --no-install-recommends slurmctld slurmd
-# slurm-client munge (Debian 12: Slurm 22.05.8). Verified by hand: up ~1 s, 2-task jobs run.
+# A single-node Slurm cluster on this machine for tests/test_submit_slurm.py. Needs root and
+# apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge (Debian 12: Slurm
+# 22.05.8; .ci/run installs them). Up in ~1 s. Slurm's ports are fixed: one cluster per machine.
 set -euo pipefail
 D=${1:?dir}; CPUS=${CPUS:-$(nproc)}
 mkdir -p "$D"/{etc,state,spool,log,munge}

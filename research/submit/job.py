@@ -17,9 +17,10 @@ from research.errors import UserError
 
 # launch.train's exit status after a signal stopped a worker and the run was saved. 128 + SIGTERM
 # is what a shell reports for a process stopped by SIGTERM; Kubeflow's ExitCode restart policy
-# retries codes >= 128 (and fails on 1-127), and the Slurm script requeues on it.
+# retries codes >= 128 and fails on 1-127 (training-operator pkg/util/train/train_util.go,
+# IsRetryableExitCode), and the Slurm script requeues on it.
 PREEMPTED_EXIT_CODE = 143
-# The submission's own files (the sbatch script or manifest, job.json) live here in the workdir.
+# Slurm: the sbatch script, job.json and the job's output live here in the workdir.
 SUBMIT_DIR = 'submit'
 CLUSTERS = ('slurm', 'kubernetes')
 

@@ -82,13 +82,12 @@ def _replica(job, replicas):
   container = {
       'name': CONTAINER,
       'image': job.image,
-      'command': [job.python, '-m', 'launch.train', *job_lib.worker_args(job)],
+      # The image's python (job.python is the submitting machine's, for Slurm's shared disks).
+      'command': ['python', '-m', 'launch.train', *job_lib.worker_args(job)],
       # Progress lines reach `kubectl logs` (and so `status`) as they are written.
       'env': [{'name': 'PYTHONUNBUFFERED', 'value': '1'}],
       'volumeMounts': [{'name': VOLUME, 'mountPath': posixpath.normpath(job.mount_path)}],
   }
-  if job.repo_dir:
-    container['workingDir'] = job.repo_dir
   if job.gpus_per_node:
     # Extended resources take their request from the limit.
     container['resources'] = {'limits': {'nvidia.com/gpu': job.gpus_per_node}}
