@@ -53,6 +53,8 @@ def script(job):
       *([f'# {job.command}'] if job.command else []),
       *(f'#SBATCH {d}' for d in directives),
       '',
+      '# Progress lines reach the log (and launch.submit --status) as they are written.',
+      'export PYTHONUNBUFFERED=1',
       'echo "job $SLURM_JOB_ID start $((${SLURM_RESTART_COUNT:-0} + 1)) on $SLURM_JOB_NODELIST"',
       '# The workers save on SIGTERM too (scancel, preemption): let them, then end normally.',
       'trap \'echo "batch shell: SIGTERM, waiting for the workers to save"\' TERM',
