@@ -196,8 +196,9 @@ class SubmitTest(tf.test.TestCase):
                        dict(step=66, preempted='SIGUSR1'))
     self.assertEqual(slurm.status(record).splitlines(), [
         'Slurm job 9 (exp): COMPLETED exit code 0:0, 1 restart(s)',
-        'last progress: step 40/300 epoch 0.19: loss 0.8 accuracy 0.9',
-        'run: stopped by SIGUSR1 at step 66, saved'])
+        '  progress: step 40/300 epoch 0.19: loss 0.8 accuracy 0.9',
+        '  run: stopped by SIGUSR1 at step 66, saved',
+        f'  log: {record["log"]}'])
     helpers.fake_command(self.bin, 'squeue', stdout='PENDING|BeginTime|0:00|1\n')
     self.assertStartsWith(slurm.status(record), 'Slurm job 9 (exp): PENDING (BeginTime)')
 
@@ -317,8 +318,8 @@ class SlurmClusterTest(tf.test.TestCase):
     status = helpers.run_cli('launch.submit', '--status', f'--workdir={record["workdir"]}')
     self.assertEqual(status.returncode, 0, status.stderr[-3000:])
     self.assertIn(f'Slurm job {record["job_id"]} (reference): COMPLETED', status.stdout)
-    self.assertIn('last progress: step 200/200 epoch', status.stdout)
-    self.assertIn('run: finished: step 200, test accuracy', status.stdout)
+    self.assertIn('  progress: step 200/200 epoch', status.stdout)
+    self.assertIn('  run: finished: step 200, test accuracy', status.stdout)
 
   def test_preempted_job_is_requeued_and_resumes(self):
     record = self._submit('preempted')

@@ -164,8 +164,9 @@ def status(record):
   if os.path.exists(log):
     with open(log, errors='replace') as f:
       progress = job_lib.last_progress_line(f)
-  lines.append(f'last progress: {progress}' if progress else f'no progress line yet in {log}')
+  lines.append(f'  progress: {progress or "no progress line yet"}')
   run = job_lib.run_line(record['workdir'])
   if run:
-    lines.append(f'run: {run}')
+    lines.append(f'  run: {run}')
+  lines.append(f'  log: {log}')
   return '\n'.join(lines)
