@@ -1,5 +1,6 @@
 """What every entry point shares: the --config flag and turning UserError into one line."""
 
+import logging as std_logging
 import os
 import sys
 
@@ -91,6 +92,10 @@ def run(main, takes_paths=False, split_argv=None):
   `split_argv(argv)` -> (flags to parse, positional arguments) replaces absl's own split.
   """
   def wrapped(argv):
+    # TensorFlow gives its logger a stderr handler of its own when it is made before absl's
+    # handler exists: every TensorFlow message came out twice. absl's handler alone remains.
+    for handler in list(std_logging.getLogger('tensorflow').handlers):
+      std_logging.getLogger('tensorflow').removeHandler(handler)
     try:
       if takes_paths:
         return main(argv[1:])

@@ -58,6 +58,9 @@ class TwoLocalWorkersTest(tf.test.TestCase):
 
   def test_both_workers_finish(self):
     self.assertEqual(self.proc.returncode, 0, self.proc.stderr[-5000:])
+    # TensorFlow's messages (the collectives log some) come once, in absl's format.
+    self.assertIn('Collective all_reduce', self.proc.stderr)
+    self.assertNotIn('INFO:tensorflow:', self.proc.stderr)
     for i in range(2):
       self.assertRegex(self.proc.stdout, rf'\[worker {i}\] test accuracy .* after 6 steps')
 
