@@ -176,8 +176,9 @@ class _Measurement:
   """One benchmarked variant: `call(n)` runs n steps in one compiled call and returns
   (images processed, mean loss or None); the first call (the warm-up) traces."""
 
-  def __init__(self, key, call, steps, warm_up_steps):
+  def __init__(self, key, call, steps, warm_up_steps, unit='img/s'):
     self.key, self.call, self.steps, self.warm_up_steps = key, call, steps, warm_up_steps
+    self.unit = unit
     self.rates, self.cpu_util, self.loss = [], [], None
 
   def warm_up(self):
@@ -212,8 +213,8 @@ def _interleave(group, measurements, repeats):
   for r in range(repeats):
     for m in measurements:
       wall = m.time_once()
-      logging.info('%s round %d/%d %s: %.4g img/s (%.1fs, cpu util %.2f)', group, r + 1,
-                   repeats, m.key, m.rates[-1], wall, m.cpu_util[-1])
+      logging.info('%s round %d/%d %s: %.4g %s (%.1fs, cpu util %.2f)', group, r + 1,
+                   repeats, m.key, m.rates[-1], m.unit, wall, m.cpu_util[-1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def _probe(key, fn, args, flops_per_iteration, iterations):
     loop(tf.constant(n)).numpy()
     return n * flops_per_iteration / 1e9, None
 
-  return _Measurement(key, call, iterations, 1)
+  return _Measurement(key, call, iterations, 1, unit='GFLOP/s')
 
 
 def ceilings(quick, repeats):
