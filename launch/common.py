@@ -10,24 +10,15 @@ from absl import logging
 from ml_collections import config_flags
 
 from research import config as config_lib
+from research import local_cluster
 from research.errors import UserError
-
-
-def _flag_value(argv, name):
-  """The value of --name in argv (either --name=v or --name v), or None."""
-  for i, arg in enumerate(argv):
-    if arg.startswith(f'--{name}='):
-      return arg.split('=', 1)[1]
-    if arg == f'--{name}' and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
 
 
 def default_config_path(argv):
   """Without --config: configs/<model>_<dataset>.py if it exists, else configs/default.py
   parameterised by model and dataset (their presets)."""
-  model = _flag_value(argv, 'model') or 'cnn'
-  dataset = _flag_value(argv, 'dataset') or 'mnist'
+  model = local_cluster.flag_value(argv, 'model') or 'cnn'
+  dataset = local_cluster.flag_value(argv, 'dataset') or 'mnist'
   specific = os.path.join(config_lib.CONFIG_DIR, f'{model}_{dataset}.py')
   if os.path.exists(specific):
     return specific

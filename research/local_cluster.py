@@ -68,6 +68,16 @@ def strip_flag(argv, name):
   return out
 
 
+def flag_value(argv, name):
+  """The value of --name in argv (either --name=v or --name v), or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      return arg.split('=', 1)[1]
+    if arg == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
 def tf_config(addresses, index):
   """TF_CONFIG of worker `index` of a cluster of workers at `addresses`."""
   return json.dumps({'cluster': {'worker': list(addresses)},

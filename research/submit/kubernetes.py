@@ -22,6 +22,7 @@ import subprocess
 
 import yaml
 
+from research import local_cluster
 from research.errors import UserError
 from research.submit import job as job_lib
 
@@ -241,12 +242,8 @@ def _trained_workdir(tfjob):
   chief = (tfjob.get('spec') or {}).get('tfReplicaSpecs', {}).get('Chief') or {}
   for container in chief.get('template', {}).get('spec', {}).get('containers', []):
     if container.get('name') == CONTAINER:
-      args = container.get('command', []) + container.get('args', [])
-      for i, arg in enumerate(args):
-        if arg.startswith('--workdir='):
-          return arg.split('=', 1)[1]
-        if arg == '--workdir' and i + 1 < len(args):
-          return args[i + 1]
+      return local_cluster.flag_value(
+          container.get('command', []) + container.get('args', []), 'workdir')
   return None
 
 
