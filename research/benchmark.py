@@ -5,7 +5,9 @@ function (research.train.steps.make_train_fn) fed from synthetic in-memory uint8
 real tfds pipeline, and at the model's own input size (so the on-device pad-resize is left out);
 Keras `fit` on the same model and data; the custom loop under the one_device and single-replica
 mirrored strategies; and the input pipeline alone. Analytic FLOP counts turn images/s into
-GFLOP/s, set against a matmul and a 3×3 conv ceiling measured in the same run.
+GFLOP/s, set against a matmul and a 3×3 conv ceiling measured in the same run; the conv is also
+timed with its two gradients, as training runs it, whose rate ÷ the forward's shows what TF's
+backward kernels cost.
 
 Every variant of a model is warmed up (traced) first, then the variants take turns, round after
 round (A B C A B C ...), so a burst of machine noise hits them all alike; the report gives the
@@ -228,7 +230,8 @@ def _probe(key, fn, args, flops_per_iteration, iterations):
     # Every iteration feeds the returned sum, so none can be pruned.
     acc = tf.zeros([])
     for _ in tf.range(n):
-      acc += tf.reduce_sum(fn(*args)[..., :1])
+      for out in tf.nest.flatten(fn(*args)):
+        acc += tf.reduce_sum(out[..., :1])
     return acc
 
   def call(n):
@@ -238,8 +241,26 @@ def _probe(key, fn, args, flops_per_iteration, iterations):
   return _Measurement(key, call, iterations, 1, unit='GFLOP/s')
 
 
+def _conv_train(x, w):
+  """A 3×3 conv as a training step runs it: forward, then the gradients of its input and of its
+  filter from the output's gradient (here the output itself, so both wait for the forward)."""
+  y = tf.nn.conv2d(x, w, 1, 'SAME')
+  dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=y,
+                                      strides=[1, 1, 1, 1], padding='SAME')
+  dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=y,
+                                       strides=[1, 1, 1, 1], padding='SAME')
+  return dx, dw
+
+
 def ceilings(quick, repeats):
-  """GFLOP/s of a 4096² float32 matmul and of a 3×3 conv (batch 32, 56×56×128 → 128)."""
+  """GFLOP/s of a 4096² float32 matmul and of a 3×3 conv (batch 32, 56×56×128 → 128); the conv
+  also as training runs it (forward + both gradients, 3× the FLOPs), and that rate ÷ the forward.
+
+  The ceilings are the matmul and the forward conv. The training conv is not one: its rate
+  depends on the shapes far more than the forward's (AlexNet-227's convs train faster than this
+  one), but the ratio shows how much of the gap between a model's training GFLOP/s and the
+  forward-conv ceiling comes from TF's backward conv kernels, which no model code changes.
+  """
   n = 4096
   a = tf.random.stateless_normal([n, n], seed=[0, 1])
   b = tf.random.stateless_normal([n, n], seed=[0, 2])
@@ -250,12 +271,17 @@ def ceilings(quick, repeats):
       _probe('matmul', tf.matmul, (a, b), 2 * n ** 3, 1 if quick else 3),
       _probe('conv3x3', lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME'), (x, w), conv_flops,
              2 if quick else 8),
+      _probe('conv3x3_train', _conv_train, (x, w), 3 * conv_flops, 1 if quick else 3),
   ]
   _interleave('ceilings', probes, repeats)
   labels = {'matmul': 'matmul 4096×4096 float32',
-            'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32'}
-  return {p.key: {'label': labels[p.key], 'gflops': _stats(p.rates),
-                  'cpu_util': _stats(p.cpu_util)} for p in probes}
+            'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32',
+            'conv3x3_train': 'the same conv, forward + both gradients'}
+  results = {p.key: {'label': labels[p.key], 'gflops': _stats(p.rates),
+                     'cpu_util': _stats(p.cpu_util)} for p in probes}
+  results['conv3x3_train']['over_forward'] = statistics.median(
+      t / f for t, f in zip(probes[2].rates, probes[1].rates))
+  return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -589,7 +615,11 @@ def format_table(results):
            f'[min–max] over rounds; load average {results["host"]["load_average_start"]:.1f} '
            f'at start. cpu = process CPU s / wall s (2 = both cores busy with this run).']
   for probe in results['ceilings'].values():
-    lines.append(f'ceiling  {probe["label"]:<40} {_spread(probe["gflops"]):>28} GFLOP/s')
+    if 'over_forward' in probe:  # a reference, not a ceiling: see ceilings()
+      lines.append(f'probe    {probe["label"]:<40} {_spread(probe["gflops"]):>28} GFLOP/s = '
+                   f'{probe["over_forward"]:.2f} × the forward rate')
+    else:
+      lines.append(f'ceiling  {probe["label"]:<40} {_spread(probe["gflops"]):>28} GFLOP/s')
   for name, m in results['models'].items():
     lines += ['', f'{name}: {m["config"]} ({m["model"]}, {m["params"]:,} params), batch '
               f'{m["batch_size"]}, input {m["input_size"]}² from {m["source_size"]}², '

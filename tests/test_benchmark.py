@@ -4,6 +4,7 @@
 import json
 import math
 import os
+import statistics
 
 from absl.testing import parameterized
 import keras
@@ -85,6 +86,17 @@ class FlopCountTest(tf.test.TestCase, parameterized.TestCase):
 
 class RealDataTest(tf.test.TestCase):
 
+  def test_training_conv_probe_computes_both_gradients(self):
+    # The probe claims 3× a forward conv's FLOPs: it must run the two gradients training needs.
+    x = tf.random.stateless_normal([2, 7, 7, 3], seed=[1, 2])
+    w = tf.random.stateless_normal([3, 3, 3, 4], seed=[3, 4])
+    with tf.GradientTape() as tape:
+      tape.watch([x, w])
+      y = tf.nn.conv2d(x, w, 1, 'SAME')
+    expected = tape.gradient(y, [x, w], output_gradients=y)
+    for got, want in zip(benchmark._conv_train(x, w), expected):
+      self.assertAllClose(got, want, rtol=1e-5, atol=1e-5)
+
   def test_missing_data_is_a_reason_not_a_crash(self):
     empty = self.create_tempdir().full_path
     config = benchmark.load_config('cnn_mnist.py')
@@ -130,7 +142,11 @@ class QuickRunTest(tf.test.TestCase):
 
     self.assertEqual(results['repeats'], 2)
     self.assertTrue(results['quick'])
-    self.assertCountEqual(results['ceilings'], ['matmul', 'conv3x3'])
+    self.assertCountEqual(results['ceilings'], ['matmul', 'conv3x3', 'conv3x3_train'])
+    train_conv = results['ceilings']['conv3x3_train']
+    self.assertAlmostEqual(train_conv['over_forward'], statistics.median(
+        t / f for t, f in zip(train_conv['gflops']['samples'],
+                              results['ceilings']['conv3x3']['gflops']['samples'])))
     self.assertCountEqual(results['models'], benchmark.QUICK_MODELS)
     for path_, value in _numbers(results):
       self.assertTrue(math.isfinite(value), path_)
@@ -171,6 +187,8 @@ class QuickRunTest(tf.test.TestCase):
 
     table = proc.stdout
     self.assertIn('ceiling  matmul 4096×4096 float32', table)
+    self.assertRegex(table, r'probe +the same conv, forward \+ both gradients .* GFLOP/s = '
+                     r'\d\.\d\d × the forward rate')
     for name, model in results['models'].items():
       self.assertIn(f'{name}: {model["config"]}', table)
     for label in benchmark.MEASUREMENTS.values():
