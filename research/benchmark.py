@@ -176,12 +176,16 @@ def _stats(values):
 
 class _Measurement:
   """One benchmarked variant: `call(n)` runs n steps in one compiled call and returns
-  (images processed, mean loss or None); the first call (the warm-up) traces."""
+  (images processed, mean loss or None[, end]); the first call (the warm-up) traces.
+
+  `end`, if given, is (perf_counter, process_time) when the steps' work ended: whatever the call
+  did after it is timed apart, in `after_end` (see _fit), not counted against the steps.
+  """
 
   def __init__(self, key, call, steps, warm_up_steps, unit='img/s'):
     self.key, self.call, self.steps, self.warm_up_steps = key, call, steps, warm_up_steps
     self.unit = unit
-    self.rates, self.cpu_util, self.loss = [], [], None
+    self.rates, self.cpu_util, self.after_end, self.loss = [], [], [], None
 
   def warm_up(self):
     start = time.perf_counter()
@@ -193,11 +197,14 @@ class _Measurement:
     # Process CPU time over wall time: ~2 on an idle 2-core machine, much less when another
     # process competes for the cores; a low value flags a polluted sample.
     cpu, wall = time.process_time(), time.perf_counter()
-    images, self.loss = self.call(self.steps)
-    wall = time.perf_counter() - wall
-    cpu = time.process_time() - cpu
+    images, self.loss, *end = self.call(self.steps)
+    returned = time.perf_counter()
+    end_wall, end_cpu = end[0] if end else (returned, time.process_time())
+    if end:
+      self.after_end.append(returned - end_wall)
+    wall = end_wall - wall
     self.rates.append(images / wall)
-    self.cpu_util.append(cpu / wall)
+    self.cpu_util.append((end_cpu - cpu) / wall)
     return wall
 
   def result(self):
@@ -205,6 +212,8 @@ class _Measurement:
            'images_per_sec': _stats(self.rates), 'cpu_util': _stats(self.cpu_util)}
     if self.loss is not None:
       out['final_loss'] = float(self.loss)
+    if self.after_end:
+      out['seconds_after_end'] = _stats(self.after_end)
     return out
 
 
@@ -215,8 +224,9 @@ def _interleave(group, measurements, repeats):
   for r in range(repeats):
     for m in measurements:
       wall = m.time_once()
-      logging.info('%s round %d/%d %s: %.4g %s (%.1fs, cpu util %.2f)', group, r + 1,
-                   repeats, m.key, m.rates[-1], m.unit, wall, m.cpu_util[-1])
+      logging.info('%s round %d/%d %s: %.4g %s (%.1fs, cpu util %.2f%s)', group, r + 1,
+                   repeats, m.key, m.rates[-1], m.unit, wall, m.cpu_util[-1],
+                   f'; returned {m.after_end[-1]:.1f}s after its end' if m.after_end else '')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,10 +389,18 @@ def _fit(key, model, optimizer, config, images, labels, steps, steps_per_executi
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 steps_per_execution=steps_per_execution, jit_compile=config.jit_compile)
 
+  class _End(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+      self.at = (time.perf_counter(), time.process_time())
+
   def call(n):
-    # Each fit() starts a new iterator over the dataset, as each epoch of a real fit does.
-    history = model.fit(dataset, epochs=1, steps_per_epoch=n, verbose=0)
-    return float(n * len(labels)), history.history['loss'][-1]
+    # Each fit() starts a new iterator over the dataset, as each epoch of a real fit does. The
+    # steps' time ends at on_train_end: fit() returned up to ~10 s after it here, snapping its
+    # whole duration to a multiple of ~10.25 s (tf.data's iterator teardown waiting on a timed
+    # thread, it seems), which would have measured the tick, not fit. It is reported apart.
+    end = _End()
+    history = model.fit(dataset, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[end])
+    return float(n * len(labels)), history.history['loss'][-1], end.at
 
   return _Measurement(key, call, steps, steps_per_execution if steps_per_execution > 1
                       else max(1, steps // 4))
@@ -631,6 +649,9 @@ def format_table(results):
       else:
         lines.append(f'  {row["label"]:<52}{_spread(row["images_per_sec"]):>26}'
                      f'{row["cpu_util"]["median"]:>7.2f}')
+        if 'seconds_after_end' in row:
+          lines.append(f'    {"returned after its last step (not counted), s":<50}'
+                       f'{_spread(row["seconds_after_end"]):>26}')
     lines.append(f'  {"ratio (paired within rounds)":<52}')
     for row in m['ratios'].values():
       if 'skipped' in row:

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import statistics
+import time
 
 from absl.testing import parameterized
 import keras
@@ -97,6 +98,20 @@ class RealDataTest(tf.test.TestCase):
     for got, want in zip(benchmark._conv_train(x, w), expected):
       self.assertAllClose(got, want, rtol=1e-5, atol=1e-5)
 
+  def test_time_after_the_end_is_reported_not_counted(self):
+    # fit() can return seconds after its last step; that wait must not count as step time.
+    def call(n):
+      time.sleep(0.2)
+      end = (time.perf_counter(), time.process_time())
+      time.sleep(0.3)
+      return 100.0, None, end
+
+    m = benchmark._Measurement('fit', call, 1, 1)
+    m.time_once()
+    self.assertBetween(m.rates[0], 100 / 0.3, 100 / 0.2)
+    self.assertBetween(m.after_end[0], 0.3, 0.45)
+    self.assertIn('seconds_after_end', m.result())
+
   def test_missing_data_is_a_reason_not_a_crash(self):
     empty = self.create_tempdir().full_path
     config = benchmark.load_config('cnn_mnist.py')
@@ -182,6 +197,9 @@ class QuickRunTest(tf.test.TestCase):
         num, den, _ = benchmark.RATIOS[key]
         self.assertEqual('skipped' not in row, {num, den} <= measured, (name, key))
     cnn = results['models']['cnn']['measurements']
+    for key in ('fit', 'fit_spe25'):  # fit's steps are timed to on_train_end, the rest apart
+      self.assertLen(cnn[key]['seconds_after_end']['samples'], 2)
+    self.assertNotIn('seconds_after_end', cnn['custom_synthetic'])
     if not real:
       self.assertStartsWith(cnn['custom_pipeline']['skipped'], 'no real data:')
 
@@ -195,6 +213,7 @@ class QuickRunTest(tf.test.TestCase):
       self.assertEqual(table.count(label), len(benchmark.QUICK_MODELS), label)
     self.assertIn('a/c  with pad-resize vs without', table)
     self.assertIn('preprocess mapped in tf.data', table)
+    self.assertEqual(table.count('returned after its last step (not counted)'), 2)
     pipeline_row = next(line for line in table.splitlines()
                         if benchmark.MEASUREMENTS['custom_pipeline'] in line)
     self.assertEqual('skipped: no real data' in pipeline_row, not real, pipeline_row)

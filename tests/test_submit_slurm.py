@@ -135,6 +135,17 @@ class SubmitTest(tf.test.TestCase):
     self.assertIn('would write', text)
     self.assert_nothing_submitted()
 
+  def test_a_hanging_sbatch_is_an_error_not_a_hang(self):
+    path = os.path.join(self.bin, 'sbatch')
+    with open(path, 'w') as f:
+      f.write('#!/bin/bash\nexec /bin/sleep 30\n')
+    os.chmod(path, 0o755)
+    with mock.patch.object(slurm, '_TIMEOUT_SECONDS', 1):
+      with self.assertRaisesRegex(UserError, r'^`sbatch --parsable \S+slurm.sbatch` did not '
+                                  r'answer in 1s: is slurmctld up\?'):
+        slurm.submit(_job(self.workdir))
+    self.assertFalse(os.path.exists(os.path.join(self.workdir, 'submit', 'job.json')))
+
   def test_sbatch_not_found(self):
     with self.assertRaisesRegex(UserError, 'sbatch not found'):
       slurm.submit(_job(self.workdir))

@@ -9,6 +9,8 @@ job into an sbatch script or a TFJob manifest.
 import dataclasses
 import os
 import re
+import shlex
+import subprocess
 import time
 
 from research import local_cluster
@@ -170,3 +172,15 @@ def run_line(workdir):
     return (f'finished: step {summary["step"]}, test accuracy {summary["test_accuracy"]:.4f}, '
             f'{summary["train_seconds"]:.0f}s of training')
   return None
+
+
+def run_command(argv, timeout, unreachable):
+  """`argv` as a CompletedProcess (text; its status unchecked), or a UserError if it cannot
+  start or does not answer within `timeout` seconds (`unreachable` says what to check then): a
+  scheduler that hangs must not hang the submission."""
+  try:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    raise UserError(f'`{shlex.join(argv)}` did not answer in {timeout}s: {unreachable}') from None
+  except OSError as e:
+    raise UserError(f'cannot run {argv[0]}: {e}') from None

@@ -18,7 +18,6 @@ import posixpath
 import re
 import shlex
 import shutil
-import subprocess
 
 import yaml
 
@@ -167,15 +166,8 @@ def _one_line(text):
 
 
 def _run(kubectl, args):
-  """`kubectl args` as a CompletedProcess (text); UserError if it cannot run or hangs."""
-  try:
-    return subprocess.run([kubectl, *args], capture_output=True, text=True, check=False,
-                          timeout=KUBECTL_TIMEOUT_SECONDS)
-  except subprocess.TimeoutExpired:
-    raise UserError(f'kubectl {shlex.join(args)} did not answer in {KUBECTL_TIMEOUT_SECONDS}s: '
-                    'is the cluster reachable (kubectl cluster-info)?') from None
-  except OSError as e:
-    raise UserError(f'cannot run {kubectl}: {e}') from None
+  return job_lib.run_command([kubectl, *args], KUBECTL_TIMEOUT_SECONDS,
+                             'is the cluster reachable (kubectl cluster-info)?')
 
 
 def submit(job, dry_run=False):

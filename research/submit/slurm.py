@@ -12,7 +12,6 @@ restarts.
 import os
 import shlex
 import shutil
-import subprocess
 
 from research.errors import UserError
 from research.submit import job as job_lib
@@ -73,14 +72,7 @@ def script(job):
 
 
 def _run(argv):
-  try:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT_SECONDS)
-  except FileNotFoundError:
-    raise UserError(f'{argv[0]} not found: run this on a Slurm login node (with the Slurm '
-                    'client commands on PATH)') from None
-  except subprocess.TimeoutExpired:
-    raise UserError(f'`{" ".join(argv)}` did not answer in {_TIMEOUT_SECONDS}s: is slurmctld '
-                    'up? (scontrol ping)') from None
+  return job_lib.run_command(argv, _TIMEOUT_SECONDS, 'is slurmctld up? (scontrol ping)')
 
 
 def _first_line(text):
