@@ -198,10 +198,10 @@ class _Measurement:
     # process competes for the cores; a low value flags a polluted sample.
     cpu, wall = time.process_time(), time.perf_counter()
     images, self.loss, *end = self.call(self.steps)
-    returned = time.perf_counter()
-    end_wall, end_cpu = end[0] if end else (returned, time.process_time())
+    returned = time.perf_counter(), time.process_time()
+    end_wall, end_cpu = end[0] if end else returned
     if end:
-      self.after_end.append(returned - end_wall)
+      self.after_end.append(returned[0] - end_wall)
     wall = end_wall - wall
     self.rates.append(images / wall)
     self.cpu_util.append((end_cpu - cpu) / wall)
@@ -252,14 +252,12 @@ def _probe(key, fn, args, flops_per_iteration, iterations):
 
 
 def _conv_train(x, w):
-  """A 3×3 conv as a training step runs it: forward, then the gradients of its input and of its
+  """A 3×3 conv as a training step runs it: forward, then TF's gradients of its input and of its
   filter from the output's gradient (here the output itself, so both wait for the forward)."""
-  y = tf.nn.conv2d(x, w, 1, 'SAME')
-  dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=y,
-                                      strides=[1, 1, 1, 1], padding='SAME')
-  dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=y,
-                                       strides=[1, 1, 1, 1], padding='SAME')
-  return dx, dw
+  with tf.GradientTape() as tape:
+    tape.watch([x, w])
+    y = tf.nn.conv2d(x, w, 1, 'SAME')
+  return tape.gradient(y, [x, w], output_gradients=y)
 
 
 def ceilings(quick, repeats):
@@ -289,8 +287,9 @@ def ceilings(quick, repeats):
             'conv3x3_train': 'the same conv, forward + both gradients'}
   results = {p.key: {'label': labels[p.key], 'gflops': _stats(p.rates),
                      'cpu_util': _stats(p.cpu_util)} for p in probes}
+  _, forward, train = probes
   results['conv3x3_train']['over_forward'] = statistics.median(
-      t / f for t, f in zip(probes[2].rates, probes[1].rates))
+      t / f for t, f in zip(train.rates, forward.rates))
   return results
 
 
@@ -395,7 +394,7 @@ def _fit(key, model, optimizer, config, images, labels, steps, steps_per_executi
 
   def call(n):
     # Each fit() starts a new iterator over the dataset, as each epoch of a real fit does. The
-    # steps' time ends at on_train_end: fit() returned up to ~10 s after it here, snapping its
+    # steps' time ends at on_train_end: fit() returned seconds after it here, snapping its
     # whole duration to a multiple of ~10.25 s (tf.data's iterator teardown waiting on a timed
     # thread, it seems), which would have measured the tick, not fit. It is reported apart.
     end = _End()

@@ -87,16 +87,20 @@ class FlopCountTest(tf.test.TestCase, parameterized.TestCase):
 
 class RealDataTest(tf.test.TestCase):
 
-  def test_training_conv_probe_computes_both_gradients(self):
-    # The probe claims 3× a forward conv's FLOPs: it must run the two gradients training needs.
+  def test_training_conv_probe_returns_both_gradients(self):
+    # The probe claims 3× a forward conv's FLOPs: it must return (so run) the input and the
+    # filter gradients training needs, from dy = the forward's output.
     x = tf.random.stateless_normal([2, 7, 7, 3], seed=[1, 2])
     w = tf.random.stateless_normal([3, 3, 3, 4], seed=[3, 4])
-    with tf.GradientTape() as tape:
-      tape.watch([x, w])
-      y = tf.nn.conv2d(x, w, 1, 'SAME')
-    expected = tape.gradient(y, [x, w], output_gradients=y)
-    for got, want in zip(benchmark._conv_train(x, w), expected):
-      self.assertAllClose(got, want, rtol=1e-5, atol=1e-5)
+    y = tf.nn.conv2d(x, w, 1, 'SAME')
+    dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=y,
+                                        strides=[1, 1, 1, 1], padding='SAME')
+    dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=y,
+                                         strides=[1, 1, 1, 1], padding='SAME')
+    got = benchmark._conv_train(x, w)
+    self.assertLen(got, 2)
+    self.assertAllClose(got[0], dx, rtol=1e-5, atol=1e-5)
+    self.assertAllClose(got[1], dw, rtol=1e-5, atol=1e-5)
 
   def test_time_after_the_end_is_reported_not_counted(self):
     # fit() can return seconds after its last step; that wait must not count as step time.
