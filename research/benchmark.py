@@ -10,8 +10,10 @@ timed with its two gradients, as training runs it, whose rate ÷ the forward's s
 backward kernels cost.
 
 Every variant of a model is warmed up (traced) first, then the variants take turns, round after
-round (A B C A B C ...), so a burst of machine noise hits them all alike; the report gives the
-median and the min–max over rounds, and ratios are taken within a round before their median.
+round, each variant that enters a ratio bracketed by the reference variant (R A R B R ...: the
+machine's speed drifts by ±20% within minutes, and only a sample's neighbours in time share its
+conditions); the report gives the median and the min–max over rounds, and a ratio is taken per
+round, each variant against the mean of the two reference samples around it, before its median.
 Each timed call runs K steps inside ONE tf.function call: wall clock around it measures the
 compiled loop, not Python.
 """
@@ -180,12 +182,15 @@ class _Measurement:
 
   `end`, if given, is (perf_counter, process_time) when the steps' work ended: whatever the call
   did after it is timed apart, in `after_end` (see _fit), not counted against the steps.
+  `around` holds, per sample, the mean rate of the reference's samples just before and after it
+  (see _interleave); `bracket=False` leaves a variant that enters no ratio unbracketed.
   """
 
-  def __init__(self, key, call, steps, warm_up_steps, unit='img/s'):
+  def __init__(self, key, call, steps, warm_up_steps, unit='img/s', bracket=True):
     self.key, self.call, self.steps, self.warm_up_steps = key, call, steps, warm_up_steps
-    self.unit = unit
+    self.unit, self.bracket = unit, bracket
     self.rates, self.cpu_util, self.after_end, self.loss = [], [], [], None
+    self.around = []
 
   def warm_up(self):
     start = time.perf_counter()
@@ -214,19 +219,51 @@ class _Measurement:
       out['final_loss'] = float(self.loss)
     if self.after_end:
       out['seconds_after_end'] = _stats(self.after_end)
+    if self.around:
+      out['reference_around'] = list(self.around)
     return out
 
+  def relative(self):
+    """Per round, this variant's rate ÷ the reference's around it; None if not bracketed."""
+    if not self.around:
+      return None
+    return [rate / ref for rate, ref in zip(self.rates, self.around)]
 
-def _interleave(group, measurements, repeats):
-  """Warms every measurement up, then times them in turn, `repeats` rounds."""
+
+def _interleave(group, measurements, repeats, reference=None):
+  """Warms every measurement up, then times them in turns, `repeats` rounds.
+
+  With a `reference`, each round runs it before the first bracketed measurement and again after
+  every one (U… R A R B R: unbracketed ones first), and records the mean of the two reference
+  rates around each sample in its `around`. A drift of the machine that is linear over those
+  three calls cancels in the sample's ratio to that mean; a reference timed once per round
+  would be paired with a variant timed minutes away.
+  """
   for m in measurements:
     m.warm_up()
+
+  def time_once(m, r):
+    wall = m.time_once()
+    logging.info('%s round %d/%d %s: %.4g %s (%.1fs, cpu util %.2f%s)', group, r + 1,
+                 repeats, m.key, m.rates[-1], m.unit, wall, m.cpu_util[-1],
+                 f'; returned {m.after_end[-1]:.1f}s after its end' if m.after_end else '')
+
+  others = [m for m in measurements if m is not reference]
   for r in range(repeats):
-    for m in measurements:
-      wall = m.time_once()
-      logging.info('%s round %d/%d %s: %.4g %s (%.1fs, cpu util %.2f%s)', group, r + 1,
-                   repeats, m.key, m.rates[-1], m.unit, wall, m.cpu_util[-1],
-                   f'; returned {m.after_end[-1]:.1f}s after its end' if m.after_end else '')
+    if reference is None:
+      for m in others:
+        time_once(m, r)
+      continue
+    for m in others:
+      if not m.bracket:
+        time_once(m, r)
+    time_once(reference, r)
+    for m in others:
+      if m.bracket:
+        before = reference.rates[-1]
+        time_once(m, r)
+        time_once(reference, r)
+        m.around.append((before + reference.rates[-1]) / 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,15 +318,16 @@ def ceilings(quick, repeats):
              2 if quick else 8),
       _probe('conv3x3_train', _conv_train, (x, w), 3 * conv_flops, 1 if quick else 3),
   ]
-  _interleave('ceilings', probes, repeats)
+  matmul, forward, train = probes
+  matmul.bracket = False
+  _interleave('ceilings', probes, repeats, reference=forward)
   labels = {'matmul': 'matmul 4096×4096 float32',
             'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32',
             'conv3x3_train': 'the same conv, forward + both gradients'}
   results = {p.key: {'label': labels[p.key], 'gflops': _stats(p.rates),
                      'cpu_util': _stats(p.cpu_util)} for p in probes}
-  _, forward, train = probes
-  results['conv3x3_train']['over_forward'] = statistics.median(
-      t / f for t, f in zip(train.rates, forward.rates))
+  results['conv3x3_train'].update(reference_around=list(train.around),
+                                  over_forward=statistics.median(train.relative()))
   return results
 
 
@@ -422,7 +460,7 @@ def _drain(split, config, steps):
 
   # Pulling a batch costs ~100× less than training on it: many more per call.
   many = max(50, 8 * steps)
-  return _Measurement('pipeline_only', call, many, many // 4)
+  return _Measurement('pipeline_only', call, many, many // 4, bracket=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -464,14 +502,19 @@ def _skip(key, reason):
   return {'label': MEASUREMENTS[key], 'skipped': reason}
 
 
-def _ratio(measured, key):
+def _ratio(measured, key, reference):
   num, den, label = RATIOS[key]
   a, b = measured.get(num), measured.get(den)
   if a is None or b is None:
     missing = [k for k, m in ((num, a), (den, b)) if m is None]
     return {'label': label, 'skipped': f'{" and ".join(missing)} not measured'}
-  # Within a round both ran back to back: the paired ratio cancels slow drifts of the machine.
-  return {'label': label, **_stats([x / y for x, y in zip(a.rates, b.rates)])}
+  # Each variant against the reference samples just around it (see _interleave), so neither
+  # side carries the machine's drift between their turns; a ratio of two variants is the
+  # quotient of their relative rates within the round.
+  rel_a = None if num == reference else a.relative()
+  rel_b = None if den == reference else b.relative()
+  rel_a, rel_b = rel_a or [1.0] * len(rel_b), rel_b or [1.0] * len(rel_a)
+  return {'label': label, **_stats([x / y for x, y in zip(rel_a, rel_b)])}
 
 
 def benchmark_model(name, quick, repeats, real, ceiling):
@@ -546,11 +589,12 @@ def benchmark_model(name, quick, repeats, real, ceiling):
       todo.append(_custom(strategy_name, strategy, _build(cfg, strategy), cfg,
                           _synthetic_fn(images, labels), steps))
 
-  _interleave(name, todo, repeats)
+  reference = todo[0]  # custom_synthetic: the denominator, or numerator, of every ratio
+  _interleave(name, todo, repeats, reference)
   measured = {m.key: m for m in todo}
   entry['measurements'] = {key: (measured[key].result() if key in measured
                                  else _skip(key, skipped[key])) for key in MEASUREMENTS}
-  entry['ratios'] = {key: _ratio(measured, key) for key in RATIOS}
+  entry['ratios'] = {key: _ratio(measured, key, reference.key) for key in RATIOS}
 
   rate = entry['measurements']['custom_synthetic']['images_per_sec']['median']
   achieved = rate * entry['train_gflop_per_image']
@@ -597,8 +641,10 @@ def run(names=None, quick=False, repeats=None, json_path=None):
                'load_average_start': os.getloadavg()[0], 'platform': platform.platform(),
                'tensorflow': tf.__version__, 'keras': keras.__version__},
       'method': ('one process; every variant warmed up (traced), then timed in turns over '
-                 'rounds; K steps inside one tf.function call per timing; medians and min–max '
-                 'over rounds; ratios paired within a round'),
+                 'rounds, each variant in a ratio between two samples of the reference '
+                 '(custom_synthetic; the forward conv for the probes); K steps inside one '
+                 'tf.function call per timing; medians and min–max over rounds; a ratio per '
+                 'round against the mean of the reference samples around each variant'),
   }
   logging.info('Benchmark of %s, %d round(s)%s.', ', '.join(names), repeats,
                ' (quick)' if quick else '')
@@ -628,9 +674,11 @@ def _spread(stats, fmt=_num):
 
 def format_table(results):
   """The printed report: ceilings, then per model its measurements, ratios, compute, memory."""
-  lines = [f'Benchmark: {results["repeats"]} round(s), variants interleaved; median '
-           f'[min–max] over rounds; load average {results["host"]["load_average_start"]:.1f} '
-           f'at start. cpu = process CPU s / wall s (2 = both cores busy with this run).']
+  lines = [f'Benchmark: {results["repeats"]} round(s), variants interleaved, each one in a '
+           'ratio between two samples of the reference ((a); the forward conv for the probe); '
+           f'median [min–max] over rounds; load average '
+           f'{results["host"]["load_average_start"]:.1f} at start. cpu = process CPU s / wall s '
+           '(2 = both cores busy with this run).']
   for probe in results['ceilings'].values():
     if 'over_forward' in probe:  # a reference, not a ceiling: see ceilings()
       lines.append(f'probe    {probe["label"]:<40} {_spread(probe["gflops"]):>28} GFLOP/s = '
@@ -651,7 +699,7 @@ def format_table(results):
         if 'seconds_after_end' in row:
           lines.append(f'    {"returned after its last step (not counted), s":<50}'
                        f'{_spread(row["seconds_after_end"]):>26}')
-    lines.append(f'  {"ratio (paired within rounds)":<52}')
+    lines.append(f'  {"ratio (each against the (a) samples around it)":<52}')
     for row in m['ratios'].values():
       if 'skipped' in row:
         lines.append(f'  {row["label"]:<52}  skipped: {row["skipped"]}')

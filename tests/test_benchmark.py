@@ -116,6 +116,36 @@ class RealDataTest(tf.test.TestCase):
     self.assertBetween(m.after_end[0], 0.3, 0.45)
     self.assertIn('seconds_after_end', m.result())
 
+  def test_bracketing_cancels_a_linear_drift(self):
+    # The machine slows by 10% per call (warm-ups included). A variant as fast as the reference
+    # must come out at exactly 1.0 against it (against the reference's first sample of the
+    # round it would read 0.8), one twice as fast at 2.0; the unbracketed one runs first.
+    calls = []
+
+    class Drifting(benchmark._Measurement):
+      def __init__(self, key, speed, bracket=True):
+        def call(n):
+          calls.append(key)
+          return speed * (1 - 0.1 * len(calls)), None
+        super().__init__(key, call, 1, 1, bracket=bracket)
+
+      def time_once(self):  # the rate from the call count, not a clock
+        self.rates.append(self.call(1)[0])
+        self.cpu_util.append(2.0)
+        return 1.0
+
+    ref, same, faster, drain = (Drifting('custom_synthetic', 1.0), Drifting('one_device', 1.0),
+                                Drifting('fit', 2.0), Drifting('pipeline_only', 5.0, False))
+    benchmark._interleave('test', [ref, same, faster, drain], 1, reference=ref)
+    self.assertEqual(calls[4:], ['pipeline_only', 'custom_synthetic', 'one_device',
+                                 'custom_synthetic', 'fit', 'custom_synthetic'])
+    self.assertLen(ref.rates, 3)
+    self.assertEqual(drain.around, [])
+    measured = {m.key: m for m in (ref, same, faster)}
+    for key, expected in (('one_device_over_default', 1.0), ('custom_over_fit', 0.5)):
+      self.assertAlmostEqual(benchmark._ratio(measured, key, 'custom_synthetic')['median'],
+                             expected)
+
   def test_missing_data_is_a_reason_not_a_crash(self):
     empty = self.create_tempdir().full_path
     config = benchmark.load_config('cnn_mnist.py')
@@ -163,9 +193,11 @@ class QuickRunTest(tf.test.TestCase):
     self.assertTrue(results['quick'])
     self.assertCountEqual(results['ceilings'], ['matmul', 'conv3x3', 'conv3x3_train'])
     train_conv = results['ceilings']['conv3x3_train']
+    # The training conv ran between two forward samples each round (2 rounds → 4 forward
+    # samples; the matmul is in no ratio), its ratio against the mean of the two around it.
+    self.assertLen(results['ceilings']['conv3x3']['gflops']['samples'], 4)
     self.assertAlmostEqual(train_conv['over_forward'], statistics.median(
-        t / f for t, f in zip(train_conv['gflops']['samples'],
-                              results['ceilings']['conv3x3']['gflops']['samples'])))
+        t / f for t, f in zip(train_conv['gflops']['samples'], train_conv['reference_around'])))
     self.assertCountEqual(results['models'], benchmark.QUICK_MODELS)
     for path_, value in _numbers(results):
       self.assertTrue(math.isfinite(value), path_)
@@ -194,7 +226,11 @@ class QuickRunTest(tf.test.TestCase):
           self.assertNotEmpty(row['skipped'])
         else:
           self.assertCountEqual(row['images_per_sec'], ['median', 'min', 'max', 'samples'])
-          self.assertLen(row['images_per_sec']['samples'], 2)
+          # The reference runs before and after each of the variants in a ratio, per round.
+          in_ratio = measured - {'custom_synthetic', 'pipeline_only'}
+          self.assertLen(row['images_per_sec']['samples'],
+                         2 * (1 + len(in_ratio)) if key == 'custom_synthetic' else 2)
+          self.assertEqual('reference_around' in row, key in in_ratio, (name, key))
           stats = row['images_per_sec']
           self.assertBetween(stats['median'], stats['min'], stats['max'])
       for key, row in model['ratios'].items():
