@@ -230,11 +230,11 @@ class _Measurement:
     return [rate / ref for rate, ref in zip(self.rates, self.around)]
 
 
-def _interleave(group, measurements, repeats, reference=None):
+def _interleave(group, measurements, repeats, reference):
   """Warms every measurement up, then times them in turns, `repeats` rounds.
 
-  With a `reference`, each round runs it before the first bracketed measurement and again after
-  every one (U… R A R B R: unbracketed ones first), and records the mean of the two reference
+  Each round runs the unbracketed measurements first, then the `reference` before the first
+  bracketed one and again after every one (U… R A R B R), and records the mean of the two reference
   rates around each sample in its `around`. A drift of the machine that is linear over those
   three calls cancels in the sample's ratio to that mean; a reference timed once per round
   would be paired with a variant timed minutes away.
@@ -250,10 +250,6 @@ def _interleave(group, measurements, repeats, reference=None):
 
   others = [m for m in measurements if m is not reference]
   for r in range(repeats):
-    if reference is None:
-      for m in others:
-        time_once(m, r)
-      continue
     for m in others:
       if not m.bracket:
         time_once(m, r)
@@ -269,7 +265,7 @@ def _interleave(group, measurements, repeats, reference=None):
 # ----------------------------------------------------------------------------------------------
 # Ceiling probes.
 
-def _probe(key, fn, args, flops_per_iteration, iterations):
+def _probe(key, fn, args, flops_per_iteration, iterations, bracket=True):
   """A measurement whose 'images' are FLOPs: its rate, divided by 1e9, is GFLOP/s."""
 
   @tf.function
@@ -285,7 +281,7 @@ def _probe(key, fn, args, flops_per_iteration, iterations):
     loop(tf.constant(n)).numpy()
     return n * flops_per_iteration / 1e9, None
 
-  return _Measurement(key, call, iterations, 1, unit='GFLOP/s')
+  return _Measurement(key, call, iterations, 1, unit='GFLOP/s', bracket=bracket)
 
 
 def _conv_train(x, w):
@@ -313,13 +309,12 @@ def ceilings(quick, repeats):
   w = tf.random.stateless_normal([3, 3, 128, 128], seed=[0, 4]) * 0.03
   conv_flops = 2 * 32 * 56 * 56 * 128 * 128 * 9
   probes = [
-      _probe('matmul', tf.matmul, (a, b), 2 * n ** 3, 1 if quick else 3),
+      _probe('matmul', tf.matmul, (a, b), 2 * n ** 3, 1 if quick else 3, bracket=False),
       _probe('conv3x3', lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME'), (x, w), conv_flops,
              2 if quick else 8),
       _probe('conv3x3_train', _conv_train, (x, w), 3 * conv_flops, 1 if quick else 3),
   ]
-  matmul, forward, train = probes
-  matmul.bracket = False
+  _, forward, train = probes
   _interleave('ceilings', probes, repeats, reference=forward)
   labels = {'matmul': 'matmul 4096×4096 float32',
             'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32',
