@@ -512,6 +512,18 @@ def _ratio(measured, key, reference):
   return {'label': label, **_stats([x / y for x, y in zip(rel_a, rel_b)])}
 
 
+def _step_overhead(measured, key, batch):
+  """Milliseconds per step that `key` (a fit variant) spends beyond the custom loop, per round
+  against the reference samples around it; and the custom loop's own step time. Their quotient
+  bounds what any loop-level change can gain over fit: custom ÷ fit = 1 + extra ÷ custom step."""
+  m = measured.get(key)
+  if m is None or not m.around:
+    return None
+  custom = [1e3 * batch / ref for ref in m.around]
+  extra = [1e3 * batch / rate - c for rate, c in zip(m.rates, custom)]
+  return {'extra_ms_per_step': _stats(extra), 'custom_ms_per_step': _stats(custom)}
+
+
 def benchmark_model(name, quick, repeats, real, ceiling):
   """Every measurement of one model, its ratios, GFLOP/s and peak RSS."""
   spec, full_steps, quick_steps = MODELS[name]
@@ -590,6 +602,8 @@ def benchmark_model(name, quick, repeats, real, ceiling):
   entry['measurements'] = {key: (measured[key].result() if key in measured
                                  else _skip(key, skipped[key])) for key in MEASUREMENTS}
   entry['ratios'] = {key: _ratio(measured, key, reference.key) for key in RATIOS}
+  overheads = {key: _step_overhead(measured, key, batch) for key in ('fit', 'fit_spe25')}
+  entry['fit_step_overhead'] = {k: v for k, v in overheads.items() if v}
 
   rate = entry['measurements']['custom_synthetic']['images_per_sec']['median']
   achieved = rate * entry['train_gflop_per_image']
@@ -700,6 +714,9 @@ def format_table(results):
         lines.append(f'  {row["label"]:<52}  skipped: {row["skipped"]}')
       else:
         lines.append(f'  {row["label"]:<52}{_spread(row, lambda v: f"{v:.3f}"):>26}')
+    for key, o in m['fit_step_overhead'].items():
+      lines.append(f'  {key}: {_spread(o["extra_ms_per_step"], lambda v: f"{v:+.2f}")} ms per '
+                   f'step beyond the custom loop\'s {o["custom_ms_per_step"]["median"]:.1f} ms')
     c = m['compute']
     lines.append(f'  compute: {m["train_gflop_per_image"]:.4g} GFLOP per training image '
                  f'(3 × 2 × {m["forward_macs_per_image"]:,} forward MACs); (a) achieves '

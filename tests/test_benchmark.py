@@ -145,6 +145,13 @@ class RealDataTest(tf.test.TestCase):
     for key, expected in (('one_device_over_default', 1.0), ('custom_over_fit', 0.5)):
       self.assertAlmostEqual(benchmark._ratio(measured, key, 'custom_synthetic')['median'],
                              expected)
+    # fit at twice the custom loop's rate spends half a custom step less per step, measured
+    # against the same bracketing samples (rates in images/s; 10 images per step here).
+    overhead = benchmark._step_overhead(measured, 'fit', batch=10)
+    custom_ms = overhead['custom_ms_per_step']['median']
+    self.assertAlmostEqual(custom_ms, 1e4 / faster.around[0])
+    self.assertAlmostEqual(overhead['extra_ms_per_step']['median'], -custom_ms / 2)
+    self.assertIsNone(benchmark._step_overhead(measured, 'fit_spe25', batch=10))
 
   def test_missing_data_is_a_reason_not_a_crash(self):
     empty = self.create_tempdir().full_path
@@ -201,7 +208,7 @@ class QuickRunTest(tf.test.TestCase):
     self.assertCountEqual(results['models'], benchmark.QUICK_MODELS)
     for path_, value in _numbers(results):
       self.assertTrue(math.isfinite(value), path_)
-      if 'load_average' not in path_ and 'final_loss' not in path_:
+      if not any(k in path_ for k in ('load_average', 'final_loss', 'extra_ms_per_step')):
         self.assertGreater(value, 0, path_)
 
     always = {'custom_synthetic', 'fit', 'fit_spe25', 'one_device', 'mirrored'}
@@ -240,6 +247,17 @@ class QuickRunTest(tf.test.TestCase):
     for key in ('fit', 'fit_spe25'):  # fit's steps are timed to on_train_end, the rest apart
       self.assertLen(cnn[key]['seconds_after_end']['samples'], 2)
     self.assertNotIn('seconds_after_end', cnn['custom_synthetic'])
+    # fit's extra time per step and the custom step time restate the custom ÷ fit ratio:
+    # per round, ratio = 1 + extra ÷ custom step.
+    overheads = results['models']['cnn']['fit_step_overhead']
+    self.assertCountEqual(overheads, ['fit', 'fit_spe25'])
+    self.assertEqual(results['models']['alexnet_tiny']['fit_step_overhead'], {})
+    for key, ratio in (('fit', 'custom_over_fit'), ('fit_spe25', 'custom_over_fit_spe25')):
+      o = overheads[key]
+      for r, extra, step in zip(results['models']['cnn']['ratios'][ratio]['samples'],
+                                o['extra_ms_per_step']['samples'],
+                                o['custom_ms_per_step']['samples']):
+        self.assertAlmostEqual(r, 1 + extra / step, places=6)
     if not real:
       self.assertStartsWith(cnn['custom_pipeline']['skipped'], 'no real data:')
 
@@ -254,6 +272,8 @@ class QuickRunTest(tf.test.TestCase):
     self.assertIn('a/c  with pad-resize vs without', table)
     self.assertIn('preprocess mapped in tf.data', table)
     self.assertEqual(table.count('returned after its last step (not counted)'), 2)
+    self.assertRegex(table, r'fit_spe25: [+-]\d+\.\d\d \[.*\] ms per step beyond the custom '
+                     r"loop's \d+\.\d ms")
     pipeline_row = next(line for line in table.splitlines()
                         if benchmark.MEASUREMENTS['custom_pipeline'] in line)
     self.assertEqual('skipped: no real data' in pipeline_row, not real, pipeline_row)
