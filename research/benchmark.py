@@ -3,11 +3,12 @@
 For each model (a config file, e.g. configs/alexnet_mnist.py) it times the real custom-loop train
 function (research.train.steps.make_train_fn) fed from synthetic in-memory uint8 batches, from the
 real tfds pipeline, and at the model's own input size (so the on-device pad-resize is left out);
-Keras `fit` on the same model and data; the custom loop under the one_device and single-replica
-mirrored strategies; and the input pipeline alone. Analytic FLOP counts turn images/s into
-GFLOP/s, set against a matmul and a 3×3 conv ceiling measured in the same run; the conv is also
-timed with its two gradients, as training runs it, whose rate ÷ the forward's shows what TF's
-backward kernels cost.
+Keras `fit` on the same model and data (and the milliseconds per step it spends beyond the custom
+loop, which bound what a loop of our own can gain over it); the custom loop under the one_device
+and single-replica mirrored strategies; and the input pipeline alone. Analytic FLOP counts turn
+images/s into GFLOP/s, set against a matmul and a 3×3 conv ceiling measured in the same run; the
+conv is also timed with its two gradients, as training runs it, whose rate ÷ the forward's shows
+what TF's backward kernels cost.
 
 Every variant of a model is warmed up (traced) first, then the variants take turns, round after
 round, each variant that enters a ratio bracketed by the reference variant (R A R B R ...: the
