@@ -610,11 +610,10 @@ def benchmark_model(name, quick, repeats, real, ceiling):
   achieved = rate * entry['train_gflop_per_image']
   entry['compute'] = {
       'achieved_gflops': achieved,
-      'fraction_of_matmul': achieved / ceiling['matmul']['gflops']['median'],
-      'fraction_of_conv3x3': achieved / ceiling['conv3x3']['gflops']['median'],
-      # Not a ceiling: a training step runs each conv forward and twice backward, so this says
-      # how far the model is from what the backward kernels allow on one mid-sized conv.
-      'fraction_of_conv3x3_train': achieved / ceiling['conv3x3_train']['gflops']['median'],
+      # conv3x3_train is not a ceiling: a training step runs each conv forward and twice
+      # backward, so it says how far the model is from what the backward kernels allow.
+      **{f'fraction_of_{key}': achieved / probe['gflops']['median']
+         for key, probe in ceiling.items()},
       'basis': '(a) median images/s × 3 × 2 × forward conv/dense multiply-adds per image'}
   entry['memory'] = {
       'rss_start_mb': rss_start,

@@ -220,11 +220,10 @@ class QuickRunTest(tf.test.TestCase):
       for key in ('config', 'model', 'batch_size', 'input_size', 'params',
                   'forward_macs_per_image', 'train_gflop_per_image', 'compute', 'memory'):
         self.assertIn(key, model, name)
-      for key, probe in (('fraction_of_matmul', 'matmul'), ('fraction_of_conv3x3', 'conv3x3'),
-                         ('fraction_of_conv3x3_train', 'conv3x3_train')):
+      for probe, ceiling in results['ceilings'].items():
         self.assertAlmostEqual(
-            model['compute'][key] * results['ceilings'][probe]['gflops']['median'],
-            model['compute']['achieved_gflops'], places=6, msg=f'{name} {key}')
+            model['compute'][f'fraction_of_{probe}'] * ceiling['gflops']['median'],
+            model['compute']['achieved_gflops'], places=6, msg=f'{name} {probe}')
       for key in ('rss_start_mb', 'peak_rss_mb', 'process_peak_rss_mb', 'method'):
         self.assertIn(key, model['memory'])
       self.assertCountEqual(model['measurements'], benchmark.MEASUREMENTS)
