@@ -1,6 +1,7 @@
 """Evaluates a run: python -m launch.evaluate --workdir=DIR [--split=test].
 
-Prints accuracy and loss; writes eval_<split>.json and confusion_<split>.png into the workdir.
+Prints top-1 and top-5 accuracy and loss; writes eval_<split>.json and confusion_<split>.png into
+the workdir.
 """
 
 from absl import flags
@@ -16,8 +17,8 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir (default: the r
 
 def main():
   m = evaluate.evaluate(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value)
-  print(f'{_SPLIT.value}: accuracy {m["accuracy"]:.4f} loss {m["loss"]:.4f} '
-        f'({m["num_examples"]} examples)')
+  print(f'{_SPLIT.value}: accuracy {m["accuracy"]:.4f} top-5 {m["top5_accuracy"]:.4f} '
+        f'loss {m["loss"]:.4f} ({m["num_examples"]} examples)')
 
 
 if __name__ == '__main__':

@@ -84,8 +84,9 @@ def main():
     print(f'stopped by {summary["preempted"]} at step {summary["step"]}, saved: re-run the same '
           'command to resume')
     return _PREEMPTED_EXIT_CODE.value
-  print(f'test accuracy {summary["test_accuracy"]:.4f} (loss {summary["test_loss"]:.4f}) '
-        f'after {summary["step"]} steps, {summary["train_seconds"]:.0f}s of training')
+  print(f'test accuracy {summary["test_accuracy"]:.4f} (top-5 '
+        f'{summary["test_top5_accuracy"]:.4f}, loss {summary["test_loss"]:.4f}) after '
+        f'{summary["step"]} steps, {summary["train_seconds"]:.0f}s of training')
   return 0
 
 

@@ -40,6 +40,8 @@ def base(model='cnn', dataset='mnist'):
   c.dataset = ml_collections.ConfigDict(dict(
       name=dataset, data_dir='', download=True, manual_dir='',
       train_split='train', test_split='test', validation_size=5000))
+  c.dataset.pipeline = 'auto'  # auto|memory|stream
+  c.dataset.channels = 0  # 0 = the dataset's own
   c.augment = ml_collections.ConfigDict(dict(enabled=True, **augment_preset(dataset)))
   c.batch_size = 128  # global, across all replicas
   c.eval_batch_size = 1000

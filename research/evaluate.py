@@ -1,4 +1,5 @@
-"""Evaluates a training run's latest checkpoint on a split: exact accuracy, loss, confusion."""
+"""Evaluates a training run's latest checkpoint on a split: exact top-1 and top-5 accuracy, loss,
+confusion."""
 
 import os
 
@@ -36,6 +37,7 @@ def evaluate(workdir, split='test', data_dir=None):
                         os.path.join(workdir, f'confusion_{split}.png'))
   outputs.write_json(os.path.join(workdir, f'eval_{split}.json'),
                      {**metrics, 'split': split, 'confusion_matrix': confusion.tolist()})
-  logging.info('Evaluated %s on %s: accuracy %.4f loss %.4f (%d examples).', workdir, split,
-               metrics['accuracy'], metrics['loss'], metrics['num_examples'])
+  logging.info('Evaluated %s on %s: accuracy %.4f top-5 %.4f loss %.4f (%d examples).',
+               workdir, split, metrics['accuracy'], metrics['top5_accuracy'], metrics['loss'],
+               metrics['num_examples'])
   return metrics

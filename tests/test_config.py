@@ -14,7 +14,7 @@ from tests import helpers
 class ConfigTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters('cnn_mnist', 'cnn_dropout_mnist', 'cnn_fashion_mnist',
-                            'alexnet_mnist', 'vgg16_mnist')
+                            'alexnet_mnist', 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet')
   def test_config_files_load_and_type_check(self, name):
     config = helpers.load_config(name)
     config_lib.check_types(config)
@@ -22,6 +22,11 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
       head = f.read(600)
     self.assertIn('Command: python -m launch.', head)  # big_vision style: command first
     self.assertIn('Reproduces:', head)
+
+  def test_base_leaves_pipeline_and_channels_to_the_dataset(self):
+    config = config_lib.base()
+    self.assertEqual(config.dataset.pipeline, 'auto')
+    self.assertEqual(config.dataset.channels, 0)
 
   def test_fashion_config_uses_fashion_and_flips(self):
     config = helpers.load_config('cnn_fashion_mnist')
@@ -74,7 +79,8 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(('alexnet_mnist', 'cpu'), ('alexnet_mnist', 'tiny'),
                             ('vgg16_mnist', 'cpu'), ('vgg16_mnist', 'tiny'),
-                            ('vgg16_mnist', 'demo'))
+                            ('vgg16_mnist', 'demo'), ('alexnet_imagenet', 'tiny'),
+                            ('vgg16_imagenet', 'tiny'))
   def test_variants_type_check_and_their_models_fit(self, name, variant):
     config = helpers.load_config(name, variant)
     config_lib.check_types(config)
@@ -89,6 +95,60 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
       self.assertGreater(cpu.model.width_divisor, full.model.width_divisor)
       self.assertLess(cpu.model.input_size, full.model.input_size)
 
-  def test_unknown_variant(self):
+  @parameterized.parameters('alexnet_mnist', 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet')
+  def test_unknown_variant(self, name):
     with self.assertRaisesRegex(ValueError, "unknown variant 'huge'"):
-      helpers.load_config('alexnet_mnist', 'huge')
+      helpers.load_config(name, 'huge')
+
+
+class ImagenetConfigTest(tf.test.TestCase, parameterized.TestCase):
+  """The paper recipes of configs/*_imagenet.py and the nets they build."""
+
+  @parameterized.parameters(('alexnet_imagenet', 'alexnet', 128, 90.0, 227),
+                            ('vgg16_imagenet', 'vgg16', 256, 74.0, 224))
+  def test_paper_recipe(self, name, model, batch_size, epochs, input_size):
+    config = helpers.load_config(name)
+    self.assertEqual(config.model.name, model)
+    self.assertEqual(config.model.input_size, input_size)
+    self.assertEqual(config.model.dropout, 0.5)
+    self.assertEqual((config.batch_size, config.num_epochs), (batch_size, epochs))
+    self.assertEqual((config.optimizer.name, config.optimizer.momentum), ('sgd', 0.9))
+    # Keras' decoupled decay at 10x the papers' L2 5e-4, which momentum 0.9 multiplies by 10.
+    self.assertAlmostEqual(config.optimizer.weight_decay, 5e-4 / (1 - 0.9))
+    self.assertEqual((config.schedule.name, config.schedule.learning_rate,
+                      config.schedule.decay_factor), ('step', 0.01, 0.1))
+    self.assertLen(config.schedule.boundaries_epochs, 3)  # the rate was divided three times
+    self.assertLess(max(config.schedule.boundaries_epochs), epochs)
+    dataset = config.dataset
+    self.assertEqual((dataset.name, dataset.train_split, dataset.test_split),
+                     ('imagenet2012', 'train', 'validation'))
+    self.assertEqual((dataset.validation_size, dataset.pipeline, dataset.channels),
+                     (10000, 'stream', 3))
+    augment = config.augment
+    self.assertTrue(augment.enabled and augment.flip)
+    self.assertGreater(min(augment.brightness, augment.contrast), 0.0)
+    self.assertEqual((augment.rotate, augment.scale, augment.translate), (0.0, 0.0, 0.0))
+
+  @parameterized.parameters(
+      # The repo's AlexNet is 58,299,082 at 227×227×1 and 10 classes: three input channels add
+      # 2×96×11×11 conv1 weights, 990 more classes 990×(4096 + 1) logits parameters.
+      ('alexnet_imagenet', 58299082 + 2 * 96 * 11 * 11 + 990 * 4097),
+      ('vgg16_imagenet', 138357544))  # the paper's Table 2: 138M; torchvision's exact count
+  def test_full_model_has_the_published_parameter_count(self, name, expected):
+    config = helpers.load_config(name)
+    size = config.model.input_size
+    # Builds the full net (VGG16: ~0.55 GB of weights, ~4 s on 2 cores); freed on return.
+    model, table = checkpoints.build_model(config.model, 1000, (size, size, 3))
+    self.assertEqual(model.count_params(), expected)
+    self.assertIn(f'{expected:,}', table)
+
+  @parameterized.parameters('alexnet_imagenet', 'vgg16_imagenet')
+  def test_tiny_variant_is_small_and_takes_the_classes_of_the_data(self, name):
+    config = helpers.load_config(name, 'tiny')
+    self.assertEqual(config.batch_size, 8)
+    self.assertBetween(config.num_train_steps, 1, 10)
+    for num_classes in (10, 1000):
+      size = config.model.input_size
+      model, _ = checkpoints.build_model(config.model, num_classes, (size, size, 3))
+      self.assertEqual(model.stack[-1].num_classes, num_classes)
+      self.assertLess(model.count_params(), 1_000_000)

@@ -4,17 +4,27 @@ import json
 import os
 
 from absl.testing import parameterized
+import keras
 import numpy as np
 import tensorflow as tf
 
 from research import checkpoints
+from research import config as config_lib
 from research import evaluate
 from research import outputs
 from research import predict
+from research.data import datasets
+from research.data import pipeline
 from research.errors import UserError
 from research.train import steps
 from research.train import trainer
 from tests import helpers
+
+
+def _scalar_tags(logdir):
+  """The summary tags written under `logdir`."""
+  return {v.tag for path in tf.io.gfile.glob(os.path.join(logdir, 'events.*'))
+          for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value}
 
 
 class LossTest(tf.test.TestCase):
@@ -40,6 +50,58 @@ class LossTest(tf.test.TestCase):
     self.assertAllClose(sum(halves), tf.reduce_mean(per_example))
 
 
+def _ranked_split(label_ranks, num_classes, seed=0):
+  """Images whose pixels are the logits (one row of `num_classes` distinct values each), and
+  labels whose logit has the given rank (0 = the largest)."""
+  rng = np.random.default_rng(seed)
+  images, labels = [], []
+  for rank in label_ranks:
+    pixels = rng.permutation(num_classes) * 30  # distinct: no ties at the top-k boundary
+    images.append(pixels.astype(np.uint8).reshape(1, num_classes, 1))
+    labels.append(np.argsort(-pixels)[rank])
+  return datasets.Split(np.stack(images), np.array(labels, np.int32))
+
+
+class EvalStepTest(tf.test.TestCase, parameterized.TestCase):
+  """Exact evaluation against NumPy, on a fixed model whose logits are the image's pixels."""
+
+  @parameterized.product(
+      # Label ranks: top-1 hits only at rank 0, top-5 hits below rank 5. The last example is a
+      # top-5 hit but a top-1 miss, and it is the one the padding repeats, masked out.
+      case=[(7, (0, 1, 4, 5, 6, 2, 0, 3, 6, 5, 4)), (3, (0, 1, 2, 2, 0, 1, 1, 0, 2, 0, 1))],
+      strategy=['default', 'mirrored'])
+  def test_top1_and_top5_are_exact_with_a_padded_last_batch(self, case, strategy):
+    num_classes, ranks = case
+    split = _ranked_split(ranks, num_classes)
+    batch = 8  # 11 examples: the second batch holds 3 of them and 5 masked copies of the last
+    strategy = (tf.distribute.get_strategy() if strategy == 'default'
+                else tf.distribute.MirroredStrategy(['/cpu:0']))
+    config = config_lib.base()
+    config.model.input_size = 0  # no resize: the logits are the pixels, rescaled to [-1, 1]
+    eval_fn = steps.make_eval_fn(strategy, keras.layers.Flatten(), config, num_classes)
+    ds = strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline.eval_dataset(split, batch, ctx))
+    metrics = steps.evaluate_split(strategy, eval_fn, ds)
+
+    logits = split.images.reshape(len(split), num_classes) / 255.0 * 2.0 - 1.0
+    order = np.argsort(-logits, axis=1)
+    top1 = np.mean(order[:, 0] == split.labels)
+    top5 = np.mean([label in row[:5] for label, row in zip(split.labels, order)])
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -np.mean(log_probs[np.arange(len(split)), split.labels])
+
+    self.assertEqual(metrics['num_examples'], len(split))
+    self.assertAlmostEqual(metrics['accuracy'], top1, places=6)
+    self.assertAlmostEqual(metrics['top5_accuracy'], top5, places=6)
+    self.assertAlmostEqual(metrics['loss'], loss, places=5)
+    if num_classes > 5:
+      self.assertEqual((top1, top5), (2 / 11, 7 / 11))  # the ranks above, counted by hand
+    else:
+      self.assertEqual(top5, 1.0)  # every label is in the top 5 of 3 classes
+    self.assertEqual(int(metrics['confusion'].sum()), len(split))
+
+
 class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(('cnn', 'mnist', False), ('cnn_dropout', 'mnist', False),
@@ -52,17 +114,23 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
       summary = trainer.train_and_evaluate(config, workdir)
       metrics = evaluate.evaluate(workdir, 'test')
     self.assertEqual(summary['step'], 2)
-    for key in ('step', 'train_loss', 'test_accuracy', 'test_loss', 'wall_seconds',
+    for key in ('step', 'train_loss', 'test_accuracy', 'test_top5_accuracy', 'test_loss',
+                'validation_accuracy', 'validation_top5_accuracy', 'wall_seconds',
                 'train_seconds', 'weights_digest'):
       self.assertIsNotNone(summary[key], key)
     self.assertTrue(np.isfinite(summary['train_loss']))
     self.assertEqual(metrics['num_examples'], 64)
     self.assertAlmostEqual(metrics['accuracy'], summary['test_accuracy'], places=6)
+    self.assertAlmostEqual(metrics['top5_accuracy'], summary['test_top5_accuracy'], places=6)
+    self.assertGreaterEqual(metrics['top5_accuracy'], metrics['accuracy'])
+    with open(os.path.join(workdir, 'eval_test.json')) as f:
+      self.assertEqual(json.load(f)['top5_accuracy'], metrics['top5_accuracy'])
     self.assertLen(metrics['per_class_accuracy'], 10)
     for name in ('config.json', 'train_summary.json', 'inputs.png', 'eval_test.json',
                  'confusion_test.png', 'checkpoints/checkpoint'):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     self.assertNotEmpty(tf.io.gfile.glob(os.path.join(workdir, 'train', 'events.*')))
+    self.assertIn('top5_accuracy', _scalar_tags(os.path.join(workdir, 'validation')))
     with open(os.path.join(workdir, 'config.json')) as f:
       self.assertEqual(json.load(f)['dataset']['name'], dataset)
     _, _, restored = checkpoints.load_for_inference(workdir)

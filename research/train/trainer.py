@@ -202,9 +202,11 @@ def train_and_evaluate(config, workdir, start_over=False):
       if data.validation is not None and (step % eval_every == 0 or step == total):
         val = evaluate(data.validation)
         summary['validation_accuracy'] = val['accuracy']
-        logging.info('step %d validation: loss %.4f accuracy %.4f', step, val['loss'],
-                     val['accuracy'])
-        _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy']})
+        summary['validation_top5_accuracy'] = val['top5_accuracy']
+        logging.info('step %d validation: loss %.4f accuracy %.4f top-5 %.4f', step,
+                     val['loss'], val['accuracy'], val['top5_accuracy'])
+        _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy'],
+                                    'top5_accuracy': val['top5_accuracy']})
         run.saver.save_if_best(step, val['accuracy'])
       if step % config.checkpoint_every_steps == 0 or step == total or stopped:
         run.saver.save(step)
@@ -219,9 +221,10 @@ def train_and_evaluate(config, workdir, start_over=False):
     final['preempted'] = watcher.signal_name or 'another worker'
   else:
     test = evaluate(data.test)
-    logging.info('Test: accuracy %.4f loss %.4f over %d examples.', test['accuracy'],
-                 test['loss'], test['num_examples'])
-    final.update(test_accuracy=test['accuracy'], test_loss=test['loss'], preempted='')
+    logging.info('Test: accuracy %.4f top-5 %.4f loss %.4f over %d examples.',
+                 test['accuracy'], test['top5_accuracy'], test['loss'], test['num_examples'])
+    final.update(test_accuracy=test['accuracy'], test_top5_accuracy=test['top5_accuracy'],
+                 test_loss=test['loss'], preempted='')
   run.saver.close()
   final['wall_seconds'] = time.time() - wall_start
   return _write_summary(workdir, previous, summary, run.chief, **final)
