@@ -1,9 +1,10 @@
 """AlexNet on ImageNet (ILSVRC-2012) with the recipe of Krizhevsky et al. (2012).
 
 Command: python -m launch.train --config=configs/alexnet_imagenet.py --workdir=runs/alexnet_in1k
-Reproduces: not run here (2 CPU cores and no copy of ImageNet on the development machines): a
-  multi-GPU job. It aims at the paper's single net, 40.7% top-1 and 18.2% top-5 error on the
-  ILSVRC-2012 validation set (Table 2, "1 CNN", predictions averaged over ten 224×224 patches).
+Reproduces: not reproduced: a multi-GPU job on a copy of ImageNet, neither of which the 2-core CPU
+  machine that runs this project's tests has. It aims at the paper's single net, 40.7% top-1 and
+  18.2% top-5 error on the ILSVRC-2012 validation set (Table 2, "1 CNN", predictions averaged over
+  ten 224×224 patches).
 
 The paper's recipe: SGD with momentum 0.9 and weight decay 5e-4 (see the optimizer below for what
 that is in Keras), batch 128, learning rate 0.01 divided by 10 three times, about 90 epochs,

@@ -1,10 +1,10 @@
 """VGG16 on ImageNet (ILSVRC-2012) with the recipe of Simonyan & Zisserman (2014).
 
 Command: python -m launch.train --config=configs/vgg16_imagenet.py --workdir=runs/vgg16_in1k
-Reproduces: not run here (2 CPU cores and no copy of ImageNet on the development machines): a
-  multi-GPU job. It aims at the paper's configuration D trained and tested at scale 256: 27.0%
-  top-1 and 8.8% top-5 error on the ILSVRC-2012 validation set (Table 3, single test scale, the
-  whole image evaluated densely).
+Reproduces: not reproduced: a multi-GPU job on a copy of ImageNet, neither of which the 2-core CPU
+  machine that runs this project's tests has. It aims at the paper's configuration D trained and
+  tested at scale 256: 27.0% top-1 and 8.8% top-5 error on the ILSVRC-2012 validation set (Table 3,
+  single test scale, the whole image evaluated densely).
 
 The paper's recipe: SGD with momentum 0.9 and weight decay 5e-4 (see the optimizer below for what
 that is in Keras), batch 256, learning rate 0.01 divided by 10 three times, 370K iterations (74

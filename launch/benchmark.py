@@ -1,17 +1,19 @@
 """Benchmarks training throughput: python -m launch.benchmark [--models=cnn,alexnet,vgg16,vgg16_cpu]
-[--quick] [--json=PATH] [--repeats=N].
+[--quick] [--json=PATH] [--repeats=N] [--streaming].
 
 Prints a table of images/s (median [min–max] over interleaved rounds) per model and measurement:
 the custom loop on synthetic and on real data, with and without the on-device resize, against
 Keras fit and under each strategy; the ratios between them; achieved GFLOP/s against a matmul
 and a conv ceiling; peak RSS. --quick (cnn, and AlexNet-tiny's resize ratio) takes ~2 minutes on
 2 idle CPU cores; the full run takes far longer (VGG16-224 trains at ~1–2 img/s there).
+--streaming measures the streaming input path instead (research/benchmark_streaming.py).
 """
 
 from absl import flags
 
 from launch import common
 from research import benchmark
+from research import benchmark_streaming
 
 _MODELS = flags.DEFINE_list(
     'models', None, f'Models to benchmark, from {", ".join(benchmark.MODELS)}; default '
@@ -19,11 +21,17 @@ _MODELS = flags.DEFINE_list(
 _QUICK = flags.DEFINE_bool('quick', False, 'Few steps and rounds; resized models measure only '
                            'the resize ratio.')
 _JSON = flags.DEFINE_string('json', None, 'Also write every number to this JSON file.')
+_STREAMING = flags.DEFINE_bool('streaming', False, 'Benchmark the streaming input path instead: '
+                               'pipeline alone vs a bare decode-and-crop loop, and AlexNet fed '
+                               'by it vs synthetic batches.')
 _REPEATS = flags.DEFINE_integer('repeats', None, 'Interleaved rounds per measurement; default 3 '
                                 '(2 with --quick).', lower_bound=1)
 
 
 def main():
+  if _STREAMING.value:
+    print(benchmark_streaming.report(_QUICK.value, _REPEATS.value, _JSON.value))
+    return
   print(benchmark.run(_MODELS.value, quick=_QUICK.value, repeats=_REPEATS.value,
                       json_path=_JSON.value))
 

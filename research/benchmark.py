@@ -172,19 +172,19 @@ def train_flops_per_image(forward_mac_count):
 # ----------------------------------------------------------------------------------------------
 # Timing.
 
-def _stats(values):
+def stats(values):
   return {'median': statistics.median(values), 'min': min(values), 'max': max(values),
           'samples': list(values)}
 
 
-class _Measurement:
+class Measurement:
   """One benchmarked variant: `call(n)` runs n steps in one compiled call and returns
   (images processed, mean loss or None[, end]); the first call (the warm-up) traces.
 
   `end`, if given, is (perf_counter, process_time) when the steps' work ended: whatever the call
   did after it is timed apart, in `after_end` (see _fit), not counted against the steps.
   `around` holds, per sample, the mean rate of the reference's samples just before and after it
-  (see _interleave); `bracket=False` leaves a variant that enters no ratio unbracketed.
+  (see interleave); `bracket=False` leaves a variant that enters no ratio unbracketed.
   """
 
   def __init__(self, key, call, steps, warm_up_steps, unit='img/s', bracket=True):
@@ -215,11 +215,11 @@ class _Measurement:
 
   def result(self):
     out = {'label': MEASUREMENTS.get(self.key, self.key), 'steps_per_call': self.steps,
-           'images_per_sec': _stats(self.rates), 'cpu_util': _stats(self.cpu_util)}
+           'images_per_sec': stats(self.rates), 'cpu_util': stats(self.cpu_util)}
     if self.loss is not None:
       out['final_loss'] = float(self.loss)
     if self.after_end:
-      out['seconds_after_end'] = _stats(self.after_end)
+      out['seconds_after_end'] = stats(self.after_end)
     if self.around:
       out['reference_around'] = list(self.around)
     return out
@@ -231,7 +231,7 @@ class _Measurement:
     return [rate / ref for rate, ref in zip(self.rates, self.around)]
 
 
-def _interleave(group, measurements, repeats, reference):
+def interleave(group, measurements, repeats, reference):
   """Warms every measurement up, then times them in turns, `repeats` rounds.
 
   Each round runs the unbracketed measurements first, then the `reference` before the first
@@ -282,7 +282,7 @@ def _probe(key, fn, args, flops_per_iteration, iterations, bracket=True):
     loop(tf.constant(n)).numpy()
     return n * flops_per_iteration / 1e9, None
 
-  return _Measurement(key, call, iterations, 1, unit='GFLOP/s', bracket=bracket)
+  return Measurement(key, call, iterations, 1, unit='GFLOP/s', bracket=bracket)
 
 
 def _conv_train(x, w):
@@ -316,12 +316,12 @@ def ceilings(quick, repeats):
       _probe('conv3x3_train', _conv_train, (x, w), 3 * conv_flops, 1 if quick else 3),
   ]
   _, forward, train = probes
-  _interleave('ceilings', probes, repeats, reference=forward)
+  interleave('ceilings', probes, repeats, reference=forward)
   labels = {'matmul': 'matmul 4096×4096 float32',
             'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32',
             'conv3x3_train': 'the same conv, forward + both gradients'}
-  results = {p.key: {'label': labels[p.key], 'gflops': _stats(p.rates),
-                     'cpu_util': _stats(p.cpu_util)} for p in probes}
+  results = {p.key: {'label': labels[p.key], 'gflops': stats(p.rates),
+                     'cpu_util': stats(p.cpu_util)} for p in probes}
   results['conv3x3_train'].update(reference_around=list(train.around),
                                   over_forward=statistics.median(train.relative()))
   return results
@@ -372,7 +372,7 @@ def _synthetic(batch, size, seed):
   return images, labels
 
 
-def _synthetic_fn(images, labels):
+def synthetic_fn(images, labels):
   """A dataset_fn for distribute_datasets_from_function: the same batch, forever."""
 
   def dataset_fn(ctx):
@@ -392,7 +392,7 @@ def _build(config, strategy):
   return model, optimizer, step
 
 
-def _custom(key, strategy, state, config, dataset_fn, steps):
+def custom(key, strategy, state, config, dataset_fn, steps):
   model, optimizer, step = state
   train = steps_lib.make_train_fn(strategy, model, optimizer, config, step,
                                   tf.Variable(0.0, trainable=False))
@@ -402,7 +402,7 @@ def _custom(key, strategy, state, config, dataset_fn, steps):
     loss_sum, _, count, _ = train(iterator, tf.constant(n)).numpy()
     return float(count), loss_sum / count
 
-  return _Measurement(key, call, steps, max(1, steps // 4))
+  return Measurement(key, call, steps, max(1, steps // 4))
 
 
 def _fit(key, model, optimizer, config, images, labels, steps, steps_per_execution):
@@ -435,8 +435,8 @@ def _fit(key, model, optimizer, config, images, labels, steps, steps_per_executi
     history = model.fit(dataset, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[end])
     return float(n * len(labels)), history.history['loss'][-1], end.at
 
-  return _Measurement(key, call, steps, steps_per_execution if steps_per_execution > 1
-                      else max(1, steps // 4))
+  return Measurement(key, call, steps, steps_per_execution if steps_per_execution > 1
+                     else max(1, steps // 4))
 
 
 def _drain(split, config, steps):
@@ -456,7 +456,7 @@ def _drain(split, config, steps):
 
   # Pulling a batch costs ~100× less than training on it: many more per call.
   many = max(50, 8 * steps)
-  return _Measurement('pipeline_only', call, many, many // 4, bracket=False)
+  return Measurement('pipeline_only', call, many, many // 4, bracket=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,13 +504,13 @@ def _ratio(measured, key, reference):
   if a is None or b is None:
     missing = [k for k, m in ((num, a), (den, b)) if m is None]
     return {'label': label, 'skipped': f'{" and ".join(missing)} not measured'}
-  # Each variant against the reference samples just around it (see _interleave), so neither
+  # Each variant against the reference samples just around it (see interleave), so neither
   # side carries the machine's drift between their turns; a ratio of two variants is the
   # quotient of their relative rates within the round.
   rel_a = None if num == reference else a.relative()
   rel_b = None if den == reference else b.relative()
   rel_a, rel_b = rel_a or [1.0] * len(rel_b), rel_b or [1.0] * len(rel_a)
-  return {'label': label, **_stats([x / y for x, y in zip(rel_a, rel_b)])}
+  return {'label': label, **stats([x / y for x, y in zip(rel_a, rel_b)])}
 
 
 def _step_overhead(measured, key, batch):
@@ -522,7 +522,7 @@ def _step_overhead(measured, key, batch):
     return None
   custom = [1e3 * batch / ref for ref in m.around]
   extra = [1e3 * batch / rate - c for rate, c in zip(m.rates, custom)]
-  return {'extra_ms_per_step': _stats(extra), 'custom_ms_per_step': _stats(custom)}
+  return {'extra_ms_per_step': stats(extra), 'custom_ms_per_step': stats(custom)}
 
 
 def benchmark_model(name, quick, repeats, real, ceiling):
@@ -550,8 +550,8 @@ def benchmark_model(name, quick, repeats, real, ceiling):
   entry['train_gflop_per_image'] = train_flops_per_image(macs) / 1e9
 
   images, labels = _synthetic(batch, SOURCE_SHAPE[0], config.seed)
-  todo = [_custom('custom_synthetic', default, state, config,
-                  _synthetic_fn(images, labels), steps)]
+  todo = [custom('custom_synthetic', default, state, config,
+                 synthetic_fn(images, labels), steps)]
   resize_keys = ('custom_input_size', 'custom_synthetic_no_augment',
                  'custom_input_size_no_augment')
   if resized:
@@ -559,7 +559,7 @@ def benchmark_model(name, quick, repeats, real, ceiling):
     plain = config.copy_and_resolve_references()
     plain.augment.enabled = False
     for key, cfg, pixels in zip(resize_keys, (config, plain, plain), (big, images, big)):
-      todo.append(_custom(key, default, state, cfg, _synthetic_fn(pixels, labels), steps))
+      todo.append(custom(key, default, state, cfg, synthetic_fn(pixels, labels), steps))
   else:
     for key in resize_keys:
       skipped[key] = f'input size = source size {size}: no resize to leave out'
@@ -575,9 +575,9 @@ def benchmark_model(name, quick, repeats, real, ceiling):
     if split is None:
       skipped['custom_pipeline'] = skipped['pipeline_only'] = reason
     else:
-      todo.append(_custom('custom_pipeline', default, state, config,
-                          lambda ctx: pipeline.train_dataset(split, batch, config.seed,
-                                                             input_context=ctx), steps))
+      todo.append(custom('custom_pipeline', default, state, config,
+                         lambda ctx: pipeline.train_dataset(split, batch, config.seed,
+                                                            input_context=ctx), steps))
       todo.append(_drain(split, config, steps))
     # fit shares the custom loop's model and optimizer (memory: VGG16 is 134M parameters);
     # fit(steps_per_execution) needs its own compiled model, hence its own copy.
@@ -594,11 +594,11 @@ def benchmark_model(name, quick, repeats, real, ceiling):
       cfg = config.copy_and_resolve_references()
       cfg.strategy = strategy_name
       strategy = strategy_lib.build(cfg)
-      todo.append(_custom(strategy_name, strategy, _build(cfg, strategy), cfg,
-                          _synthetic_fn(images, labels), steps))
+      todo.append(custom(strategy_name, strategy, _build(cfg, strategy), cfg,
+                         synthetic_fn(images, labels), steps))
 
   reference = todo[0]  # custom_synthetic: the denominator, or numerator, of every ratio
-  _interleave(name, todo, repeats, reference)
+  interleave(name, todo, repeats, reference)
   measured = {m.key: m for m in todo}
   entry['measurements'] = {key: (measured[key].result() if key in measured
                                  else _skip(key, skipped[key])) for key in MEASUREMENTS}
@@ -680,7 +680,7 @@ def _num(value):
   return f'{value:.3g}' if value >= 1 else f'{value:.3f}'
 
 
-def _spread(stats, fmt=_num):
+def spread(stats, fmt=_num):
   return f'{fmt(stats["median"])} [{fmt(stats["min"])}–{fmt(stats["max"])}]'
 
 
@@ -693,10 +693,10 @@ def format_table(results):
            '(2 = both cores busy with this run).']
   for probe in results['ceilings'].values():
     if 'over_forward' in probe:  # a reference, not a ceiling: see ceilings()
-      lines.append(f'probe    {probe["label"]:<40} {_spread(probe["gflops"]):>28} GFLOP/s = '
+      lines.append(f'probe    {probe["label"]:<40} {spread(probe["gflops"]):>28} GFLOP/s = '
                    f'{probe["over_forward"]:.2f} × the forward rate')
     else:
-      lines.append(f'ceiling  {probe["label"]:<40} {_spread(probe["gflops"]):>28} GFLOP/s')
+      lines.append(f'ceiling  {probe["label"]:<40} {spread(probe["gflops"]):>28} GFLOP/s')
   for name, m in results['models'].items():
     lines += ['', f'{name}: {m["config"]} ({m["model"]}, {m["params"]:,} params), batch '
               f'{m["batch_size"]}, input {m["input_size"]}² from {m["source_size"]}², '
@@ -706,19 +706,19 @@ def format_table(results):
       if 'skipped' in row:
         lines.append(f'  {row["label"]:<52}  skipped: {row["skipped"]}')
       else:
-        lines.append(f'  {row["label"]:<52}{_spread(row["images_per_sec"]):>26}'
+        lines.append(f'  {row["label"]:<52}{spread(row["images_per_sec"]):>26}'
                      f'{row["cpu_util"]["median"]:>7.2f}')
         if 'seconds_after_end' in row:
           lines.append(f'    {"returned after its last step (not counted), s":<50}'
-                       f'{_spread(row["seconds_after_end"]):>26}')
+                       f'{spread(row["seconds_after_end"]):>26}')
     lines.append(f'  {"ratio (each against the (a) samples around it)":<52}')
     for row in m['ratios'].values():
       if 'skipped' in row:
         lines.append(f'  {row["label"]:<52}  skipped: {row["skipped"]}')
       else:
-        lines.append(f'  {row["label"]:<52}{_spread(row, lambda v: f"{v:.3f}"):>26}')
+        lines.append(f'  {row["label"]:<52}{spread(row, lambda v: f"{v:.3f}"):>26}')
     for key, o in m['fit_step_overhead'].items():
-      lines.append(f'  {key}: {_spread(o["extra_ms_per_step"], lambda v: f"{v:+.2f}")} ms per '
+      lines.append(f'  {key}: {spread(o["extra_ms_per_step"], lambda v: f"{v:+.2f}")} ms per '
                    f'step beyond the custom loop\'s {o["custom_ms_per_step"]["median"]:.1f} ms')
     c = m['compute']
     lines.append(f'  compute: {m["train_gflop_per_image"]:.4g} GFLOP per training image '

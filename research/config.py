@@ -13,6 +13,7 @@ import ml_collections
 
 from research import models
 from research import outputs
+from research.data import folder
 from research.errors import UserError
 
 # The experiment files (configs/ beside this package in the repository).
@@ -26,9 +27,12 @@ _IDENTITY_FIELDS = ('model.name', 'dataset.name', 'batch_size')
 
 
 def augment_preset(dataset):
-  """Small affine jitter for digits; crop (as translation), flip and colour jitter otherwise."""
+  """Small affine jitter for digits; crop (as translation), flip and colour jitter otherwise.
+  Image folders stream, and the host's random-resized crop already scales and translates."""
   if dataset in _DIGIT_DATASETS or dataset.startswith('mnist'):
     return dict(rotate=10.0, scale=0.1, translate=0.1, flip=False, brightness=0.0, contrast=0.0)
+  if dataset.startswith(folder.PREFIX):
+    return dict(rotate=0.0, scale=0.0, translate=0.0, flip=True, brightness=0.2, contrast=0.2)
   return dict(rotate=0.0, scale=0.0, translate=0.125, flip=True, brightness=0.2, contrast=0.2)
 
 
@@ -39,9 +43,17 @@ def base(model='cnn', dataset='mnist'):
   c.model = models.default_config(model)
   c.dataset = ml_collections.ConfigDict(dict(
       name=dataset, data_dir='', download=True, manual_dir='',
-      train_split='train', test_split='test', validation_size=5000))
-  c.dataset.pipeline = 'auto'  # auto|memory|stream
-  c.dataset.channels = 0  # 0 = the dataset's own
+      train_split='train', test_split='test',
+      # The tail of train; image folders are often small, so they start without one.
+      validation_size=0 if dataset.startswith(folder.PREFIX) else 5000,
+      pipeline='auto',  # auto, memory or stream (see research/data/datasets.py)
+      memory_budget_gb=4.0,  # auto streams a fixed-size dataset whose decoded splits exceed it
+      channels=0,  # 0: the dataset's own (image folders: 3); 1 or 3 converts every image
+      # The streaming pipeline's host-side crop: a random-resized crop of this share of the area
+      # and range of aspect ratios for training, the centre `eval_crop` of the shorter side for
+      # evaluation, both resized to model.input_size.
+      crop_area=(0.08, 1.0), crop_aspect=(0.75, 4 / 3), eval_crop=0.875,
+      test_fraction=0.1))  # of an image folder's train/, held out when it has no test folder
   c.augment = ml_collections.ConfigDict(dict(enabled=True, **augment_preset(dataset)))
   c.batch_size = 128  # global, across all replicas
   c.eval_batch_size = 1000

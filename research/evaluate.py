@@ -23,7 +23,7 @@ def evaluate(workdir, split='test', data_dir=None):
   config, info, model = checkpoints.load_for_inference(workdir)
   if data_dir is not None:
     config.dataset.data_dir = data_dir
-  data = datasets.load(config.dataset, splits=(split,))
+  data = datasets.load(config.dataset, splits=(split,), input_size=config.model.input_size)
   examples = getattr(data, split)
   if examples is None:
     raise UserError(f'the run has no {split} split (validation_size is 0): pick another split')

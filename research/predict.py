@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from research import checkpoints
+from research.data import decode
 from research.data import preprocess
 
 
@@ -21,8 +22,9 @@ class Prediction:
   error: str = ''
 
 
-def load_image(path, image_shape):
-  """uint8 [H, W, C] at the dataset's source shape; raises ValueError naming what is wrong."""
+def load_image(path, image_shape, pipeline='memory', eval_fraction=0.875):
+  """uint8 [H, W, C] as the run's evaluation pipeline shipped it: padded to the dataset's source
+  shape (memory), or centre-cropped to it (stream); raises ValueError naming what is wrong."""
   try:
     data = tf.io.read_file(path)
   except tf.errors.OpError as e:
@@ -31,6 +33,8 @@ def load_image(path, image_shape):
     raise ValueError('empty file')
   h, w, c = image_shape
   try:
+    if pipeline == 'stream':
+      return decode.eval_crop(data, h, c, eval_fraction)
     image = tf.io.decode_image(data, channels=c, expand_animations=False)
   except tf.errors.OpError as e:
     raise ValueError(f'not a readable image ({e.message.splitlines()[0][:80]})') from None
@@ -51,7 +55,8 @@ def predict(workdir, paths, top_k=3):
   results = []
   for path in paths:
     try:
-      image = load_image(path, info['image_shape'])
+      image = load_image(path, info['image_shape'], info.get('pipeline', 'memory'),
+                         info.get('fingerprint', {}).get('crop', {}).get('eval_fraction', 0.875))
     except ValueError as e:
       results.append(Prediction(path, [], str(e)))
       continue

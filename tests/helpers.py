@@ -93,3 +93,53 @@ def fake_calls(bin_dir, name):
     return []
   with open(path) as f:
     return f.read().splitlines()
+
+
+def write_image_folder(root, classes=('cat', 'dog', 'emu'), per_class=6, splits=('train',),
+                       seed=0):
+  """Real image files in tfds' ImageFolder layout, root/<split>/<class>/<i>.<ext>: JPEG and
+  PNG, grey and colour, of varied sizes and aspect ratios, each class a brightness band (so
+  the classes can be learnt). Returns root."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  for split in splits:
+    for label, name in enumerate(classes):
+      os.makedirs(os.path.join(root, split, name), exist_ok=True)
+      for i in range(per_class):
+        h, w = (int(v) for v in rng.integers(20, 90, 2))
+        level = 40 + 80 * label
+        pixels = rng.integers(level, level + 40, (h, w, 3)).astype(np.uint8)
+        image = Image.fromarray(pixels)
+        if i % 3 == 1:
+          image = image.convert('L')
+        ext = ('jpg', 'png', 'jpeg')[i % 3]
+        image.save(os.path.join(root, split, name, f'{i}.{ext}'),
+                   'JPEG' if ext != 'png' else 'PNG')
+  return root
+
+
+_STREAMING_MNIST = []
+
+
+def streaming_mnist():
+  """A copy of the prepared real MNIST with ArrayRecord shards added beside its tfrecord ones
+  (what `launch.prepare` does in place): a data dir the streaming pipeline reads by index. Made
+  once per test process (the conversion takes seconds), removed at exit; needs real data."""
+  if _STREAMING_MNIST:
+    return _STREAMING_MNIST[0]
+  import atexit  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from research.data import arrayrecord  # pylint: disable=g-import-not-at-top
+  source = os.path.join(require_real_data(), 'mnist')
+  version = sorted(os.listdir(source))[-1]
+  root = tempfile.mkdtemp(prefix='streaming-mnist-')
+  atexit.register(shutil.rmtree, root, ignore_errors=True)
+  target = os.path.join(root, 'mnist', version)
+  # shared/ is read-only, and copytree would keep its modes.
+  shutil.copytree(os.path.join(source, version), target, copy_function=shutil.copyfile)
+  os.chmod(target, 0o755)
+  arrayrecord.convert_to_array_record(target)
+  _STREAMING_MNIST.append(root)
+  return root

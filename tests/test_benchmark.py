@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from research import benchmark
+from research import benchmark_streaming
 from research import checkpoints
 from research.models import blocks
 from research.models.alexnet import AlexNet
@@ -110,7 +111,7 @@ class RealDataTest(tf.test.TestCase):
       time.sleep(0.3)
       return 100.0, None, end
 
-    m = benchmark._Measurement('fit', call, 1, 1)
+    m = benchmark.Measurement('fit', call, 1, 1)
     m.time_once()
     self.assertBetween(m.rates[0], 100 / 0.3, 100 / 0.2)
     self.assertBetween(m.after_end[0], 0.3, 0.45)
@@ -122,7 +123,7 @@ class RealDataTest(tf.test.TestCase):
     # round it would read 0.8), one twice as fast at 2.0; the unbracketed one runs first.
     calls = []
 
-    class Drifting(benchmark._Measurement):
+    class Drifting(benchmark.Measurement):
       def __init__(self, key, speed, bracket=True):
         def call(n):
           calls.append(key)
@@ -136,7 +137,7 @@ class RealDataTest(tf.test.TestCase):
 
     ref, same, faster, drain = (Drifting('custom_synthetic', 1.0), Drifting('one_device', 1.0),
                                 Drifting('fit', 2.0), Drifting('pipeline_only', 5.0, False))
-    benchmark._interleave('test', [ref, same, faster, drain], 1, reference=ref)
+    benchmark.interleave('test', [ref, same, faster, drain], 1, reference=ref)
     self.assertEqual(calls[4:], ['pipeline_only', 'custom_synthetic', 'one_device',
                                  'custom_synthetic', 'fit', 'custom_synthetic'])
     self.assertLen(ref.rates, 3)
@@ -279,6 +280,31 @@ class QuickRunTest(tf.test.TestCase):
     pipeline_row = next(line for line in table.splitlines()
                         if benchmark.MEASUREMENTS['custom_pipeline'] in line)
     self.assertEqual('skipped: no real data' in pipeline_row, not real, pipeline_row)
+
+
+class StreamingQuickRunTest(tf.test.TestCase):
+
+  def test_quick_streaming_run_writes_table_and_json(self):
+    path = os.path.join(self.create_tempdir().full_path, 'stream.json')
+    proc = helpers.run_cli('launch.benchmark', '--streaming', '--quick', '--repeats=1',
+                           f'--json={path}', timeout=600)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(path) as f:
+      result = json.load(f)
+    self.assertCountEqual(result['measurements'], benchmark_streaming.LABELS)
+    for key, row in result['measurements'].items():
+      self.assertGreater(row['images_per_sec']['median'], 0, key)
+    # each ratio is the variant against the reference samples around it, from the same rows
+    for ratio, (key, _) in (('pipeline_over_bare', ('stream_pipeline_only', 0)),
+                            ('stream_over_synthetic', ('custom_stream', 0))):
+      row = result['measurements'][key]
+      self.assertLen(row['reference_around'], 1)
+      self.assertAlmostEqual(result['ratios'][ratio]['median'],
+                             row['images_per_sec']['median'] / row['reference_around'][0])
+    self.assertEqual(result['crop_size'], 67)
+    for label in benchmark_streaming.LABELS.values():
+      self.assertIn(label, proc.stdout)
+    self.assertIn('streaming pipeline / bare decode-and-crop loop', proc.stdout)
 
 
 if __name__ == '__main__':

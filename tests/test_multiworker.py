@@ -39,6 +39,11 @@ def _env(tmpdir):
 class TwoLocalWorkersTest(tf.test.TestCase):
 
   @classmethod
+  def extra_flags(cls):
+    """Flags beside _TINY, for subclasses (runs before the command, with cls.tmp made)."""
+    return ()
+
+  @classmethod
   def setUpClass(cls):
     super().setUpClass()
     helpers.require_real_data()
@@ -47,7 +52,8 @@ class TwoLocalWorkersTest(tf.test.TestCase):
     cls.worker_tmp = os.path.join(cls.tmp, 'worker_tmp')
     os.makedirs(cls.worker_tmp)
     cls.proc = subprocess.run(
-        _command(cls.workdir, '--config.num_train_steps=6', '--config.checkpoint_every_steps=4'),
+        _command(cls.workdir, '--config.num_train_steps=6', '--config.checkpoint_every_steps=4',
+                 *cls.extra_flags()),
         cwd=helpers.ROOT, env=_env(cls.worker_tmp), capture_output=True, text=True,
         timeout=300)
 
@@ -81,6 +87,20 @@ class TwoLocalWorkersTest(tf.test.TestCase):
       for name in dirs + files:
         self.assertNotRegex(name, 'worker|temp', os.path.join(root, name))
     self.assertEqual(os.listdir(self.worker_tmp), [])  # the other worker's are gone
+
+
+class TwoLocalWorkersStreamingTest(TwoLocalWorkersTest):
+  """The same on the streaming path (MNIST from ArrayRecord shards): each worker reads only its
+  rows of every global batch, and the chief alone could have prepared the data."""
+
+  @classmethod
+  def extra_flags(cls):
+    return ('--config.dataset.pipeline=stream',
+            f'--data_dir={helpers.streaming_mnist()}')
+
+  def test_both_workers_streamed(self):
+    for i in range(2):
+      self.assertRegex(self.proc.stderr, rf'\[worker {i}\] .*Loaded mnist \(stream pipeline\)')
 
 
 class DuringTrainingTest(tf.test.TestCase):

@@ -4,14 +4,14 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from research.data import datasets
+from research.data import sources
 from research.data import pipeline
 
 
 def _split(n, h=4):
   images = (np.arange(n, dtype=np.int64)[:, None, None, None] % 256).astype(np.uint8)
-  return datasets.Split(np.broadcast_to(images, (n, h, h, 1)).copy(),
-                        np.arange(n, dtype=np.int32))
+  return sources.ArraySource(np.broadcast_to(images, (n, h, h, 1)).copy(),
+                             np.arange(n, dtype=np.int32))
 
 
 def _labels(ds, steps):

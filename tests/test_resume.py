@@ -71,6 +71,7 @@ class ProcessResumeTest(tf.test.TestCase):
 
   CONFIG = 'configs/cnn_mnist.py'  # batch norm and augmentation
   EXTRA = ()
+  KILLS = 5
 
   def assert_same_run(self, workdir):
     """Bitwise-equal weights on one device."""
@@ -111,13 +112,13 @@ class ProcessResumeTest(tf.test.TestCase):
     self.assertEqual(resumed['preempted'], '')
     self.assert_same_run(workdir)
 
-  def test_kill_9_at_five_random_points_each_resumes_from_the_last_complete_checkpoint(self):
+  def test_kill_9_at_random_points_each_resumes_from_the_last_complete_checkpoint(self):
     workdir = os.path.join(self.tmp, 'kill9')
     directory = os.path.join(workdir, 'checkpoints')
     rng = random.Random(0)
-    for _ in range(5):
+    for _ in range(self.KILLS):
       before = checkpoints.checkpoint_paths(directory)
-      proc = _start(workdir)
+      proc = _start(workdir, self.CONFIG, self.EXTRA)
       # From start-up (data loading, restoring) to training and saving: ~6 s of training left.
       _wait_for(proc, r'Strategy ')
       time.sleep(rng.uniform(0.0, 6.0))
@@ -127,7 +128,7 @@ class ProcessResumeTest(tf.test.TestCase):
       if before and 'Resumed from' in out:
         self.assertIn(f'Resumed from {before[-1]}: ', out)
     last = checkpoints.checkpoint_paths(directory)
-    out = _finish(_start(workdir))
+    out = _finish(_start(workdir, self.CONFIG, self.EXTRA))
     if last:
       self.assertIn(f'Resumed from {last[-1]}: ', out)
     self.assertEqual(_summary(workdir)['step'], _STEPS)
@@ -138,14 +139,14 @@ class DropoutProcessResumeTest(ProcessResumeTest):
   """Dropout draws from Keras SeedGenerators: their states must be in the checkpoint too."""
 
   CONFIG = 'configs/cnn_dropout_mnist.py'
-  test_kill_9_at_five_random_points_each_resumes_from_the_last_complete_checkpoint = None
+  test_kill_9_at_random_points_each_resumes_from_the_last_complete_checkpoint = None
 
 
 class MirroredProcessResumeTest(ProcessResumeTest):
   """The same under MirroredStrategy over 2 logical CPU devices: equal within 1e-6."""
 
   EXTRA = ('--config.strategy=mirrored', '--config.num_cpu_devices=2')
-  test_kill_9_at_five_random_points_each_resumes_from_the_last_complete_checkpoint = None
+  test_kill_9_at_random_points_each_resumes_from_the_last_complete_checkpoint = None
 
   def assert_same_run(self, workdir):
     _, _, model = checkpoints.load_for_inference(workdir)
@@ -153,6 +154,24 @@ class MirroredProcessResumeTest(ProcessResumeTest):
     self.assertLen(model.weights, len(reference.weights))
     for a, b in zip(model.weights, reference.weights):
       self.assertAllClose(a.numpy(), b.numpy(), rtol=0, atol=1e-6, msg=a.path)
+
+
+class StreamingProcessResumeTest(ProcessResumeTest):
+  """The same on the streaming path: MNIST read by index from ArrayRecord shards, each example
+  decoded and random-resized-cropped on the host, keyed by (seed, epoch, index)."""
+
+  KILLS = 2
+
+  @classmethod
+  def setUpClass(cls):
+    helpers.require_real_data()
+    cls.EXTRA = ('--config.dataset.pipeline=stream', f'--data_dir={helpers.streaming_mnist()}')
+    super().setUpClass()
+
+  def test_the_run_streamed(self):
+    info = outputs.read_json(os.path.join(self.reference, 'data_info.json'))
+    self.assertEqual(info['pipeline'], 'stream')
+    self.assertEqual(info['fingerprint']['crop']['size'], 28)
 
 
 class PreemptionWatcherTest(tf.test.TestCase):

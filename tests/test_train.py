@@ -13,8 +13,8 @@ from research import config as config_lib
 from research import evaluate
 from research import outputs
 from research import predict
-from research.data import datasets
 from research.data import pipeline
+from research.data import sources
 from research.errors import UserError
 from research.train import steps
 from research.train import trainer
@@ -59,7 +59,7 @@ def _ranked_split(label_ranks, num_classes, seed=0):
     pixels = rng.permutation(num_classes) * 30  # distinct: no ties at the top-k boundary
     images.append(pixels.astype(np.uint8).reshape(1, num_classes, 1))
     labels.append(np.argsort(-pixels)[rank])
-  return datasets.Split(np.stack(images), np.array(labels, np.int32))
+  return sources.ArraySource(np.stack(images), np.array(labels, np.int32))
 
 
 class EvalStepTest(tf.test.TestCase, parameterized.TestCase):

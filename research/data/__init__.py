@@ -1,1 +1,2 @@
-"""Data: tfds loading into uint8 arrays, tf.data pipelines, and the on-device preprocessing."""
+"""Data: loading (in memory or streamed), random-access sources, tf.data pipelines, host-side
+decoding for streamed images, and the on-device preprocessing."""

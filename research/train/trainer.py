@@ -7,6 +7,7 @@ A preemption signal stops the loop after the current step; it saves and returns.
 """
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -50,6 +51,27 @@ def _set_aside(workdir):
   aside = f'{workdir.rstrip(os.sep)}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
   os.rename(workdir, aside)
   logging.warning('Starting over: the previous run in %s moved to %s.', workdir, aside)
+
+
+def _load_data(config, workdir, start_over, prepare):
+  """The run's data; a workdir whose run read other data (another dataset version, format,
+  split or crop: another order of examples) is refused before anything is written."""
+  data = datasets.load(config.dataset, input_size=config.model.input_size, prepare=prepare)
+  info = os.path.join(workdir, checkpoints.DATA_INFO)
+  if not start_over and os.path.exists(info):
+    saved = outputs.read_json(info).get('fingerprint')
+    if saved is not None and saved != json.loads(json.dumps(data.fingerprint)):
+      changed = sorted(k for k in set(saved) | set(data.fingerprint)
+                       if saved.get(k) != json.loads(json.dumps(data.fingerprint.get(k))))
+      raise UserError(f'workdir {workdir!r} holds a run on other data ({", ".join(changed)} '
+                      f'differ: {_brief(saved, changed)} then, '
+                      f'{_brief(data.fingerprint, changed)} now), so it cannot resume exactly: '
+                      'pass a new --workdir, or --start_over (nothing was changed)')
+  return data
+
+
+def _brief(fingerprint, keys):
+  return ', '.join(f'{k}={json.dumps(fingerprint.get(k))}' for k in keys)
 
 
 def _barrier(strategy):
@@ -121,7 +143,8 @@ def _setup(config, workdir, start_over):
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
   chief = strategy_lib.is_chief(strategy)
-  data = datasets.load(config.dataset)
+  # The chief alone downloads or prepares a dataset; the others load it after the barrier.
+  data = _load_data(config, workdir, start_over, prepare=True) if chief else None
   if chief:
     if start_over:
       _set_aside(workdir)
@@ -129,8 +152,11 @@ def _setup(config, workdir, start_over):
     config_lib.save(config, workdir)
     outputs.write_json(os.path.join(workdir, checkpoints.DATA_INFO), {
         'num_classes': data.num_classes, 'class_names': list(data.class_names),
-        'image_shape': list(data.image_shape)})
+        'image_shape': list(data.image_shape), 'pipeline': data.pipeline,
+        'fingerprint': data.fingerprint})
   _barrier(strategy)
+  if data is None:
+    data = _load_data(config, workdir, start_over, prepare=False)
   per_epoch = pipeline.steps_per_epoch(len(data.train), config.batch_size)
   total = (config.num_train_steps if config.num_train_steps > 0
            else int(round(config.num_epochs * per_epoch)))

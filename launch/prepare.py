@@ -1,0 +1,31 @@
+"""Prepares a dataset: python -m launch.prepare --dataset=NAME [--data_dir=DIR] [--manual_dir=DIR].
+
+A tfds name is downloaded and prepared as ArrayRecord (random access, for the streaming
+pipeline), or an existing tfrecord preparation is converted in place; `folder:PATH` checks and
+counts an image folder. Prints what it did and the sizes.
+"""
+
+from absl import flags
+
+from launch import common
+from research import config as config_lib
+from research.data import prepare
+
+_DATASET = flags.DEFINE_string('dataset', None, 'tfds dataset name, or folder:PATH.',
+                               required=True)
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir; default: $TFDS_DATA_DIR, '
+                                'else tfds\' own default.')
+_MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Where the files of a dataset that must '
+                                  'be downloaded by hand (imagenet2012) are.')
+
+
+def main():
+  config = config_lib.base(dataset=_DATASET.value)
+  config.dataset.data_dir = _DATA_DIR.value or ''
+  config.dataset.manual_dir = _MANUAL_DIR.value or ''
+  for line in prepare.prepare(config.dataset):
+    print(line)
+
+
+if __name__ == '__main__':
+  common.run(main)

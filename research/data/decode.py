@@ -1,0 +1,72 @@
+"""Host-side decoding for the streaming pipeline: encoded bytes → uint8 at the model's input size.
+
+Variable-size images cannot be batched before they are cropped, so the host decodes each one and
+crops it to the square side the model takes; the device then gets small uint8 batches of one
+shape and does flip, colour jitter and normalisation inside the compiled step, as for in-memory
+data. Training takes a random-resized crop (Inception's: a box of 8–100% of the area, aspect
+3/4–4/3); evaluation a centre crop of `eval_crop` of the shorter side, resized. JPEG files are
+decoded only inside the crop box. All randomness is stateless, keyed by the caller (the
+pipeline keys it by seed, epoch and example index), so a resumed or re-sharded run crops alike.
+"""
+
+import tensorflow as tf
+
+
+def to_channels(image, channels):
+  """uint8 [H, W, c] with c in 1–4 → [H, W, channels]: grey and colour files mix in one dataset
+  (an alpha channel is dropped)."""
+  c = tf.shape(image)[-1]
+  if channels == 3:
+    return tf.cond(c < 3, lambda: tf.tile(image[..., :1], [1, 1, 3]), lambda: image[..., :3])
+  return tf.cond(c < 3, lambda: image[..., :1], lambda: tf.cast(tf.round(
+      tf.image.rgb_to_grayscale(tf.cast(image[..., :3], tf.float32))), tf.uint8))
+
+
+def _decode_any(data, channels):
+  """Any image format TF reads (PNG, JPEG, GIF's first frame, BMP, 8 or 16 bits) → uint8."""
+  image = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
+  return to_channels(image, channels)
+
+
+def _shape(data):
+  """[height, width] of an encoded image, from the JPEG header alone where it is a JPEG."""
+  return tf.cond(tf.io.is_jpeg(data), lambda: tf.io.extract_jpeg_shape(data)[:2],
+                 lambda: tf.shape(tf.io.decode_image(data, expand_animations=False))[:2])
+
+
+def _crop(data, box, channels):
+  """Decodes the [y, x, h, w] box of `data`; JPEG decodes only the box."""
+  def jpeg():  # libjpeg converts grey to colour and back while it decodes
+    return tf.io.decode_and_crop_jpeg(data, box, channels=channels)
+
+  def other():
+    return tf.slice(_decode_any(data, channels), [box[0], box[1], 0], [box[2], box[3], -1])
+
+  return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
+def _resize(image, size, channels):
+  x = tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
+  x = tf.ensure_shape(x, [size, size, channels])
+  return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+
+
+def train_crop(data, size, channels, seed, area=(0.08, 1.0), aspect=(0.75, 4 / 3)):
+  """A random-resized crop of encoded `data` to uint8 [size, size, channels]; `seed` is a
+  stateless seed, shape [2]. Falls back to the whole image after 10 failed draws."""
+  shape = _shape(data)
+  begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.concat([shape, [channels]], 0), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed,
+      min_object_covered=0.0, aspect_ratio_range=aspect, area_range=area, max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  box = tf.stack([begin[0], begin[1], extent[0], extent[1]])
+  return _resize(_crop(data, box, channels), size, channels)
+
+
+def eval_crop(data, size, channels, fraction=0.875):
+  """The centre square of `fraction` of the shorter side, resized to [size, size, channels]."""
+  shape = _shape(data)
+  side = tf.cast(tf.cast(tf.reduce_min(shape), tf.float32) * fraction, tf.int32)
+  side = tf.maximum(side, 1)
+  box = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+  return _resize(_crop(data, box, channels), size, channels)

@@ -1,0 +1,115 @@
+"""Random-access sources: a split as `len()` examples fetched by global index.
+
+Every dataset is read through the same (seed, epoch) index order (pipeline.py); sources differ
+only in how a batch of indices becomes examples:
+- `ArraySource`: decoded uint8 arrays in memory (small fixed-size datasets), gathered whole.
+- `FileSource`: image files on disk (a researcher's own folders), read by path.
+- `RecordSource`: a tfds dataset prepared as ArrayRecord, read a batch of records at a time.
+The two streaming ones yield encoded bytes that the host decodes and crops per example
+(decode.py), keyed by (seed, epoch, index), so any split of the work gives the same pixels.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from research.data import decode
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySource:
+  """A split decoded into memory at source resolution; the device pad-resizes it."""
+  images: np.ndarray  # uint8, [N, H, W, C]
+  labels: np.ndarray  # int32, [N]
+  streaming = False
+
+  def __len__(self):
+    return len(self.labels)
+
+  def subset(self, start, stop):
+    return ArraySource(self.images[start:stop], self.labels[start:stop])
+
+  def gather_fn(self):
+    """idx [B] → (uint8 images [B, H, W, C], int32 labels [B]), from constants made once."""
+    images, labels = tf.constant(self.images), tf.constant(self.labels)
+    return lambda idx: (tf.gather(images, idx), tf.gather(labels, idx))
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+  """How a streaming source brings every image to the model's input (see decode.py)."""
+  size: int
+  channels: int
+  area: tuple = (0.08, 1.0)
+  aspect: tuple = (0.75, 4 / 3)
+  eval_fraction: float = 0.875
+
+
+class _Streaming:
+  """Shared by the streaming sources: a window [start, start + length) of a longer listing,
+  read in batches (`read`) and decoded per example (`decode`)."""
+  streaming = True
+
+  def __init__(self, crop, start, length):
+    self.crop, self.start, self.length = crop, start, length
+
+  def __len__(self):
+    return self.length
+
+  def subset(self, start, stop):
+    start, stop, _ = slice(start, stop).indices(self.length)
+    view = object.__new__(type(self))
+    view.__dict__.update(self.__dict__, start=self.start + start, length=max(stop - start, 0))
+    return view
+
+  def read(self, idx):
+    """idx [B] (int64, within this window) → (payload string [B], labels int32 [B])."""
+    raise NotImplementedError
+
+  def load(self, payload):
+    """One payload → its encoded image bytes."""
+    return payload
+
+  def decode(self, payload, seed=None):
+    """Encoded bytes → uint8 [size, size, channels]: a random-resized crop keyed by `seed`
+    (shape [2]) when given, else evaluation's centre crop."""
+    data, c = self.load(payload), self.crop
+    if seed is None:
+      return decode.eval_crop(data, c.size, c.channels, c.eval_fraction)
+    return decode.train_crop(data, c.size, c.channels, seed, c.area, c.aspect)
+
+
+class FileSource(_Streaming):
+  """Image files by path; `tf.io.read_file` is random access already."""
+
+  def __init__(self, paths, labels, crop):
+    super().__init__(crop, 0, len(paths))
+    # Made once, eagerly: every pipeline's functions capture the same two tensors.
+    with tf.init_scope():
+      self.paths, self.labels = tf.constant(list(paths)), tf.constant(labels, tf.int32)
+
+  def read(self, idx):
+    idx = idx + self.start
+    return tf.gather(self.paths, idx), tf.gather(self.labels, idx)
+
+  def load(self, payload):
+    return tf.io.read_file(payload)
+
+
+class RecordSource(_Streaming):
+  """A tfds ArrayRecord data source: serialized examples by index, a batch per read (the
+  reader fetches a batch with its own threads), parsed in TF; nothing decodes in Python."""
+
+  def __init__(self, data_source, parse, crop):
+    super().__init__(crop, 0, len(data_source))
+    self.data_source, self.parse = data_source, parse
+
+  def _fetch(self, idx):
+    records = self.data_source.__getitems__([int(i) + self.start for i in idx])
+    return np.array(records, dtype=object)
+
+  def read(self, idx):
+    serialized = tf.numpy_function(self._fetch, [idx], tf.string, stateful=False)
+    serialized.set_shape(idx.shape)
+    return self.parse(serialized)
