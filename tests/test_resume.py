@@ -160,7 +160,7 @@ class StreamingProcessResumeTest(ProcessResumeTest):
   """The same on the streaming path: MNIST read by index from ArrayRecord shards, each example
   decoded and random-resized-cropped on the host, keyed by (seed, epoch, index)."""
 
-  KILLS = 2
+  KILLS = 1
 
   @classmethod
   def setUpClass(cls):

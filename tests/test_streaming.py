@@ -13,6 +13,7 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from research import checkpoints
 from research import config as config_lib
 from research import outputs
 from research.data import arrayrecord
@@ -344,6 +345,27 @@ class FolderCliTest(tf.test.TestCase):
     self.assertEqual(open(config).read(), before)
     self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, 'checkpoints'))),
                      checkpoints_before)
+
+  def test_mirrored_over_two_devices_ends_as_one_device(self):
+    # The host's crops are keyed by example, so both runs see the same pixels; the device's
+    # augmentation and dropout draw per replica, so they are off; SGD keeps rounding small.
+    same = ('--config.augment.enabled=false', '--config.model.dropout=0.0',
+            '--config.optimizer.name=sgd',
+            '--config.schedule.learning_rate=0.05', '--config.image_grid_size=0')
+    runs = {}
+    for name, extra in (('one', ()), ('mirrored', ('--strategy=mirrored',
+                                                   '--num_cpu_devices=2'))):
+      workdir = os.path.join(self.tmp, f'equal-{name}')
+      proc = helpers.run_cli('launch.train', f'--dataset=folder:{self.images}',
+                             f'--workdir={workdir}', *_FOLDER_RUN, *same, *extra)
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+      runs[name] = checkpoints.load_for_inference(workdir)[2]
+    self.assertIn('Strategy mirrored with 2 replica(s)', proc.stderr)
+    moved = False
+    for a, b in zip(runs['one'].weights, runs['mirrored'].weights):
+      self.assertAllClose(a.numpy(), b.numpy(), rtol=0, atol=1e-5, msg=a.path)
+      moved = moved or bool(np.any(a.numpy() != 0))
+    self.assertTrue(moved)
 
   def test_prepare_counts_the_folder(self):
     proc = helpers.run_cli('launch.prepare', f'--dataset=folder:{self.images}')
