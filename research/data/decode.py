@@ -28,19 +28,17 @@ def _decode_any(data, channels):
   return to_channels(image, channels)
 
 
-def _shape(data):
-  """[height, width] of an encoded image, from the JPEG header alone where it is a JPEG."""
-  return tf.cond(tf.io.is_jpeg(data), lambda: tf.io.extract_jpeg_shape(data)[:2],
-                 lambda: tf.shape(tf.io.decode_image(data, expand_animations=False))[:2])
-
-
-def _crop(data, box, channels):
-  """Decodes the [y, x, h, w] box of `data`; JPEG decodes only the box."""
-  def jpeg():  # libjpeg converts grey to colour and back while it decodes
-    return tf.io.decode_and_crop_jpeg(data, box, channels=channels)
+def _decode_box(data, channels, box_of):
+  """Decodes the box `box_of([height, width])` ([y, x, h, w]) of encoded `data`: a JPEG only
+  inside the box, from its header's shape; anything else whole, once, then sliced."""
+  def jpeg():
+    box = box_of(tf.io.extract_jpeg_shape(data)[:2])
+    return tf.io.decode_and_crop_jpeg(data, box, channels=channels)  # converts grey ↔ colour
 
   def other():
-    return tf.slice(_decode_any(data, channels), [box[0], box[1], 0], [box[2], box[3], -1])
+    image = _decode_any(data, channels)
+    box = box_of(tf.shape(image)[:2])
+    return tf.slice(image, [box[0], box[1], 0], [box[2], box[3], -1])
 
   return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
@@ -54,19 +52,20 @@ def _resize(image, size, channels):
 def train_crop(data, size, channels, seed, area=(0.08, 1.0), aspect=(0.75, 4 / 3)):
   """A random-resized crop of encoded `data` to uint8 [size, size, channels]; `seed` is a
   stateless seed, shape [2]. Falls back to the whole image after 10 failed draws."""
-  shape = _shape(data)
-  begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.concat([shape, [channels]], 0), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed,
-      min_object_covered=0.0, aspect_ratio_range=aspect, area_range=area, max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
-  box = tf.stack([begin[0], begin[1], extent[0], extent[1]])
-  return _resize(_crop(data, box, channels), size, channels)
+  def box_of(shape):
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.concat([shape, [channels]], 0), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed,
+        min_object_covered=0.0, aspect_ratio_range=aspect, area_range=area, max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
+    return tf.stack([begin[0], begin[1], extent[0], extent[1]])
+
+  return _resize(_decode_box(data, channels, box_of), size, channels)
 
 
 def eval_crop(data, size, channels, fraction=0.875):
   """The centre square of `fraction` of the shorter side, resized to [size, size, channels]."""
-  shape = _shape(data)
-  side = tf.cast(tf.cast(tf.reduce_min(shape), tf.float32) * fraction, tf.int32)
-  side = tf.maximum(side, 1)
-  box = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
-  return _resize(_crop(data, box, channels), size, channels)
+  def box_of(shape):
+    side = tf.maximum(tf.cast(tf.cast(tf.reduce_min(shape), tf.float32) * fraction, tf.int32), 1)
+    return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+
+  return _resize(_decode_box(data, channels, box_of), size, channels)
