@@ -6,14 +6,13 @@ the custom loop on synthetic and on real data, with and without the on-device re
 Keras fit and under each strategy; the ratios between them; achieved GFLOP/s against a matmul
 and a conv ceiling; peak RSS. --quick (cnn, and AlexNet-tiny's resize ratio) takes ~2 minutes on
 2 idle CPU cores; the full run takes far longer (VGG16-224 trains at ~1–2 img/s there).
---streaming measures the streaming input path instead (research/benchmark_streaming.py).
+--streaming measures the streaming input path instead (research/benchmark/streaming.py).
 """
 
 from absl import flags
 
 from launch import common
 from research import benchmark
-from research import benchmark_streaming
 
 _MODELS = flags.DEFINE_list(
     'models', None, f'Models to benchmark, from {", ".join(benchmark.MODELS)}; default '
@@ -30,7 +29,7 @@ _REPEATS = flags.DEFINE_integer('repeats', None, 'Interleaved rounds per measure
 
 def main():
   if _STREAMING.value:
-    print(benchmark_streaming.report(_QUICK.value, _REPEATS.value, _JSON.value))
+    print(benchmark.streaming.report(_QUICK.value, _REPEATS.value, _JSON.value))
     return
   print(benchmark.run(_MODELS.value, quick=_QUICK.value, repeats=_REPEATS.value,
                       json_path=_JSON.value))

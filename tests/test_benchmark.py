@@ -12,7 +12,6 @@ import keras
 import tensorflow as tf
 
 from research import benchmark
-from research import benchmark_streaming
 from research import checkpoints
 from research.models import blocks
 from research.models.alexnet import AlexNet
@@ -48,25 +47,25 @@ class FlopCountTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_small_cnn_by_hand(self):
     model = SmallCNN(num_classes=10, filters=(4,), dense_units=(8,))
-    rows = benchmark.forward_macs(model, (8, 8, 1))
+    rows = benchmark.flops.forward_macs(model, (8, 8, 1))
     # conv 3×3 valid: 6×6 positions × 4 filters × 9 taps × 1 channel; pool → 3×3×4 = 36 inputs
     # to fc1 (8 units); logits 8 → 10.
     self.assertEqual(rows, [('conv1', 6 * 6 * 4 * 9 * 1), ('pool1', 0), ('flatten', 0),
                             ('fc1', 36 * 8), ('logits', 8 * 10)])
     self.assertEqual(sum(m for _, m in rows), 1664)
-    self.assertEqual(benchmark.train_flops_per_image(1664), 3 * 2 * 1664)
+    self.assertEqual(benchmark.flops.train_flops_per_image(1664), 3 * 2 * 1664)
 
   def test_vgg_block_by_hand(self):
     # Two `same` convs at 4×4 (1 → 2, then 2 → 2 channels), pool → 2×2×2, fc 8 → 4 → 4, logits.
     model = VGG(num_classes=10, conv_arch=((2, 2),), dense_units=4, dropout=0.0)
-    rows = dict(benchmark.forward_macs(model, (4, 4, 1)))
+    rows = dict(benchmark.flops.forward_macs(model, (4, 4, 1)))
     self.assertEqual(rows['block1'], 4 * 4 * 2 * 9 * 1 + 4 * 4 * 2 * 9 * 2)
     self.assertEqual((rows['fc1'], rows['fc2'], rows['logits']), (8 * 4, 4 * 4, 4 * 10))
 
   def test_strided_alexnet_by_hand(self):
     # Widths ÷ 16: 6, 16, 24, 24, 16 channels, 256-unit FCs. Stages at 67: 15 → 7 → 3 → 1.
     model = AlexNet(num_classes=10, width_divisor=16)
-    rows = dict(benchmark.forward_macs(model, (67, 67, 1)))
+    rows = dict(benchmark.flops.forward_macs(model, (67, 67, 1)))
     expected = {'conv1': 15 * 15 * 6 * 11 * 11 * 1, 'conv2': 7 * 7 * 16 * 5 * 5 * 6,
                 'conv3': 3 * 3 * 24 * 9 * 16, 'conv4': 3 * 3 * 24 * 9 * 24,
                 'conv5': 3 * 3 * 16 * 9 * 24, 'fc1': 16 * 256, 'fc2': 256 * 256,
@@ -75,15 +74,15 @@ class FlopCountTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters('cnn_mnist.py', 'alexnet_mnist.py:tiny', 'vgg16_mnist.py:cpu')
   def test_matches_the_traced_graph(self, spec):
-    config = benchmark.load_config(spec)
-    model, _ = checkpoints.build_model(config.model, 10, benchmark.SOURCE_SHAPE)
-    shape = checkpoints.input_shape(config.model, benchmark.SOURCE_SHAPE)
-    self.assertEqual(sum(m for _, m in benchmark.forward_macs(model, shape)),
+    config = benchmark.models.load_config(spec)
+    model, _ = checkpoints.build_model(config.model, 10, benchmark.models.SOURCE_SHAPE)
+    shape = checkpoints.input_shape(config.model, benchmark.models.SOURCE_SHAPE)
+    self.assertEqual(sum(m for _, m in benchmark.flops.forward_macs(model, shape)),
                      _graph_macs(model, shape))
 
   def test_refuses_a_layer_it_cannot_count(self):
     with self.assertRaisesRegex(ValueError, 'cannot count the multiply-adds'):
-      benchmark.forward_macs(_Depthwise(), (8, 8, 1))
+      benchmark.flops.forward_macs(_Depthwise(), (8, 8, 1))
 
 
 class RealDataTest(tf.test.TestCase):
@@ -98,7 +97,7 @@ class RealDataTest(tf.test.TestCase):
                                         strides=[1, 1, 1, 1], padding='SAME')
     dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=y,
                                          strides=[1, 1, 1, 1], padding='SAME')
-    got = benchmark._conv_train(x, w)
+    got = benchmark.probes._conv_train(x, w)
     self.assertLen(got, 2)
     self.assertAllClose(got[0], dx, rtol=1e-5, atol=1e-5)
     self.assertAllClose(got[1], dw, rtol=1e-5, atol=1e-5)
@@ -111,7 +110,7 @@ class RealDataTest(tf.test.TestCase):
       time.sleep(0.3)
       return 100.0, None, end
 
-    m = benchmark.Measurement('fit', call, 1, 1)
+    m = benchmark.timing.Measurement('fit', call, 1, 1)
     m.time_once()
     self.assertBetween(m.rates[0], 100 / 0.3, 100 / 0.2)
     self.assertBetween(m.after_end[0], 0.3, 0.45)
@@ -123,7 +122,7 @@ class RealDataTest(tf.test.TestCase):
     # round it would read 0.8), one twice as fast at 2.0; the unbracketed one runs first.
     calls = []
 
-    class Drifting(benchmark.Measurement):
+    class Drifting(benchmark.timing.Measurement):
       def __init__(self, key, speed, bracket=True):
         def call(n):
           calls.append(key)
@@ -137,30 +136,30 @@ class RealDataTest(tf.test.TestCase):
 
     ref, same, faster, drain = (Drifting('custom_synthetic', 1.0), Drifting('one_device', 1.0),
                                 Drifting('fit', 2.0), Drifting('pipeline_only', 5.0, False))
-    benchmark.interleave('test', [ref, same, faster, drain], 1, reference=ref)
+    benchmark.timing.interleave('test', [ref, same, faster, drain], 1, reference=ref)
     self.assertEqual(calls[4:], ['pipeline_only', 'custom_synthetic', 'one_device',
                                  'custom_synthetic', 'fit', 'custom_synthetic'])
     self.assertLen(ref.rates, 3)
     self.assertEqual(drain.around, [])
     measured = {m.key: m for m in (ref, same, faster)}
     for key, expected in (('one_device_over_default', 1.0), ('custom_over_fit', 0.5)):
-      self.assertAlmostEqual(benchmark._ratio(measured, key, 'custom_synthetic')['median'],
+      self.assertAlmostEqual(benchmark.models._ratio(measured, key, 'custom_synthetic')['median'],
                              expected)
     # fit at twice the custom loop's rate spends half a custom step less per step, measured
     # against the same bracketing samples (rates in images/s; 10 images per step here).
-    overhead = benchmark._step_overhead(measured, 'fit', batch=10)
+    overhead = benchmark.timing.step_overhead(measured, 'fit', batch=10)
     custom_ms = overhead['custom_ms_per_step']['median']
     self.assertAlmostEqual(custom_ms, 1e4 / faster.around[0])
     self.assertAlmostEqual(overhead['extra_ms_per_step']['median'], -custom_ms / 2)
-    self.assertIsNone(benchmark._step_overhead(measured, 'fit_spe25', batch=10))
+    self.assertIsNone(benchmark.timing.step_overhead(measured, 'fit_spe25', batch=10))
 
   def test_missing_data_is_a_reason_not_a_crash(self):
     empty = self.create_tempdir().full_path
-    config = benchmark.load_config('cnn_mnist.py')
+    config = benchmark.models.load_config('cnn_mnist.py')
     old = os.environ.get('TFDS_DATA_DIR')
     os.environ['TFDS_DATA_DIR'] = empty
     try:
-      split, reason = benchmark._RealData().get(config.dataset)
+      split, reason = benchmark.models.RealData().get(config.dataset)
     finally:
       if old is None:
         del os.environ['TFDS_DATA_DIR']
@@ -227,8 +226,8 @@ class QuickRunTest(tf.test.TestCase):
             model['compute']['achieved_gflops'], places=6, msg=f'{name} {probe}')
       for key in ('rss_start_mb', 'peak_rss_mb', 'process_peak_rss_mb', 'method'):
         self.assertIn(key, model['memory'])
-      self.assertCountEqual(model['measurements'], benchmark.MEASUREMENTS)
-      self.assertCountEqual(model['ratios'], benchmark.RATIOS)
+      self.assertCountEqual(model['measurements'], benchmark.models.MEASUREMENTS)
+      self.assertCountEqual(model['ratios'], benchmark.models.RATIOS)
       measured = {k for k, row in model['measurements'].items() if 'skipped' not in row}
       self.assertEqual(measured, expected_measured[name])
       for key, row in model['measurements'].items():
@@ -244,7 +243,7 @@ class QuickRunTest(tf.test.TestCase):
           stats = row['images_per_sec']
           self.assertBetween(stats['median'], stats['min'], stats['max'])
       for key, row in model['ratios'].items():
-        num, den, _ = benchmark.RATIOS[key]
+        num, den, _ = benchmark.models.RATIOS[key]
         self.assertEqual('skipped' not in row, {num, den} <= measured, (name, key))
     cnn = results['models']['cnn']['measurements']
     for key in ('fit', 'fit_spe25'):  # fit's steps are timed to on_train_end, the rest apart
@@ -270,7 +269,7 @@ class QuickRunTest(tf.test.TestCase):
                      r'\d\.\d\d × the forward rate')
     for name, model in results['models'].items():
       self.assertIn(f'{name}: {model["config"]}', table)
-    for label in benchmark.MEASUREMENTS.values():
+    for label in benchmark.models.MEASUREMENTS.values():
       self.assertEqual(table.count(label), len(benchmark.QUICK_MODELS), label)
     self.assertIn('a/c  with pad-resize vs without', table)
     self.assertIn('preprocess mapped in tf.data', table)
@@ -278,7 +277,7 @@ class QuickRunTest(tf.test.TestCase):
     self.assertRegex(table, r'fit_spe25: [+-]\d+\.\d\d \[.*\] ms per step beyond the custom '
                      r"loop's \d+\.\d ms")
     pipeline_row = next(line for line in table.splitlines()
-                        if benchmark.MEASUREMENTS['custom_pipeline'] in line)
+                        if benchmark.models.MEASUREMENTS['custom_pipeline'] in line)
     self.assertEqual('skipped: no real data' in pipeline_row, not real, pipeline_row)
 
 
@@ -291,7 +290,7 @@ class StreamingQuickRunTest(tf.test.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(path) as f:
       result = json.load(f)
-    self.assertCountEqual(result['measurements'], benchmark_streaming.LABELS)
+    self.assertCountEqual(result['measurements'], benchmark.streaming.LABELS)
     for key, row in result['measurements'].items():
       self.assertGreater(row['images_per_sec']['median'], 0, key)
     # each ratio is the variant against the reference samples around it, from the same rows
@@ -302,7 +301,7 @@ class StreamingQuickRunTest(tf.test.TestCase):
       self.assertAlmostEqual(result['ratios'][ratio]['median'],
                              row['images_per_sec']['median'] / row['reference_around'][0])
     self.assertEqual(result['crop_size'], 67)
-    for label in benchmark_streaming.LABELS.values():
+    for label in benchmark.streaming.LABELS.values():
       self.assertIn(label, proc.stdout)
     self.assertIn('streaming pipeline / bare decode-and-crop loop', proc.stdout)
 

@@ -7,10 +7,10 @@ image-folder layout, it measures in one process:
 - a bare tf.data loop over the same files doing the same work with TensorFlow's ops directly
   (read, decode_and_crop_jpeg in a sample_distorted_bounding_box, resize, batch): what the
   pipeline's index order, per-example keys and batch-wise reads cost;
-- AlexNet training (the custom loop, as research.benchmark times it) fed by the streaming
+- AlexNet training (the custom loop, as research.benchmark.models times it) fed by the streaming
   pipeline, against the same model on synthetic uint8 batches already at the crop size.
 Ratios are taken per round against the reference samples around each variant (see
-research.benchmark.interleave), so the machine's drift cancels.
+research.benchmark.timing.interleave), so the machine's drift cancels.
 """
 
 import os
@@ -24,9 +24,11 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from research import benchmark
 from research import outputs
 from research import strategy as strategy_lib
+from research.benchmark import models
+from research.benchmark import report as report_lib
+from research.benchmark import timing
 from research.data import datasets
 from research.data import pipeline
 from research.train import trainer
@@ -89,7 +91,7 @@ def _drain(key, make_dataset, batches):
       count += tf.cast(tf.shape(images)[0], tf.float32)
     return count
 
-  return benchmark.Measurement(
+  return timing.Measurement(
       key, lambda n: (float(loop(make_dataset(), tf.constant(n, tf.int64)).numpy()), None),
       batches,
       max(2, batches // 8))
@@ -106,7 +108,7 @@ LABELS = {
 def run(quick=False, repeats=3):
   """Writes the files, measures, returns the JSON-able results (see the module docstring)."""
   spec, count, steps, drain_batches = SETUPS['quick' if quick else 'full']
-  config = benchmark.load_config(spec)
+  config = models.load_config(spec)
   tmp = tempfile.mkdtemp(prefix='stream-bench-')
   try:
     start = time.time()
@@ -125,10 +127,10 @@ def run(quick=False, repeats=3):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, data.num_classes, batch, dtype=np.int32)
-    synthetic = benchmark.custom(
+    synthetic = models.custom(
         'custom_synthetic', strategy, state, config,
-        benchmark.synthetic_fn(images, labels), steps)
-    stream = benchmark.custom(
+        models.synthetic_fn(images, labels), steps)
+    stream = models.custom(
         'custom_stream', strategy, state, config,
         lambda ctx: pipeline.train_dataset(data.train, batch, config.seed, input_context=ctx),
         steps)
@@ -138,16 +140,16 @@ def run(quick=False, repeats=3):
     bare = _drain('bare_decode_crop', lambda: _bare_dataset(paths, size, batch), drain_batches)
     # Two groups: the pipelines against the bare loop, training fed by the stream against
     # synthetic batches; each bracketed by its own reference.
-    benchmark.interleave('streaming input', [bare, pipe], repeats, bare)
-    benchmark.interleave('streaming training', [synthetic, stream], repeats, synthetic)
+    timing.interleave('streaming input', [bare, pipe], repeats, bare)
+    timing.interleave('streaming training', [synthetic, stream], repeats, synthetic)
     measured = {m.key: m.result() for m in (pipe, bare, synthetic, stream)}
     for key, row in measured.items():
       row['label'] = LABELS[key]
     ratios = {
         'pipeline_over_bare': {'label': 'streaming pipeline / bare decode-and-crop loop',
-                               **benchmark.stats(pipe.relative())},
+                               **timing.stats(pipe.relative())},
         'stream_over_synthetic': {'label': 'training fed by streaming / synthetic',
-                                  **benchmark.stats(stream.relative())},
+                                  **timing.stats(stream.relative())},
     }
     return {'config': f'configs/{spec}', 'model': config.model.name, 'batch_size': batch,
             'crop_size': size, 'files': count, 'file_bytes': total,
@@ -165,11 +167,11 @@ def format_table(result):
            f'({result["file_bytes"] / result["files"] / 1e3:.0f} KB each on average)',
            f'  {"measurement":<52}{"images/s":>26}{"cpu":>7}']
   for row in result['measurements'].values():
-    lines.append(f'  {row["label"]:<52}{benchmark.spread(row["images_per_sec"]):>26}'
+    lines.append(f'  {row["label"]:<52}{report_lib.spread(row["images_per_sec"]):>26}'
                  f'{row["cpu_util"]["median"]:>7.2f}')
   for row in result['ratios'].values():
     lines.append(f'  {row["label"]:<52}'
-                 f'{benchmark.spread(row, lambda v: f"{v:.3f}"):>26}')
+                 f'{report_lib.spread(row, lambda v: f"{v:.3f}"):>26}')
   return '\n'.join(line.rstrip() for line in lines)
 
 
