@@ -9,16 +9,16 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from research import argv as argv_lib
 from research import config as config_lib
-from research import local_cluster
 from research.errors import UserError
 
 
 def default_config_path(argv):
   """Without --config: configs/<model>_<dataset>.py if it exists, else configs/default.py
   parameterised by model and dataset (their presets)."""
-  model = local_cluster.flag_value(argv, 'model') or 'cnn'
-  dataset = local_cluster.flag_value(argv, 'dataset') or 'mnist'
+  model = argv_lib.flag_value(argv, 'model') or 'cnn'
+  dataset = argv_lib.flag_value(argv, 'dataset') or 'mnist'
   specific = os.path.join(config_lib.CONFIG_DIR, f'{model}_{dataset}.py')
   if os.path.exists(specific):
     return specific

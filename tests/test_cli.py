@@ -84,7 +84,7 @@ class RealRunCliTest(tf.test.TestCase):
     self.assertIn('test accuracy', self.train.stdout)
     self.assertIn('conv1', self.train.stderr)  # the per-layer table
     self.assertIn('img/s', self.train.stderr)
-    for name in ('config.json', 'train_summary.json', 'inputs.png'):
+    for name in ('config.json', 'results.json', 'inputs.png'):
       self.assertTrue(os.path.exists(os.path.join(self.workdir, name)), name)
 
   def test_evaluate_writes_json_and_confusion(self):
