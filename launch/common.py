@@ -76,6 +76,12 @@ def _parse_flags(argv):
     _fail(f'{_one_line(e)} (see --helpshort)')
 
 
+def _not_checkpoint_timing(record):
+  """False for the INFO lines of TensorFlow's checkpoint writer (it logs through absl): every
+  save logged how long its "sharding callback" took, lines that say nothing about the run."""
+  return record.levelno >= std_logging.WARNING or record.filename != 'functional_saver.py'
+
+
 def run(main, takes_paths=False, split_argv=None):
   """app.run(main) where bad flags or a UserError end as one line on stderr and exit status 2.
 
@@ -87,6 +93,7 @@ def run(main, takes_paths=False, split_argv=None):
     # handler exists: every TensorFlow message came out twice. absl's handler alone remains.
     for handler in list(std_logging.getLogger('tensorflow').handlers):
       std_logging.getLogger('tensorflow').removeHandler(handler)
+    logging.get_absl_logger().addFilter(_not_checkpoint_timing)
     try:
       if takes_paths:
         return main(argv[1:])

@@ -175,6 +175,22 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(longer['step'], 4)
     self.assertNotEqual(longer['weights_digest'], first['weights_digest'])
 
+  def test_one_line_says_what_runs_from_scratch_then_resuming(self):
+    workdir = self.create_tempdir().full_path
+    with helpers.mock_tfds():
+      with self.assertLogs(level='INFO') as fresh:
+        trainer.train_and_evaluate(helpers.tiny_config(num_train_steps=2), workdir)
+      with self.assertLogs(level='INFO') as resumed:
+        trainer.train_and_evaluate(helpers.tiny_config(num_train_steps=4), workdir)
+    plans = [[line for line in logs.output if 'Training cnn (' in line]
+             for logs in (fresh, resumed)]
+    self.assertEqual([len(p) for p in plans], [1, 1])
+    self.assertRegex(plans[0][0], r'on mnist \(48 train, 16 validation, 64 test; memory '
+                     r'pipeline\), strategy default with 1 replica, float32: 2 steps \(0\.33 '
+                     r'epochs\) at batch 8 in .*, from scratch\.$')
+    self.assertRegex(plans[1][0], r': 4 steps \(0\.67 epochs\) at batch 8 in .*, resuming at '
+                     r'step 2\.$')
+
   def test_workdir_of_another_model_is_refused_untouched(self):
     workdir = self.create_tempdir().full_path
     with helpers.mock_tfds():

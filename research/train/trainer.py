@@ -175,6 +175,25 @@ def _setup(config, workdir, start_over):
   return _Run(strategy, chief, data, model, optimizer, lr, step, saver, per_epoch, total)
 
 
+def _log_plan(config, workdir, run):
+  """One line that says what this run trains, on what, how, for how long, where and from where;
+  the lines before it are the details."""
+  splits = ', '.join(f'{len(split):,} {name}' for name, split in (
+      ('train', run.data.train), ('validation', run.data.validation), ('test', run.data.test))
+                     if split is not None)
+  replicas = run.strategy.num_replicas_in_sync
+  workers = strategy_lib.num_workers(run.strategy)
+  step = int(run.step.numpy())
+  logging.info(
+      'Training %s (%s parameters) on %s (%s; %s pipeline), strategy %s with %d replica%s%s, '
+      '%s: %d steps (%.2f epochs) at batch %d in %s, %s.', config.model.name,
+      f'{run.model.count_params():,}', config.dataset.name, splits, run.data.pipeline,
+      config.strategy, replicas, '' if replicas == 1 else 's',
+      f' on {workers} workers' if workers > 1 else '', config.mixed_precision, run.total_steps,
+      run.total_steps / run.steps_per_epoch, config.batch_size, workdir,
+      f'resuming at step {step}' if step else 'from scratch')
+
+
 def _loss_scale_text(optimizer):
   scale = getattr(optimizer, 'dynamic_scale', None)
   return '' if scale is None else f', loss scale {float(scale.numpy()):g}'
@@ -190,6 +209,7 @@ def train_and_evaluate(config, workdir, start_over=False):
   """
   wall_start = time.time()
   run = _setup(config, workdir, start_over)
+  _log_plan(config, workdir, run)
   previous = _previous_results(workdir)
   strategy, data, total = run.strategy, run.data, run.total_steps
   step = int(run.step.numpy())
