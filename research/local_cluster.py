@@ -112,8 +112,8 @@ class _Workers:
   def start(self, commands, envs, stdout, stderr):
     preexec = _parent_death_signal()
     # Every worker starts before any reader thread: forking a multi-threaded process is unsafe
-    # with a preexec_fn. Own sessions: a terminal's Ctrl-C reaches the supervisor only, which
-    # forwards it once.
+    # with a preexec_fn. Each worker is detached from the terminal (setsid): a terminal's
+    # Ctrl-C reaches the supervisor only, which forwards it once.
     for command, env in zip(commands, envs):
       self.procs.append(subprocess.Popen(
           command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
