@@ -1,8 +1,8 @@
 """The small CNN on Fashion-MNIST: the MNIST recipe with the dataset swapped.
 
 Command: python -m launch.train --config=configs/cnn_fashion_mnist.py --workdir=runs/cnn_fmnist
-Reproduces: not measured here (no copy of Fashion-MNIST on the development machines); tested on
-mock data only. Flips are on: clothes, unlike digits, are mirror-symmetric.
+Reproduces: nothing yet: there is no copy of Fashion-MNIST where this project's tests run, so it
+has been trained on mock data only. Flips are on: clothes, unlike digits, are mirror-symmetric.
 """
 
 from configs import cnn_mnist

@@ -9,16 +9,16 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from research import argv as argv_lib
 from research import config as config_lib
-from research import local_cluster
 from research.errors import UserError
 
 
 def default_config_path(argv):
   """Without --config: configs/<model>_<dataset>.py if it exists, else configs/default.py
   parameterised by model and dataset (their presets)."""
-  model = local_cluster.flag_value(argv, 'model') or 'cnn'
-  dataset = local_cluster.flag_value(argv, 'dataset') or 'mnist'
+  model = argv_lib.flag_value(argv, 'model') or 'cnn'
+  dataset = argv_lib.flag_value(argv, 'dataset') or 'mnist'
   specific = os.path.join(config_lib.CONFIG_DIR, f'{model}_{dataset}.py')
   if os.path.exists(specific):
     return specific
@@ -76,6 +76,12 @@ def _parse_flags(argv):
     _fail(f'{_one_line(e)} (see --helpshort)')
 
 
+def _not_checkpoint_timing(record):
+  """False for the INFO lines of TensorFlow's checkpoint writer (it logs through absl): every
+  save logged how long its "sharding callback" took, lines that say nothing about the run."""
+  return record.levelno >= std_logging.WARNING or record.filename != 'functional_saver.py'
+
+
 def run(main, takes_paths=False, split_argv=None):
   """app.run(main) where bad flags or a UserError end as one line on stderr and exit status 2.
 
@@ -87,6 +93,7 @@ def run(main, takes_paths=False, split_argv=None):
     # handler exists: every TensorFlow message came out twice. absl's handler alone remains.
     for handler in list(std_logging.getLogger('tensorflow').handlers):
       std_logging.getLogger('tensorflow').removeHandler(handler)
+    logging.get_absl_logger().addFilter(_not_checkpoint_timing)
     try:
       if takes_paths:
         return main(argv[1:])

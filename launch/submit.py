@@ -17,7 +17,7 @@ from absl import flags
 
 from launch import common
 from launch import train
-from research import local_cluster
+from research import argv as argv_lib
 from research.errors import UserError
 from research.submit import job as job_lib
 from research.submit import kubernetes
@@ -71,7 +71,7 @@ def _job(train_args):
     raise UserError(f'pass --cluster={" or --cluster=".join(job_lib.CLUSTERS)}')
   if cluster == 'slurm':  # the script names the workdir from the batch node: make it absolute
     workdir = os.path.abspath(workdir)
-    train_args = local_cluster.strip_flag(train_args, 'workdir') + [f'--workdir={workdir}']
+    train_args = argv_lib.strip_flag(train_args, 'workdir') + [f'--workdir={workdir}']
   return job_lib.Job(
       cluster=cluster, workdir=workdir, train_args=train_args, config=config,
       nodes=_NODES.value, tasks_per_node=_TASKS_PER_NODE.value,

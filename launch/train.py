@@ -77,16 +77,16 @@ def main():
     # The workers parse the same flags (TF_CONFIG tells each its place); this process only
     # supervises them.
     return local_cluster.run_local_workers(sys.argv[1:], _LOCAL_WORKERS.value)
-  summary = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value)
+  results = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value)
   # Every worker prints its own: equal digests show the workers' weights stayed in sync.
-  print(f'weights digest {summary["weights_digest"]}')
-  if summary['preempted']:  # a requeued job with the same command resumes
-    print(f'stopped by {summary["preempted"]} at step {summary["step"]}, saved: re-run the same '
+  print(f'weights digest {results["weights_digest"]}')
+  if results['preempted']:  # a requeued job with the same command resumes
+    print(f'stopped by {results["preempted"]} at step {results["step"]}, saved: re-run the same '
           'command to resume')
     return _PREEMPTED_EXIT_CODE.value
-  print(f'test accuracy {summary["test_accuracy"]:.4f} (top-5 '
-        f'{summary["test_top5_accuracy"]:.4f}, loss {summary["test_loss"]:.4f}) after '
-        f'{summary["step"]} steps, {summary["train_seconds"]:.0f}s of training')
+  print(f'test accuracy {results["test_accuracy"]:.4f} (top-5 '
+        f'{results["test_top5_accuracy"]:.4f}, loss {results["test_loss"]:.4f}) after '
+        f'{results["step"]} steps, {results["train_seconds"]:.0f}s of training')
   return 0
 
 

@@ -1,4 +1,4 @@
-"""Building a model for a run and restoring it from a workdir's checkpoints."""
+"""Saving a run's checkpoints in its workdir and restoring a model from them."""
 
 import hashlib
 import os
@@ -11,34 +11,11 @@ import tensorflow as tf
 from research import config as config_lib
 from research import models
 from research import outputs
-from research.models import sizing
 from research.errors import UserError
 
 CHECKPOINT_DIR = 'checkpoints'
 BEST_DIR = 'best'  # under CHECKPOINT_DIR
 DATA_INFO = 'data_info.json'
-
-
-def input_shape(model_config, image_shape):
-  """The model's input: the data's own size unless the model asks for another square size."""
-  size = model_config.input_size
-  return (size, size, image_shape[-1]) if size else tuple(image_shape)
-
-
-def build_model(model_config, num_classes, image_shape):
-  """Creates the model and its variables (a subclassed model has none until it is called).
-
-  Returns (model, per-layer table text). The input size is checked against the model's
-  downsampling first, on static shapes: too small an input otherwise aborts inside oneDNN or
-  silently yields empty feature maps.
-  """
-  shape = input_shape(model_config, image_shape)
-  try:
-    model = models.build(model_config, num_classes)
-    sizing.check_fits(model, shape)
-  except (TypeError, ValueError) as e:
-    raise UserError(f'config.model does not fit model {model_config.name!r}: {e}') from None
-  return model, outputs.layer_table(model, shape)
 
 
 def training_checkpoint(model, optimizer, step):
@@ -147,7 +124,7 @@ def load_for_inference(workdir):
   if not os.path.exists(info_path):
     raise UserError(f'{workdir!r} holds no {DATA_INFO}: pass the --workdir of a training run')
   info = outputs.read_json(info_path)
-  model, _ = build_model(config.model, info['num_classes'], info['image_shape'])
+  model, _ = models.build_model(config.model, info['num_classes'], info['image_shape'])
   # The optimizer's slots are in the file but not needed here; every model variable must be.
   path = restore_newest_readable(tf.train.Checkpoint(model=model),
                                  checkpoint_paths(os.path.join(workdir, CHECKPOINT_DIR)),

@@ -27,6 +27,7 @@ import time
 
 from absl import logging
 
+from research import argv as argv_lib
 from research.errors import UserError
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -51,31 +52,6 @@ def free_ports(count, host='127.0.0.1'):
   finally:
     for s in sockets:
       s.close()
-
-
-def strip_flag(argv, name):
-  """argv without flag `name` in any of absl's spellings (--name=v, --name v, --noname)."""
-  out, skip = [], False
-  for arg in argv:
-    if skip:
-      skip = False
-      continue
-    bare = arg.lstrip('-') if arg.startswith('-') else None
-    if bare == name:
-      skip = True  # its value is the next argument
-    elif bare is None or not (bare.startswith(name + '=') or bare == 'no' + name):
-      out.append(arg)
-  return out
-
-
-def flag_value(argv, name):
-  """The value of --name in argv (either --name=v or --name v), or None."""
-  for i, arg in enumerate(argv):
-    if arg.startswith(f'--{name}='):
-      return arg.split('=', 1)[1]
-    if arg == f'--{name}' and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
 
 
 def tf_config(addresses, index):
@@ -136,8 +112,8 @@ class _Workers:
   def start(self, commands, envs, stdout, stderr):
     preexec = _parent_death_signal()
     # Every worker starts before any reader thread: forking a multi-threaded process is unsafe
-    # with a preexec_fn. Own sessions: a terminal's Ctrl-C reaches the supervisor only, which
-    # forwards it once.
+    # with a preexec_fn. Each worker is detached from the terminal (setsid): a terminal's
+    # Ctrl-C reaches the supervisor only, which forwards it once.
     for command, env in zip(commands, envs):
       self.procs.append(subprocess.Popen(
           command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -179,7 +155,7 @@ def run_local_workers(argv, num_workers, command=None, grace_seconds=GRACE_SECON
   stdout = stdout or sys.stdout
   stderr = stderr or sys.stderr
   command = list(command or [sys.executable, '-m', 'launch.train'])
-  argv = strip_flag(list(argv), 'local_workers')
+  argv = argv_lib.strip_flag(list(argv), 'local_workers')
   addresses = [f'{host}:{port}' for port in free_ports(num_workers, host)]
   base_env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
   envs = [{**base_env, 'TF_CONFIG': tf_config(addresses, i)} for i in range(num_workers)]

@@ -7,6 +7,11 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
+# The run record: step, metrics, seconds and weights digest, rewritten at the end of every run.
+RESULTS = 'results.json'
+# Its former name: a workdir trained before the rename still holds it, and resumes from it.
+_FORMER_RESULTS = 'train_summary.json'
+
 
 def write_json(path, obj):
   """Atomic: a crash leaves the old file or the new one, never half of one."""
@@ -20,6 +25,16 @@ def write_json(path, obj):
 def read_json(path):
   with open(path) as f:
     return json.load(f)
+
+
+def read_results(workdir):
+  """The run record of `workdir` ({} before its first run ends): results.json, else the
+  train_summary.json of a run made before the rename."""
+  for name in (RESULTS, _FORMER_RESULTS):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      return read_json(path)
+  return {}
 
 
 def weights_digest(model):

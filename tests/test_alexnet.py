@@ -7,7 +7,6 @@ from absl.testing import parameterized
 import ml_collections
 import tensorflow as tf
 
-from research import checkpoints
 from research import models
 from research.models import sizing
 from research.models.alexnet import AlexNet
@@ -29,8 +28,8 @@ class AlexNetFullSizeTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.model, cls.table = checkpoints.build_model(models.default_config('alexnet'), 10,
-                                                   (28, 28, 1))
+    cls.model, cls.table = models.build_model(models.default_config('alexnet'), 10,
+                                              (28, 28, 1))
     cls.rows = cls.model.layer_table((227, 227, 1))
 
   @classmethod

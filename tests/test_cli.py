@@ -84,8 +84,19 @@ class RealRunCliTest(tf.test.TestCase):
     self.assertIn('test accuracy', self.train.stdout)
     self.assertIn('conv1', self.train.stderr)  # the per-layer table
     self.assertIn('img/s', self.train.stderr)
-    for name in ('config.json', 'train_summary.json', 'inputs.png'):
+    for name in ('config.json', 'results.json', 'inputs.png'):
       self.assertTrue(os.path.exists(os.path.join(self.workdir, name)), name)
+
+  def test_train_log_says_once_what_runs_and_has_no_loading_noise(self):
+    self.assertEqual(self.train.returncode, 0, self.train.stderr[-3000:])
+    plans = [line for line in self.train.stderr.splitlines() if '] Training cnn (' in line]
+    self.assertLen(plans, 1)
+    self.assertRegex(plans[0], r'Training cnn \([\d,]+ parameters\) on mnist \([\d,]+ train, '
+                     r'500 validation, 10,000 test; memory pipeline\), strategy default with 1 '
+                     r'replica, float32: 30 steps \([\d.]+ epochs\) at batch 32 in .*/run, '
+                     r'from scratch\.$')
+    for noise in ('absl::InitializeLog', 'Sharding callback duration'):
+      self.assertNotIn(noise, self.train.stderr)
 
   def test_evaluate_writes_json_and_confusion(self):
     proc = helpers.run_cli('launch.evaluate', f'--workdir={self.workdir}', '--split=test')

@@ -5,8 +5,8 @@ import os
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import checkpoints
 from research import config as config_lib
+from research import models
 from research.errors import UserError
 from tests import helpers
 
@@ -85,7 +85,7 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
     config = helpers.load_config(name, variant)
     config_lib.check_types(config)
     if variant != 'demo':  # demo is the full-size VGG16, built in test_vgg
-      model, _ = checkpoints.build_model(config.model, 10, (28, 28, 1))
+      model, _ = models.build_model(config.model, 10, (28, 28, 1))
       self.assertEqual(model.stack[-1].num_classes, 10)
 
   def test_cpu_variants_are_smaller_than_the_tutorial_nets(self):
@@ -138,7 +138,7 @@ class ImagenetConfigTest(tf.test.TestCase, parameterized.TestCase):
     config = helpers.load_config(name)
     size = config.model.input_size
     # Builds the full net (VGG16: ~0.55 GB of weights, ~4 s on 2 cores); freed on return.
-    model, table = checkpoints.build_model(config.model, 1000, (size, size, 3))
+    model, table = models.build_model(config.model, 1000, (size, size, 3))
     self.assertEqual(model.count_params(), expected)
     self.assertIn(f'{expected:,}', table)
 
@@ -149,6 +149,6 @@ class ImagenetConfigTest(tf.test.TestCase, parameterized.TestCase):
     self.assertBetween(config.num_train_steps, 1, 10)
     for num_classes in (10, 1000):
       size = config.model.input_size
-      model, _ = checkpoints.build_model(config.model, num_classes, (size, size, 3))
+      model, _ = models.build_model(config.model, num_classes, (size, size, 3))
       self.assertEqual(model.stack[-1].num_classes, num_classes)
       self.assertLess(model.count_params(), 1_000_000)

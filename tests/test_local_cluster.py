@@ -116,17 +116,6 @@ class RunLocalWorkersTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(UserError, 'local_workers=0'):
       local_cluster.run_local_workers([], 0, command=_COMMAND)
 
-  @parameterized.named_parameters(
-      ('equals', ['--x', '--local_workers=2', '--y'], ['--x', '--y']),
-      ('separate_value', ['--local_workers', '2', '--y'], ['--y']),
-      ('single_dash', ['-local_workers=2', '--y=1'], ['--y=1']),
-      ('negated', ['--nolocal_workers', '--y'], ['--y']),
-      ('similar_name_kept', ['--local_workers_dir=a', 'local_workers'],
-       ['--local_workers_dir=a', 'local_workers']),
-  )
-  def test_strip_flag(self, argv, expected):
-    self.assertEqual(local_cluster.strip_flag(argv, 'local_workers'), expected)
-
 
 # The supervisor in its own process, as launch.train runs it, so the test can signal it.
 _SUPERVISOR = '''

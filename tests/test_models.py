@@ -3,7 +3,6 @@
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import checkpoints
 from research import models
 from research import outputs
 from research.models.cnn import SmallCNN
@@ -12,7 +11,7 @@ from research.models.cnn import SmallCNN
 class SmallCNNTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_two_conv_tutorial_net(self):
-    model, _ = checkpoints.build_model(models.default_config('cnn'), 10, (28, 28, 1))
+    model, _ = models.build_model(models.default_config('cnn'), 10, (28, 28, 1))
     rows = model.layer_table((28, 28, 1))
     self.assertEqual([shape for _, shape, _ in rows], [
         (26, 26, 64), (13, 13, 64), (11, 11, 64), (5, 5, 64), (1600,), (128,), (10,)])
@@ -20,7 +19,7 @@ class SmallCNNTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(model.count_params(), 243786)
 
   def test_one_conv_dropout_variant(self):
-    model, _ = checkpoints.build_model(models.default_config('cnn_dropout'), 10, (28, 28, 1))
+    model, _ = models.build_model(models.default_config('cnn_dropout'), 10, (28, 28, 1))
     rows = model.layer_table((28, 28, 1))
     self.assertEqual([shape for _, shape, _ in rows],
                      [(26, 26, 28), (13, 13, 28), (4732,), (128,), (10,)])
@@ -44,7 +43,7 @@ class SmallCNNTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(clone.count_params(), model.count_params())
 
   def test_table_text_lists_every_layer_and_total(self):
-    model, table = checkpoints.build_model(models.default_config('cnn'), 10, (28, 28, 1))
+    model, table = models.build_model(models.default_config('cnn'), 10, (28, 28, 1))
     for name, _, _ in model.layer_table((28, 28, 1)):
       self.assertIn(name, table)
     self.assertIn('243,786', table)

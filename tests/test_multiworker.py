@@ -75,8 +75,8 @@ class TwoLocalWorkersTest(tf.test.TestCase):
                               re.MULTILINE))
     self.assertLen(digests, 2, self.proc.stdout + self.proc.stderr[-3000:])
     self.assertEqual(digests['0'], digests['1'])
-    summary = outputs.read_json(os.path.join(self.workdir, 'train_summary.json'))
-    self.assertEqual(summary['weights_digest'], digests['0'])
+    results = outputs.read_json(os.path.join(self.workdir, 'results.json'))
+    self.assertEqual(results['weights_digest'], digests['0'])
 
   def test_checkpoints_written_once_by_the_chief(self):
     self.assertEqual(self.proc.returncode, 0, self.proc.stderr[-5000:])

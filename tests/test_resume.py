@@ -62,8 +62,8 @@ def _finish(proc, timeout=300):
   return out
 
 
-def _summary(workdir):
-  return outputs.read_json(os.path.join(workdir, 'train_summary.json'))
+def _results(workdir):
+  return outputs.read_json(os.path.join(workdir, 'results.json'))
 
 
 class ProcessResumeTest(tf.test.TestCase):
@@ -75,8 +75,8 @@ class ProcessResumeTest(tf.test.TestCase):
 
   def assert_same_run(self, workdir):
     """Bitwise-equal weights on one device."""
-    self.assertEqual(_summary(workdir)['weights_digest'],
-                     _summary(self.reference)['weights_digest'])
+    self.assertEqual(_results(workdir)['weights_digest'],
+                     _results(self.reference)['weights_digest'])
 
   @classmethod
   def setUpClass(cls):
@@ -85,7 +85,7 @@ class ProcessResumeTest(tf.test.TestCase):
     cls.tmp = tempfile.mkdtemp()
     cls.reference = os.path.join(cls.tmp, 'reference')
     out = _finish(_start(cls.reference, cls.CONFIG, cls.EXTRA))
-    assert os.path.exists(os.path.join(cls.reference, 'train_summary.json')), out[-3000:]
+    assert os.path.exists(os.path.join(cls.reference, 'results.json')), out[-3000:]
 
   @classmethod
   def tearDownClass(cls):
@@ -98,7 +98,7 @@ class ProcessResumeTest(tf.test.TestCase):
     proc.send_signal(signal.SIGTERM)
     out = _finish(proc)
     self.assertEqual(proc.returncode, 0, out[-3000:])
-    stopped = _summary(workdir)
+    stopped = _results(workdir)
     self.assertEqual(stopped['preempted'], 'SIGTERM')
     self.assertBetween(stopped['step'], 26, _STEPS - 1)
     self.assertIn('re-run the same command to resume', out)
@@ -107,7 +107,7 @@ class ProcessResumeTest(tf.test.TestCase):
 
     out = _finish(_start(workdir, self.CONFIG, self.EXTRA))
     self.assertRegex(out, rf'Resumed from .*ckpt-{stopped["step"]}: step {stopped["step"]} ')
-    resumed = _summary(workdir)
+    resumed = _results(workdir)
     self.assertEqual(resumed['step'], _STEPS)
     self.assertEqual(resumed['preempted'], '')
     self.assert_same_run(workdir)
@@ -131,7 +131,7 @@ class ProcessResumeTest(tf.test.TestCase):
     out = _finish(_start(workdir, self.CONFIG, self.EXTRA))
     if last:
       self.assertIn(f'Resumed from {last[-1]}: ', out)
-    self.assertEqual(_summary(workdir)['step'], _STEPS)
+    self.assertEqual(_results(workdir)['step'], _STEPS)
     self.assert_same_run(workdir)
 
 
@@ -224,11 +224,27 @@ class CheckpointFilesTest(tf.test.TestCase):
     with open(data, 'r+b') as f:
       f.truncate(os.path.getsize(data) // 2)
     with self.assertLogs(level='INFO') as logs:
-      summary = self._train(workdir, num_train_steps=6)
+      results = self._train(workdir, num_train_steps=6)
     log = '\n'.join(logs.output)
     self.assertIn('ckpt-4 is unreadable', log)
     self.assertRegex(log, r'Resumed from .*ckpt-2: step 2 ')
-    self.assertEqual(summary['step'], 6)
+    self.assertEqual(results['step'], 6)
+
+  def test_resume_adds_to_the_former_train_summary_json(self):
+    # A workdir trained before the run record was named results.json holds train_summary.json.
+    workdir = self.create_tempdir().full_path
+    earlier = {**self._train(workdir, num_train_steps=2), 'train_seconds': 1000.0,
+               'wall_seconds': 2000.0}
+    os.remove(os.path.join(workdir, 'results.json'))
+    former = os.path.join(workdir, 'train_summary.json')
+    outputs.write_json(former, earlier)
+    results = self._train(workdir, num_train_steps=4)
+    self.assertEqual(results['step'], 4)
+    self.assertEqual(outputs.read_json(os.path.join(workdir, 'results.json')), results)
+    self.assertEqual(outputs.read_json(former), earlier)  # read, never rewritten
+    this_run_wall = results['wall_seconds'] - 2000.0
+    self.assertGreater(this_run_wall, 0.0)
+    self.assertBetween(results['train_seconds'], 1000.0, 1000.0 + this_run_wall)
 
   def test_best_checkpoint_is_kept_beside_the_latest(self):
     workdir = self.create_tempdir().full_path
@@ -276,8 +292,8 @@ class CheckpointFilesTest(tf.test.TestCase):
     with helpers.mock_tfds():
       with self.assertRaisesRegex(UserError, 'pass a new --workdir'):
         trainer.train_and_evaluate(config, workdir)
-      summary = trainer.train_and_evaluate(config, workdir, start_over=True)
-    self.assertEqual(summary['step'], 2)
+      results = trainer.train_and_evaluate(config, workdir, start_over=True)
+    self.assertEqual(results['step'], 2)
     (aside,) = [d for d in os.listdir(os.path.dirname(workdir)) if '.replaced-' in d]
     old = os.path.join(os.path.dirname(workdir), aside)
     self.assertEqual(outputs.read_json(os.path.join(old, 'config.json'))['model']['name'], 'cnn')
@@ -290,8 +306,8 @@ class MixedPrecisionTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     config = helpers.tiny_config(num_train_steps=3, mixed_precision='mixed_float16')
     with helpers.mock_tfds():
-      summary = trainer.train_and_evaluate(config, workdir)
-    self.assertTrue(np.isfinite(summary['train_loss']))
+      results = trainer.train_and_evaluate(config, workdir)
+    self.assertTrue(np.isfinite(results['train_loss']))
     (path,) = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))
     names = [n for n, _ in tf.train.list_variables(path) if 'dynamic_scale' in n]
     self.assertLen(names, 1)

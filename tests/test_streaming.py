@@ -410,9 +410,9 @@ class ImagenetConfigTest(tf.test.TestCase, parameterized.TestCase):
     config.dataset.name = f'{folder.PREFIX}{root}'
     config.dataset.validation_size = 8
     workdir = self.create_tempdir().full_path
-    summary = trainer.train_and_evaluate(config, workdir)
-    self.assertEqual(summary['step'], config.num_train_steps)
-    self.assertBetween(summary['test_top5_accuracy'], 1.0, 1.0)  # 3 classes: top-5 is all
+    results = trainer.train_and_evaluate(config, workdir)
+    self.assertEqual(results['step'], config.num_train_steps)
+    self.assertBetween(results['test_top5_accuracy'], 1.0, 1.0)  # 3 classes: top-5 is all
     info = outputs.read_json(os.path.join(workdir, 'data_info.json'))
     size = config.model.input_size
     self.assertEqual(info['image_shape'], [size, size, 3])
@@ -436,12 +436,12 @@ class ImagenetConfigTest(tf.test.TestCase, parameterized.TestCase):
 
     with helpers.mock_tfds(num_examples=64), mock.patch.object(arrayrecord, 'open_source',
                                                                open_source):
-      summary = trainer.train_and_evaluate(config, workdir)
+      results = trainer.train_and_evaluate(config, workdir)
     info = outputs.read_json(os.path.join(workdir, 'data_info.json'))
     self.assertEqual(info['num_classes'], 1000)
     self.assertEqual(info['fingerprint']['splits'], {'train': 64, 'validation': 64})
-    self.assertEqual(summary['step'], 4)
-    self.assertIn('test_top5_accuracy', summary)
+    self.assertEqual(results['step'], 4)
+    self.assertIn('test_top5_accuracy', results)
 
 
 class PrepareCliTest(tf.test.TestCase):

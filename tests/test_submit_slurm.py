@@ -203,7 +203,7 @@ class SubmitTest(tf.test.TestCase):
       f.write('0: I1123 trainer.py:251] step 20/300 epoch 0.09: loss 1.5 accuracy 0.5\n'
               '1: I1123 trainer.py:251] step 40/300 epoch 0.19: loss 0.8 accuracy 0.9\n'
               '0: I1123 trainer.py:205] step 40 validation: loss 0.1 accuracy 0.99\n')
-    outputs.write_json(os.path.join(self.workdir, 'train_summary.json'),
+    outputs.write_json(os.path.join(self.workdir, 'results.json'),
                        dict(step=66, preempted='SIGUSR1'))
     self.assertEqual(slurm.status(record).splitlines(), [
         'Slurm job 9 (exp): COMPLETED exit code 0:0, 1 restart(s)',
@@ -317,15 +317,15 @@ class SlurmClusterTest(tf.test.TestCase):
     record = self.reference
     log = _read(record['log'])
     self.assertEqual(self.reference_state, 'COMPLETED', log[-5000:])
-    summary = outputs.read_json(os.path.join(record['workdir'], 'train_summary.json'))
-    self.assertEqual(summary['step'], 200)
-    self.assertGreater(summary['test_accuracy'], 0.9)
+    results = outputs.read_json(os.path.join(record['workdir'], 'results.json'))
+    self.assertEqual(results['step'], 200)
+    self.assertGreater(results['test_accuracy'], 0.9)
     self.assertTrue(os.path.exists(
         os.path.join(record['workdir'], 'checkpoints', 'ckpt-200.index')))
     # Two tasks, one cluster: both workers logged the same final weights.
     digests = re.findall(r'^(\d): weights digest (\w+)$', log, re.M)
     self.assertCountEqual([task for task, _ in digests], ['0', '1'])
-    self.assertEqual({d for _, d in digests}, {summary['weights_digest']})
+    self.assertEqual({d for _, d in digests}, {results['weights_digest']})
     status = helpers.run_cli('launch.submit', '--status', f'--workdir={record["workdir"]}')
     self.assertEqual(status.returncode, 0, status.stderr[-3000:])
     self.assertIn(f'Slurm job {record["job_id"]} (reference): COMPLETED', status.stdout)
@@ -353,12 +353,12 @@ class SlurmClusterTest(tf.test.TestCase):
     restarts = subprocess.run(['scontrol', 'show', 'job', '-o', record['job_id']],
                               capture_output=True, text=True, timeout=60).stdout
     self.assertIn('Restarts=1', restarts)
-    summary = outputs.read_json(os.path.join(record['workdir'], 'train_summary.json'))
-    self.assertEqual((summary['step'], summary['preempted']), (200, ''))
+    results = outputs.read_json(os.path.join(record['workdir'], 'results.json'))
+    self.assertEqual((results['step'], results['preempted']), (200, ''))
     # Deterministic ops: the interrupted job ends with the uninterrupted one's weights.
     reference = outputs.read_json(
-        os.path.join(self.reference['workdir'], 'train_summary.json'))
-    self.assertEqual(summary['weights_digest'], reference['weights_digest'])
+        os.path.join(self.reference['workdir'], 'results.json'))
+    self.assertEqual(results['weights_digest'], reference['weights_digest'])
 
 
 def _read(path):

@@ -111,22 +111,22 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     config = helpers.tiny_config(model, dataset)
     config.model.batch_norm = batch_norm
     with helpers.mock_tfds():
-      summary = trainer.train_and_evaluate(config, workdir)
+      results = trainer.train_and_evaluate(config, workdir)
       metrics = evaluate.evaluate(workdir, 'test')
-    self.assertEqual(summary['step'], 2)
+    self.assertEqual(results['step'], 2)
     for key in ('step', 'train_loss', 'test_accuracy', 'test_top5_accuracy', 'test_loss',
                 'validation_accuracy', 'validation_top5_accuracy', 'wall_seconds',
                 'train_seconds', 'weights_digest'):
-      self.assertIsNotNone(summary[key], key)
-    self.assertTrue(np.isfinite(summary['train_loss']))
+      self.assertIsNotNone(results[key], key)
+    self.assertTrue(np.isfinite(results['train_loss']))
     self.assertEqual(metrics['num_examples'], 64)
-    self.assertAlmostEqual(metrics['accuracy'], summary['test_accuracy'], places=6)
-    self.assertAlmostEqual(metrics['top5_accuracy'], summary['test_top5_accuracy'], places=6)
+    self.assertAlmostEqual(metrics['accuracy'], results['test_accuracy'], places=6)
+    self.assertAlmostEqual(metrics['top5_accuracy'], results['test_top5_accuracy'], places=6)
     self.assertGreaterEqual(metrics['top5_accuracy'], metrics['accuracy'])
     with open(os.path.join(workdir, 'eval_test.json')) as f:
       self.assertEqual(json.load(f)['top5_accuracy'], metrics['top5_accuracy'])
     self.assertLen(metrics['per_class_accuracy'], 10)
-    for name in ('config.json', 'train_summary.json', 'inputs.png', 'eval_test.json',
+    for name in ('config.json', 'results.json', 'inputs.png', 'eval_test.json',
                  'confusion_test.png', 'checkpoints/checkpoint'):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     self.assertNotEmpty(tf.io.gfile.glob(os.path.join(workdir, 'train', 'events.*')))
@@ -134,7 +134,7 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     with open(os.path.join(workdir, 'config.json')) as f:
       self.assertEqual(json.load(f)['dataset']['name'], dataset)
     _, _, restored = checkpoints.load_for_inference(workdir)
-    self.assertEqual(outputs.weights_digest(restored), summary['weights_digest'])
+    self.assertEqual(outputs.weights_digest(restored), results['weights_digest'])
     image = os.path.join(workdir, 'inputs.png')
     (result,) = predict.predict(workdir, [image])
     self.assertEqual(result.error, '')
@@ -150,9 +150,9 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     config.dataset.validation_size = 16
     workdir = self.create_tempdir().full_path
     with helpers.mock_tfds():
-      summary = trainer.train_and_evaluate(config, workdir)
-    self.assertEqual(summary['step'], 2)
-    self.assertTrue(np.isfinite(summary['train_loss']))
+      results = trainer.train_and_evaluate(config, workdir)
+    self.assertEqual(results['step'], 2)
+    self.assertTrue(np.isfinite(results['train_loss']))
     # The host shipped 28×28 digits; the grid shows them as the model saw them, resized.
     grid = tf.io.decode_png(tf.io.read_file(os.path.join(workdir, 'inputs.png')))
     self.assertGreater(grid.shape[0], config.model.input_size)
@@ -162,8 +162,8 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     # mirrored over the one CPU device here: the compiled model inside a replica context
     config = helpers.tiny_config('cnn_dropout', jit_compile=True, strategy=strategy)
     with helpers.mock_tfds():
-      summary = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
-    self.assertTrue(np.isfinite(summary['train_loss']))
+      results = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
+    self.assertTrue(np.isfinite(results['train_loss']))
 
   def test_rerun_resumes_and_a_finished_run_is_not_retrained(self):
     workdir = self.create_tempdir().full_path
@@ -174,6 +174,22 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(again['weights_digest'], first['weights_digest'])
     self.assertEqual(longer['step'], 4)
     self.assertNotEqual(longer['weights_digest'], first['weights_digest'])
+
+  def test_one_line_says_what_runs_from_scratch_then_resuming(self):
+    workdir = self.create_tempdir().full_path
+    with helpers.mock_tfds():
+      with self.assertLogs(level='INFO') as fresh:
+        trainer.train_and_evaluate(helpers.tiny_config(num_train_steps=2), workdir)
+      with self.assertLogs(level='INFO') as resumed:
+        trainer.train_and_evaluate(helpers.tiny_config(num_train_steps=4), workdir)
+    plans = [[line for line in logs.output if 'Training cnn (' in line]
+             for logs in (fresh, resumed)]
+    self.assertEqual([len(p) for p in plans], [1, 1])
+    self.assertRegex(plans[0][0], r'on mnist \(48 train, 16 validation, 64 test; memory '
+                     r'pipeline\), strategy default with 1 replica, float32: 2 steps \(0\.33 '
+                     r'epochs\) at batch 8 in .*, from scratch\.$')
+    self.assertRegex(plans[1][0], r': 4 steps \(0\.67 epochs\) at batch 8 in .*, resuming at '
+                     r'step 2\.$')
 
   def test_workdir_of_another_model_is_refused_untouched(self):
     workdir = self.create_tempdir().full_path
@@ -204,11 +220,11 @@ class RealMnistTest(tf.test.TestCase):
     config.dataset.validation_size = 1000
     config.eval_batch_size = 500
     workdir = self.create_tempdir().full_path
-    summary = trainer.train_and_evaluate(config, workdir)
+    results = trainer.train_and_evaluate(config, workdir)
     (events,) = tf.io.gfile.glob(os.path.join(workdir, 'train', 'events.*'))
     losses = [float(tf.make_ndarray(v.tensor))
               for e in tf.compat.v1.train.summary_iterator(events)
               for v in e.summary.value if v.tag == 'loss']
     self.assertLen(losses, 3)
     self.assertLess(losses[-1], 0.5 * losses[0])
-    self.assertGreater(summary['test_accuracy'], 0.8)
+    self.assertGreater(results['test_accuracy'], 0.8)

@@ -6,7 +6,6 @@ from absl.testing import parameterized
 import ml_collections
 import tensorflow as tf
 
-from research import checkpoints
 from research import models
 from research.models import sizing
 from research.models import vgg
@@ -74,8 +73,8 @@ class VGG16FullSizeTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.model, cls.table = checkpoints.build_model(models.default_config('vgg16'), 10,
-                                                   (28, 28, 1))
+    cls.model, cls.table = models.build_model(models.default_config('vgg16'), 10,
+                                              (28, 28, 1))
     cls.rows = cls.model.layer_table((224, 224, 1))
 
   @classmethod

@@ -2,13 +2,17 @@
 
 `config.model.name` picks the class; the other fields of `config.model` are its constructor
 arguments. `default_config(name)` gives the preset that makes a name mean what the papers and
-tutorials mean by it.
+tutorials mean by it. `build_model` makes one with its variables for an input shape, and its
+per-layer table.
 """
 
 import inspect
 
 import ml_collections
 
+from research import outputs
+from research.errors import UserError
+from research.models import sizing
 from research.models.cnn import SmallCNN
 
 # name -> (class, preset constructor arguments, default input size or None for the data's own).
@@ -50,6 +54,28 @@ def build(model_config, num_classes):
                      f'remove them from config.model or pick a config for this model')
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
   return cls(num_classes=num_classes, name=model_config.name, **kwargs)
+
+
+def input_shape(model_config, image_shape):
+  """The model's input: the data's own size unless the model asks for another square size."""
+  size = model_config.input_size
+  return (size, size, image_shape[-1]) if size else tuple(image_shape)
+
+
+def build_model(model_config, num_classes, image_shape):
+  """Creates the model and its variables (a subclassed model has none until it is called).
+
+  Returns (model, per-layer table text). The input size is checked against the model's
+  downsampling first, on static shapes: too small an input otherwise aborts inside oneDNN or
+  silently yields empty feature maps.
+  """
+  shape = input_shape(model_config, image_shape)
+  try:
+    model = build(model_config, num_classes)
+    sizing.check_fits(model, shape)
+  except (TypeError, ValueError) as e:
+    raise UserError(f'config.model does not fit model {model_config.name!r}: {e}') from None
+  return model, outputs.layer_table(model, shape)
 
 
 # Further families join through register(), as an outside model would: one line per name.

@@ -117,7 +117,7 @@ class Logits(keras.layers.Layer):
 class LayerStack(keras.Model):
   """A subclassed model that applies the layers of `self.stack` in order.
 
-  Keeping the layers in one ordered sequence gives every model the same per-layer summary
+  Keeping the layers in one ordered sequence gives every model the same per-layer table
   (output shape and parameter count per row) without Keras' functional graph. `self.stack` must
   be a tuple: Keras 3 wraps a list attribute in a way tf.train.Checkpoint does not follow, and
   the model's weights were then silently missing from its checkpoints.

@@ -13,7 +13,7 @@ import shlex
 import subprocess
 import time
 
-from research import local_cluster
+from research import argv as argv_lib
 from research import outputs
 from research.errors import UserError
 
@@ -88,10 +88,10 @@ def check(job):
     raise UserError(f'--gpus_per_node={job.gpus_per_node} does not split over '
                     f'--tasks_per_node={job.tasks_per_node}: each task gets the same number of '
                     'GPUs (e.g. one task per node, or one per GPU)')
-  if local_cluster.strip_flag(job.train_args, 'local_workers') != job.train_args:
+  if argv_lib.strip_flag(job.train_args, 'local_workers') != job.train_args:
     raise UserError('--local_workers starts workers on this machine; a cluster job gets its '
                     'workers from --nodes and --tasks_per_node: drop it after "--"')
-  if local_cluster.strip_flag(job.train_args, 'start_over') != job.train_args:
+  if argv_lib.strip_flag(job.train_args, 'start_over') != job.train_args:
     raise UserError('--start_over in a cluster job would start over at every requeue: drop it '
                     'after "--" and pass a new --workdir (or move the old one aside)')
   strategy = job.config.strategy
@@ -113,7 +113,7 @@ def worker_args(job):
   flags, then what the job decides (strategy, GPUs per worker, the preemption exit status)."""
   args = list(job.train_args)
   for flag in ('strategy', 'num_gpus', 'preempted_exit_code'):
-    args = local_cluster.strip_flag(args, flag)
+    args = argv_lib.strip_flag(args, flag)
   strategy = 'multi_worker_mirrored' if job.workers > 1 else job.config.strategy
   if job.workers == 1 and job.gpus_per_task > 1 and strategy == 'default':
     strategy = 'mirrored'  # one worker with several GPUs: replicate over them
@@ -158,19 +158,16 @@ def last_progress_line(lines):
 
 
 def run_line(workdir):
-  """Where the run in `workdir` stands by its train_summary.json (None before one exists)."""
-  path = os.path.join(workdir, 'train_summary.json')
-  if not os.path.exists(path):
-    return None
+  """Where the run in `workdir` stands by its results.json (None before one exists)."""
   try:
-    summary = outputs.read_json(path)
+    results = outputs.read_results(workdir)
   except (OSError, ValueError):
     return None  # being replaced right now: the next look sees it
-  if summary.get('preempted'):
-    return f'stopped by {summary["preempted"]} at step {summary["step"]}, saved'
-  if 'test_accuracy' in summary:
-    return (f'finished: step {summary["step"]}, test accuracy {summary["test_accuracy"]:.4f}, '
-            f'{summary["train_seconds"]:.0f}s of training')
+  if results.get('preempted'):
+    return f'stopped by {results["preempted"]} at step {results["step"]}, saved'
+  if 'test_accuracy' in results:
+    return (f'finished: step {results["step"]}, test accuracy {results["test_accuracy"]:.4f}, '
+            f'{results["train_seconds"]:.0f}s of training')
   return None
 
 

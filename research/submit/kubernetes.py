@@ -21,7 +21,7 @@ import shutil
 
 import yaml
 
-from research import local_cluster
+from research import argv as argv_lib
 from research.errors import UserError
 from research.submit import job as job_lib
 
@@ -234,7 +234,7 @@ def _trained_workdir(tfjob):
   chief = (tfjob.get('spec') or {}).get('tfReplicaSpecs', {}).get('Chief') or {}
   for container in chief.get('template', {}).get('spec', {}).get('containers', []):
     if container.get('name') == CONTAINER:
-      return local_cluster.flag_value(
+      return argv_lib.flag_value(
           container.get('command', []) + container.get('args', []), 'workdir')
   return None
 

@@ -1,4 +1,4 @@
-"""The outer training loop: train in compiled chunks, log, evaluate, checkpoint, summarise.
+"""The outer training loop: train in compiled chunks, log, evaluate, checkpoint, record results.
 
 Re-running with the same workdir resumes from the latest checkpoint, exactly: the data order
 and the augmentation are pure functions of (seed, step), so a step counter in the checkpoint is
@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import config as config_lib
+from research import models
 from research import outputs
 from research import preemption
 from research import strategy as strategy_lib
@@ -124,7 +125,7 @@ def build_state(config, strategy, num_classes, image_shape, total_steps, steps_p
   # Variables and optimizer slots must be created under the strategy to be mirrored, and the
   # optimizer built before the first distributed step (a lazy build inside it fails).
   with strategy.scope(), optim.precision(config.mixed_precision):
-    model, table = checkpoints.build_model(config.model, num_classes, image_shape)
+    model, table = models.build_model(config.model, num_classes, image_shape)
     lr = optim.schedule(config.schedule, total_steps, steps_per_epoch)
     optimizer = optim.optimizer(config.optimizer, lr,
                                 loss_scaling=config.mixed_precision == 'mixed_float16')
@@ -174,21 +175,42 @@ def _setup(config, workdir, start_over):
   return _Run(strategy, chief, data, model, optimizer, lr, step, saver, per_epoch, total)
 
 
+def _log_plan(config, workdir, run):
+  """One line that says what this run trains, on what, how, for how long, where and from where;
+  the lines before it are the details."""
+  splits = ', '.join(f'{len(split):,} {name}' for name, split in (
+      ('train', run.data.train), ('validation', run.data.validation), ('test', run.data.test))
+                     if split is not None)
+  replicas = run.strategy.num_replicas_in_sync
+  workers = strategy_lib.num_workers(run.strategy)
+  step = int(run.step.numpy())
+  logging.info(
+      'Training %s (%s parameters) on %s (%s; %s pipeline), strategy %s with %d replica%s%s, '
+      '%s: %d steps (%.2f epochs) at batch %d in %s, %s.', config.model.name,
+      f'{run.model.count_params():,}', config.dataset.name, splits, run.data.pipeline,
+      config.strategy, replicas, '' if replicas == 1 else 's',
+      f' on {workers} workers' if workers > 1 else '', config.mixed_precision, run.total_steps,
+      run.total_steps / run.steps_per_epoch, config.batch_size, workdir,
+      f'resuming at step {step}' if step else 'from scratch')
+
+
 def _loss_scale_text(optimizer):
   scale = getattr(optimizer, 'dynamic_scale', None)
   return '' if scale is None else f', loss scale {float(scale.numpy()):g}'
 
 
 def train_and_evaluate(config, workdir, start_over=False):
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary.
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the results.
 
+  The results (what results.json holds) are a dict: step, metrics, seconds, weights digest.
   `start_over` moves an existing run in `workdir` aside instead of resuming or refusing it.
-  SIGTERM, SIGINT or SIGUSR1 end training after the current step, saved: the summary then has
+  SIGTERM, SIGINT or SIGUSR1 end training after the current step, saved: the results then have
   `preempted` set and re-running the same call resumes.
   """
   wall_start = time.time()
   run = _setup(config, workdir, start_over)
-  previous = _previous_summary(workdir)
+  _log_plan(config, workdir, run)
+  previous = _previous_results(workdir)
   strategy, data, total = run.strategy, run.data, run.total_steps
   step = int(run.step.numpy())
   train_iter = iter(strategy.distribute_datasets_from_function(
@@ -211,7 +233,7 @@ def train_and_evaluate(config, workdir, start_over=False):
     _write_input_grid(config, data, step, train_writer, workdir)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
   sums, window_start, window_step = tf.zeros([3]), time.time(), step
-  train_start, summary, stopped = time.time(), {}, False
+  train_start, results, stopped = time.time(), {}, False
   with watcher.watching():
     while step < total and not stopped:
       n = _next_stop(step, total, (config.steps_per_loop, config.log_every_steps, eval_every,
@@ -222,13 +244,13 @@ def train_and_evaluate(config, workdir, start_over=False):
       _check_finite(chunk, first, step, run.saver)
       sums += chunk[:3]
       if step % config.log_every_steps == 0 or step == total or stopped:
-        summary.update(_log_window(sums, time.time() - window_start, step, window_step, run))
-        _scalars(train_writer, step, {tag: summary[k] for tag, k in _TRAIN_SCALARS.items()})
+        results.update(_log_window(sums, time.time() - window_start, step, window_step, run))
+        _scalars(train_writer, step, {tag: results[k] for tag, k in _TRAIN_SCALARS.items()})
         sums, window_start, window_step = tf.zeros([3]), time.time(), step
       if data.validation is not None and (step % eval_every == 0 or step == total):
         val = evaluate(data.validation)
-        summary['validation_accuracy'] = val['accuracy']
-        summary['validation_top5_accuracy'] = val['top5_accuracy']
+        results['validation_accuracy'] = val['accuracy']
+        results['validation_top5_accuracy'] = val['top5_accuracy']
         logging.info('step %d validation: loss %.4f accuracy %.4f top-5 %.4f', step,
                      val['loss'], val['accuracy'], val['top5_accuracy'])
         _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy'],
@@ -253,7 +275,7 @@ def train_and_evaluate(config, workdir, start_over=False):
                  test_loss=test['loss'], preempted='')
   run.saver.close()
   final['wall_seconds'] = time.time() - wall_start
-  return _write_summary(workdir, previous, summary, run.chief, **final)
+  return _write_results(workdir, previous, results, run.chief, **final)
 
 
 def _check_finite(sums, first, step, saver):
@@ -266,7 +288,7 @@ def _check_finite(sums, first, step, saver):
                     '. Lower the learning rate or check the data, then re-run to resume from it')
 
 
-# TensorBoard tag -> summary key; train/ and validation/ share the tags loss and accuracy.
+# TensorBoard tag -> results key; train/ and validation/ share the tags loss and accuracy.
 _TRAIN_SCALARS = {'loss': 'train_loss', 'accuracy': 'train_accuracy',
                   'learning_rate': 'learning_rate', 'images_per_sec': 'images_per_sec'}
 
@@ -283,20 +305,18 @@ def _log_window(sums, seconds, step, window_start_step, run):
   return m
 
 
-def _previous_summary(workdir):
-  """train_summary.json of earlier sessions, read before this one writes it: the chief may
-  finish first and write its own while another worker is still evaluating."""
-  path = os.path.join(workdir, 'train_summary.json')
-  return outputs.read_json(path) if os.path.exists(path) else {}
+def _previous_results(workdir):
+  """The results of the runs before this one in `workdir`, read before this one writes its
+  own: the chief may finish first and write them while another worker is still evaluating."""
+  return outputs.read_results(workdir)
 
 
-def _write_summary(workdir, previous, latest, chief, **final):
-  """train_summary.json (the chief's); over resumed sessions the seconds add up and the last
-  train metrics seen are kept (a re-run of a finished run only re-evaluates)."""
-  path = os.path.join(workdir, 'train_summary.json')
+def _write_results(workdir, previous, latest, chief, **final):
+  """results.json (the chief's); over resumed runs the seconds add up and the last train
+  metrics seen are kept (a re-run of a finished run only re-evaluates)."""
   for key in ('train_seconds', 'wall_seconds'):
     final[key] += previous.get(key, 0.0)
-  summary = {**previous, **latest, **final}
+  results = {**previous, **latest, **final}
   if chief:
-    outputs.write_json(path, summary)
-  return summary
+    outputs.write_json(os.path.join(workdir, outputs.RESULTS), results)
+  return results

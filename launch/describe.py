@@ -1,4 +1,4 @@
-"""Prints a model's layers: python -m launch.summary --model=NAME [--config.<field>=v].
+"""Prints a model's layers: python -m launch.describe --model=NAME [--config.<field>=v].
 
 One row per layer (output shape, parameters) and the total, e.g. 58,299,082 for alexnet and
 134,300,362 for vgg16 at one channel and 10 classes. Builds the model only: no training, no data.
@@ -7,7 +7,7 @@ One row per layer (output shape, parameters) and the total, e.g. 58,299,082 for 
 from absl import flags
 
 from launch import common
-from research import summary
+from research import describe
 
 _CONFIG = common.define_config_flag()
 _MODEL = flags.DEFINE_string('model', None, 'Model name (cnn, alexnet, vgg16, ...); must agree '
@@ -18,7 +18,7 @@ _CHANNELS = flags.DEFINE_integer('channels', 1, 'Input channels (1: greyscale, 3
 
 def main():
   config = common.resolved_config(_CONFIG, model=_MODEL.value)
-  print(summary.model_summary(config, _NUM_CLASSES.value, _CHANNELS.value))
+  print(describe.describe_model(config, _NUM_CLASSES.value, _CHANNELS.value))
 
 
 if __name__ == '__main__':

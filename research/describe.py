@@ -1,18 +1,18 @@
-"""A model's per-layer table without training: what `launch.summary` prints.
+"""A model's per-layer table without training: what `launch.describe` prints.
 
 Needs no dataset: the input is the model's own square size (config.model.input_size) or, for
 models that take the data's own size, a 28×28 image like MNIST's.
 """
 
-from research import checkpoints
 from research import config as config_lib
+from research import models
 from research.errors import UserError
 
 # The side of the stand-in image for models without an input size: MNIST's, the default data.
 DEFAULT_SIZE = 28
 
 
-def model_summary(config, num_classes=10, channels=1):
+def describe_model(config, num_classes=10, channels=1):
   """A header line, then research.outputs.layer_table of config.model (total included)."""
   if num_classes < 1 or channels < 1:
     raise UserError(f'--num_classes ({num_classes}) and --channels ({channels}) must be >= 1')
@@ -22,5 +22,5 @@ def model_summary(config, num_classes=10, channels=1):
     config_lib.check_types(config)  # also rejects an unknown config.model.name
   except ValueError as e:
     raise UserError(str(e)) from None
-  _, table = checkpoints.build_model(config.model, num_classes, shape)
+  _, table = models.build_model(config.model, num_classes, shape)
   return f'model {config.model.name}: input {shape}, {num_classes} classes\n{table}'

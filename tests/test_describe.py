@@ -1,15 +1,15 @@
-"""The summary entry point: per-layer tables and exact totals without data, and its errors."""
+"""The describe entry point: per-layer tables and exact totals without data, and its errors."""
 
 from absl.testing import parameterized
 import tensorflow as tf
 
 from research import config as config_lib
-from research import summary
+from research import describe
 from research.errors import UserError
 from tests import helpers
 
 
-class ModelSummaryTest(tf.test.TestCase, parameterized.TestCase):
+class DescribeModelTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(
       # Without an input size of its own, a model sees a 28×28 image with `channels` channels.
@@ -21,7 +21,7 @@ class ModelSummaryTest(tf.test.TestCase, parameterized.TestCase):
   def test_table(self, model, fields, classes, channels, shape, total):
     config = config_lib.base(model)
     config.model.update(fields)
-    text = summary.model_summary(config, classes, channels)
+    text = describe.describe_model(config, classes, channels)
     self.assertIn(f'model {model}: input {shape}, {classes} classes', text)
     self.assertIn('logits', text)
     last = text.splitlines()[-1].split()
@@ -34,28 +34,28 @@ class ModelSummaryTest(tf.test.TestCase, parameterized.TestCase):
     config.model.update(width_divisor=32, input_size=16)
     with self.assertRaisesRegex(UserError, r'\(16, 16, 1\) is too small for vgg11: block5 '
                                 'cannot shrink'):
-      summary.model_summary(config)
+      describe.describe_model(config)
 
   @parameterized.parameters((0, 1), (10, 0))
   def test_needs_classes_and_channels(self, classes, channels):
     with self.assertRaisesRegex(UserError, 'must be >= 1'):
-      summary.model_summary(config_lib.base('cnn'), classes, channels)
+      describe.describe_model(config_lib.base('cnn'), classes, channels)
 
   def test_field_the_model_refuses(self):
     config = config_lib.base('alexnet')
     config.model.width_divisor = 0
     with self.assertRaisesRegex(UserError, 'width_divisor'):
-      summary.model_summary(config)
+      describe.describe_model(config)
 
 
-class SummaryCliTest(tf.test.TestCase, parameterized.TestCase):
+class DescribeCliTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(
       ('alexnet', '58,299,082', ['conv1', 'pool3', 'fc2', '(6, 6, 256)']),
       ('vgg16', '134,300,362', ['block1', 'block5', '(7, 7, 512)', '102,764,544']),
   )
   def test_prints_table_and_exact_total(self, model, total, expected):
-    proc = helpers.run_cli('launch.summary', f'--model={model}', timeout=120)
+    proc = helpers.run_cli('launch.describe', f'--model={model}', timeout=120)
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     lines = proc.stdout.strip().splitlines()
     self.assertEqual(lines[-1].split(), ['total', total])
@@ -63,7 +63,7 @@ class SummaryCliTest(tf.test.TestCase, parameterized.TestCase):
       self.assertIn(text, proc.stdout)
 
   def test_unknown_model_is_one_error_line(self):
-    proc = helpers.run_cli('launch.summary', '--model=resnet9', timeout=120)
+    proc = helpers.run_cli('launch.describe', '--model=resnet9', timeout=120)
     self.assertEqual(proc.returncode, 2)
     self.assertNotIn('Traceback', proc.stderr)
     self.assertEqual(proc.stdout, '')

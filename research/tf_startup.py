@@ -1,0 +1,98 @@
+"""Imports TensorFlow with the notices its libraries log while loading shown once, if at all.
+
+TensorFlow's C++ code logs a few notices as its shared libraries load (oneDNN's, the CUDA
+stub's), before TF_CPP_MIN_LOG_LEVEL takes effect; and two of those libraries
+(libtensorflow_framework and the profiler's _pywrap_profiler_plugin) each carry their own copy
+of that code and of absl's logging, so every notice came out twice, each time after absl's
+"All log messages before absl::InitializeLog()" line. `import_tensorflow` sends the import's
+stderr through `filter_lines`, which applies TF_CPP_MIN_LOG_LEVEL to those lines and drops
+repeats; all other output passes unchanged.
+
+The filter runs in a process of its own: if TensorFlow aborts while loading (a CPU without the
+instructions it was built for), what it wrote before still reaches stderr. That process is
+this file run as a script, on the standard library alone.
+"""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+
+# absl's and TensorFlow's log line prefix: severity, date, time, thread id; then file:line].
+_LOG_LINE = re.compile(rb'([IWEF])\d{4} [\d:.]+ +\d+ (.*)', re.DOTALL)
+_SEVERITIES = b'IWEF'  # TF_CPP_MIN_LOG_LEVEL 0..3 hides those before its index
+_ABSL_PREAMBLE = b'WARNING: All log messages before absl::InitializeLog() is called'
+# How long the filter may take to drain after the import; a process started during the import
+# could hold the pipe open for ever.
+_DRAIN_SECONDS = 5.0
+
+
+def min_log_level():
+  """TF_CPP_MIN_LOG_LEVEL as TensorFlow reads it (0 when unset or not a number)."""
+  try:
+    return int(os.environ.get('TF_CPP_MIN_LOG_LEVEL', '0'))
+  except ValueError:
+    return 0
+
+
+def filter_lines(lines, out, min_level):
+  """Writes each of `lines` (bytes) to `out`, but not absl's preamble, log lines of a severity
+  below `min_level`, nor a log line written before (the same but for its time and thread)."""
+  seen = set()
+  for line in lines:
+    if line.startswith(_ABSL_PREAMBLE):
+      continue
+    match = _LOG_LINE.match(line)
+    if match:
+      if _SEVERITIES.index(match.group(1)) < min_level:
+        continue
+      key = match.group(1) + match.group(2)
+      if key in seen:
+        continue
+      seen.add(key)
+    out.write(line)
+    out.flush()
+
+
+def import_tensorflow():
+  """Imports TensorFlow, its loading notices filtered; a no-op once it is imported."""
+  if 'tensorflow' in sys.modules:
+    return
+  with _filtered_stderr():
+    import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+  """File descriptor 2 (C++ code writes there, not to sys.stderr) through `filter_lines`."""
+  try:
+    stderr = os.dup(2)
+  except OSError:  # no stderr to filter
+    yield
+    return
+  sys.stderr.flush()
+  # -I -S: the standard library only, whatever the environment or this file's directory holds.
+  filter_process = subprocess.Popen(
+      [sys.executable, '-I', '-S', os.path.abspath(__file__), str(min_log_level())],
+      stdin=subprocess.PIPE)
+  try:
+    os.dup2(filter_process.stdin.fileno(), 2)
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(stderr, 2)
+    os.close(stderr)
+    filter_process.stdin.close()
+    try:
+      filter_process.wait(_DRAIN_SECONDS)
+    except subprocess.TimeoutExpired:
+      filter_process.kill()
+      filter_process.wait()
+
+
+if __name__ == '__main__':
+  # A Ctrl-C meant for the import must not cut off what it still has to pass on.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  filter_lines(sys.stdin.buffer, sys.stderr.buffer, int(sys.argv[1]))
