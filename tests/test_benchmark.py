@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from research import benchmark
-from research import checkpoints
+from research import models
 from research.models import blocks
 from research.models.alexnet import AlexNet
 from research.models.cnn import SmallCNN
@@ -75,8 +75,8 @@ class FlopCountTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters('cnn_mnist.py', 'alexnet_mnist.py:tiny', 'vgg16_mnist.py:cpu')
   def test_matches_the_traced_graph(self, spec):
     config = benchmark.models.load_config(spec)
-    model, _ = checkpoints.build_model(config.model, 10, benchmark.models.SOURCE_SHAPE)
-    shape = checkpoints.input_shape(config.model, benchmark.models.SOURCE_SHAPE)
+    model, _ = models.build_model(config.model, 10, benchmark.models.SOURCE_SHAPE)
+    shape = models.input_shape(config.model, benchmark.models.SOURCE_SHAPE)
     self.assertEqual(sum(m for _, m in benchmark.flops.forward_macs(model, shape)),
                      _graph_macs(model, shape))
 

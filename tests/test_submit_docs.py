@@ -1,8 +1,8 @@
-"""README's `launch.submit --dry_run` examples are what the command prints today.
+"""docs/cluster.md's `launch.submit --dry_run` examples are what the command prints today.
 
-Each block marked `<!-- dry-run ... -->` in README.md starts with `$ <command>`; the test runs the
-command and compares its output with the rest of the block, after writing this checkout's paths
-as the README's /home/me/research.
+Each block marked `<!-- dry-run ... -->` in docs/cluster.md starts with `$ <command>`; the test
+runs the command and compares its output with the rest of the block, after writing this
+checkout's paths as the document's /home/me/research.
 """
 
 import os
@@ -16,17 +16,17 @@ from tests import helpers
 
 _BLOCK = re.compile(r'<!-- dry-run[^>]*-->\n```sh\n\$ (?P<command>[^\n]+)\n(?P<output>.*?)\n```',
                     re.S)
-_README_ROOT = '/home/me/research'
+_DOCS_ROOT = '/home/me/research'
 
 
 def _blocks():
-  with open(os.path.join(helpers.ROOT, 'README.md')) as f:
+  with open(os.path.join(helpers.ROOT, 'docs', 'cluster.md')) as f:
     return [(m['command'], m['output']) for m in _BLOCK.finditer(f.read())]
 
 
-class ReadmeDryRunTest(tf.test.TestCase):
+class DocsDryRunTest(tf.test.TestCase):
 
-  def test_readme_shows_both_clusters(self):
+  def test_docs_show_both_clusters(self):
     clusters = {re.search(r'--cluster=(\w+)', command)[1] for command, _ in _blocks()}
     self.assertEqual(clusters, {'slurm', 'kubernetes'})
 
@@ -39,7 +39,7 @@ class ReadmeDryRunTest(tf.test.TestCase):
         proc = helpers.run_cli('launch.submit', *argv[3:])
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         actual = proc.stdout.rstrip('\n').replace(
-            sys.executable, f'{_README_ROOT}/.venv/bin/python').replace(helpers.ROOT, _README_ROOT)
+            sys.executable, f'{_DOCS_ROOT}/.venv/bin/python').replace(helpers.ROOT, _DOCS_ROOT)
         self.assertEqual(actual, expected)
 
 

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from research import checkpoints
 from research import config as config_lib
+from research import models as models_lib
 from research import strategy as strategy_lib
 from research.benchmark import flops
 from research.benchmark import timing
@@ -243,7 +243,7 @@ def benchmark_model(name, quick, repeats, real, ceiling):
   state = _build(config, default)
   model, optimizer, _ = state
   entry['params'] = int(model.count_params())
-  shape = checkpoints.input_shape(config.model, SOURCE_SHAPE)
+  shape = models_lib.input_shape(config.model, SOURCE_SHAPE)
   macs = sum(m for _, m in flops.forward_macs(model, shape))
   entry['forward_macs_per_image'] = macs
   entry['train_gflop_per_image'] = flops.train_flops_per_image(macs) / 1e9
