@@ -6,7 +6,7 @@ Reproduces: not reproduced: a multi-GPU job on a copy of ImageNet, neither of wh
   18.2% top-5 error on the ILSVRC-2012 validation set (Table 2, "1 CNN", predictions averaged over
   ten 224×224 patches).
 
-The paper's recipe: SGD with momentum 0.9 and weight decay 5e-4 (see the optimizer below for what
+The paper's recipe: SGD with momentum 0.9 and weight decay 5e-4 (see `imagenet_sgd` below for what
 that is in Keras), batch 128, learning rate 0.01 divided by 10 three times, about 90 epochs,
 dropout 0.5 in the two hidden FC layers, 227×227 RGB input. The paper divided the rate when the
 validation error stopped improving; here it is divided at fixed epochs 30, 60 and 80. The net is
@@ -26,43 +26,56 @@ Variants, chosen with the config argument (configs/alexnet_imagenet.py:VARIANT):
 from research import config as config_lib
 
 
-def get_config(variant=''):
-  c = config_lib.base('alexnet', 'imagenet2012')
+def imagenet_sgd(model, input_size, batch_size, num_epochs, boundaries_epochs):
+  """The recipe AlexNet's paper set and VGG's followed, on imagenet2012 streamed from disk."""
+  c = config_lib.base(model, 'imagenet2012')
   c.dataset.test_split = 'validation'
   c.dataset.validation_size = 10000
   c.dataset.pipeline = 'stream'  # 1.28M images of varying size do not fit in host memory
   c.dataset.channels = 3  # RGB, stated: the first conv's weights are shaped by it
-  # The host's random-resized crop does the scale and translation jitter; on-device: flips and
-  # colour jitter (brightness and contrast standing in for the paper's PCA lighting noise).
+  # The host's random-resized crop does the scale and translation jitter (the papers' crops);
+  # on-device: flips, and brightness and contrast jitter standing in for their colour noise.
   c.augment.update(dict(rotate=0.0, scale=0.0, translate=0.0, flip=True))
-  c.model.input_size = 227
+  c.model.input_size = input_size
   c.model.dropout = 0.5
-  c.batch_size = 128
-  c.num_epochs = 90.0
+  c.batch_size = batch_size
+  c.num_epochs = num_epochs
   c.optimizer.name = 'sgd'
   c.optimizer.momentum = 0.9
-  # The paper's 5e-4 is an L2 term added to the gradient, inside the momentum: at momentum 0.9 it
-  # shrinks the weights by lr·5e-4/(1 - 0.9) = lr·5e-3 per step. Keras' SGD decays decoupled,
-  # outside the momentum (w -= lr·weight_decay·w each step, biases included), so 5e-3 here is the
-  # paper's strength; 5e-4 would be a tenth of it.
+  # The papers' 5e-4 is an L2 term added to the gradient, inside the momentum: at momentum 0.9
+  # it shrinks the weights by lr·5e-4/(1 - 0.9) = lr·5e-3 per step. Keras' SGD decays decoupled,
+  # outside the momentum (w -= lr·weight_decay·w each step, biases included), so 5e-3 here is
+  # the papers' strength; 5e-4 would be a tenth of it.
   c.optimizer.weight_decay = 5e-3
   c.schedule.name = 'step'
   c.schedule.learning_rate = 0.01
   c.schedule.warmup_epochs = 0.0
-  c.schedule.boundaries_epochs = (30.0, 60.0, 80.0)
+  c.schedule.boundaries_epochs = boundaries_epochs
   c.schedule.decay_factor = 0.1
+  return c
+
+
+def tiny(c):
+  """A few steps of small batches, for tests; the caller shrinks the model."""
+  c.batch_size = 8
+  c.eval_batch_size = 16
+  c.num_train_steps = 4
+  c.steps_per_loop = 2
+  c.log_every_steps = 2
+  c.dataset.validation_size = 16
+  c.image_grid_size = 8
+  return c
+
+
+def get_config(variant=''):
+  c = imagenet_sgd('alexnet', 227, batch_size=128, num_epochs=90.0,
+                   boundaries_epochs=(30.0, 60.0, 80.0))
   c.eval_batch_size = 500
   c.checkpoint_every_steps = 5000  # ~0.5 GB per checkpoint (weights and momentum)
   if variant == 'tiny':
+    tiny(c)
     c.model.width_divisor = 16
     c.model.input_size = 67
-    c.batch_size = 8
-    c.eval_batch_size = 16
-    c.num_train_steps = 4
-    c.steps_per_loop = 2
-    c.log_every_steps = 2
-    c.dataset.validation_size = 16
-    c.image_grid_size = 8
   elif variant:
     raise ValueError(f'unknown variant {variant!r}: use tiny (or none)')
   return c
