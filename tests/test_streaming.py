@@ -191,6 +191,8 @@ class FolderTest(tf.test.TestCase):
       datasets.load(_folder_config(self.root), input_size=0)
     with self.assertRaisesRegex(UserError, 'stream'):
       datasets.load(_folder_config(self.root, pipeline='memory'), input_size=32)
+    with self.assertRaisesRegex(UserError, r'channels=2: use --config.dataset.channels=1'):
+      datasets.load(_folder_config(self.root, channels=2), input_size=32)
     data = datasets.load(_folder_config(self.root, channels=1), input_size=32)
     self.assertEqual(data.image_shape, (32, 32, 1))
     self.assertEqual(data.class_names, ('cat', 'dog', 'emu'))

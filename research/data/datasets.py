@@ -99,8 +99,8 @@ def builder(dataset_config, prepare=True, random_access=False):
   manual_dir = dataset_config.manual_dir or None
   if getattr(b, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) and not manual_dir:
     raise UserError(f'dataset {name!r} must be downloaded by hand: put its files in a directory '
-                    'and pass --config.dataset.manual_dir=DIR (tfds\' instructions for '
-                    f'{name} say which files)')
+                    'and pass --config.dataset.manual_dir=DIR to launch.train (--manual_dir=DIR '
+                    f'to launch.prepare); tfds\' instructions for {name} say which files')
   _check_download_reachable(name)
   if plan == 'stream' or random_access:
     # Random access needs ArrayRecord shards; preparing them directly spares a conversion.
@@ -136,6 +136,15 @@ def _read(b, split, channels):
   return sources.ArraySource(np.concatenate(images), np.concatenate(labels))
 
 
+def _channels(dataset_config, native):
+  """The channel count every image is brought to: the config's, else the dataset's own."""
+  channels = dataset_config.channels or native
+  if channels not in (1, 3):
+    raise UserError(f'dataset.channels={dataset_config.channels}: use '
+                    '--config.dataset.channels=1 (grey), 3 (colour) or 0 (the dataset\'s own)')
+  return channels
+
+
 def crop(dataset_config, input_size, shape):
   """The streaming crop: the model's input size, the dataset's (or the config's) channels."""
   size = input_size
@@ -145,9 +154,7 @@ def crop(dataset_config, input_size, shape):
                       'streaming pipeline crops them to a square, so set '
                       '--config.model.input_size (e.g. 224)')
     size = shape[0]
-  channels = dataset_config.channels or shape[-1] or 3
-  if channels not in (1, 3):
-    raise UserError(f'channels={channels}: use --config.dataset.channels=1 (grey) or 3 (colour)')
+  channels = _channels(dataset_config, shape[-1] or 3)
   return sources.Crop(size=size, channels=channels, area=tuple(dataset_config.crop_area),
                       aspect=tuple(dataset_config.crop_aspect),
                       eval_fraction=dataset_config.eval_crop)
@@ -189,7 +196,7 @@ def _load_tfds(dataset_config, splits, input_size, prepare):
     if plan == 'auto':
       plan = 'stream' if decoded > dataset_config.memory_budget_gb * 2**30 else 'memory'
   if plan == 'memory':
-    channels = dataset_config.channels or shape[-1]
+    channels = _channels(dataset_config, shape[-1])
     read = lambda split: _read(b, split, channels)  # noqa: E731
     image_shape = shape[:2] + (channels,)
     fingerprint = {}
