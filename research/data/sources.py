@@ -9,6 +9,7 @@ The two streaming ones yield encoded bytes that the host decodes and crops per e
 (decode.py), keyed by (seed, epoch, index), so any split of the work gives the same pixels.
 """
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -59,8 +60,8 @@ class _Streaming:
 
   def subset(self, start, stop):
     start, stop, _ = slice(start, stop).indices(self.length)
-    view = object.__new__(type(self))
-    view.__dict__.update(self.__dict__, start=self.start + start, length=max(stop - start, 0))
+    view = copy.copy(self)  # shares the listing or reader: a window onto the same examples
+    view.start, view.length = self.start + start, max(stop - start, 0)
     return view
 
   def read(self, idx):

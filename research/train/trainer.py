@@ -61,13 +61,13 @@ def _load_data(config, workdir, start_over, prepare):
   info = os.path.join(workdir, checkpoints.DATA_INFO)
   if not start_over and os.path.exists(info):
     saved = outputs.read_json(info).get('fingerprint')
-    if saved is not None and saved != json.loads(json.dumps(data.fingerprint)):
-      changed = sorted(k for k in set(saved) | set(data.fingerprint)
-                       if saved.get(k) != json.loads(json.dumps(data.fingerprint.get(k))))
+    now = json.loads(json.dumps(data.fingerprint))  # as saved: tuples become lists
+    if saved is not None and saved != now:
+      changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
       raise UserError(f'workdir {workdir!r} holds a run on other data ({", ".join(changed)} '
-                      f'differ: {_brief(saved, changed)} then, '
-                      f'{_brief(data.fingerprint, changed)} now), so it cannot resume exactly: '
-                      'pass a new --workdir, or --start_over (nothing was changed)')
+                      f'differ: {_brief(saved, changed)} then, {_brief(now, changed)} now), so '
+                      'it cannot resume exactly: pass a new --workdir, or --start_over (nothing '
+                      'was changed)')
   return data
 
 
