@@ -64,6 +64,12 @@ def run_cli(module, *args, env=None, timeout=300):
                         capture_output=True, text=True, timeout=timeout)
 
 
+def error_line(proc):
+  """The last non-empty stderr line of a finished command, which must carry the whole message."""
+  lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+  return lines[-1] if lines else ''
+
+
 def alive(pid):
   """Whether process `pid` runs (a zombie waiting for its reaper does not)."""
   try:

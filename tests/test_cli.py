@@ -15,12 +15,6 @@ import tensorflow as tf
 from tests import helpers
 
 
-def _error_line(proc):
-  """The last stderr line, which must carry the whole message."""
-  lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-  return lines[-1] if lines else ''
-
-
 class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(
@@ -38,7 +32,7 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase):
     workdir = self.create_tempdir().full_path
     proc = helpers.run_cli('launch.train', f'--workdir={workdir}', *args)
     self.assertNotEqual(proc.returncode, 0)
-    self.assertIn(message, _error_line(proc))
+    self.assertIn(message, helpers.error_line(proc))
     self.assertNotIn('Traceback', proc.stderr)
     self.assertEqual(os.listdir(workdir), [])  # nothing written
 
@@ -56,8 +50,8 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase):
         text=True, timeout=120)
     self.assertLess(time.time() - start, 60)
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-    self.assertIn('TFDS_DATA_DIR', _error_line(proc))
-    self.assertIn('--data_dir', _error_line(proc))
+    self.assertIn('TFDS_DATA_DIR', helpers.error_line(proc))
+    self.assertIn('--data_dir', helpers.error_line(proc))
 
 
 class RealRunCliTest(tf.test.TestCase):
@@ -127,14 +121,14 @@ class RealRunCliTest(tf.test.TestCase):
       self.assertRegex(line, r'one\.(png|jpg): \d: \d+\.\d%')
     for name in ('cut.png', 'empty.png', 'notes.png', 'missing.png'):
       self.assertRegex(proc.stderr, rf'{name}: error: ')
-    self.assertIn('4 of 6', _error_line(proc))
+    self.assertIn('4 of 6', helpers.error_line(proc))
 
   def test_other_model_in_the_same_workdir_is_refused(self):
     before = sorted(os.listdir(os.path.join(self.workdir, 'checkpoints')))
     proc = helpers.run_cli('launch.train', '--model=cnn_dropout', f'--workdir={self.workdir}',
                            '--config.num_train_steps=2')
     self.assertEqual(proc.returncode, 2)
-    self.assertIn("holds a run with model.name='cnn'", _error_line(proc))
+    self.assertIn("holds a run with model.name='cnn'", helpers.error_line(proc))
     self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, 'checkpoints'))), before)
 
   def test_start_over_moves_the_other_run_aside_and_trains(self):
@@ -151,4 +145,4 @@ class RealRunCliTest(tf.test.TestCase):
   def test_evaluate_of_a_workdir_without_run(self):
     proc = helpers.run_cli('launch.evaluate', f'--workdir={self.create_tempdir().full_path}')
     self.assertEqual(proc.returncode, 2)
-    self.assertIn('holds no config.json', _error_line(proc))
+    self.assertIn('holds no config.json', helpers.error_line(proc))

@@ -45,11 +45,6 @@ _CONFIG_FILE = textwrap.dedent('''\
     ''')
 
 
-def _error_line(proc):
-  lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-  return lines[-1] if lines else ''
-
-
 class DistributeFlagsTest(tf.test.TestCase, parameterized.TestCase):
 
   def config_file(self):
@@ -61,8 +56,8 @@ class DistributeFlagsTest(tf.test.TestCase, parameterized.TestCase):
 
   def assert_refused(self, proc, message, workdir):
     self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
-    self.assertIn(message, _error_line(proc))
-    self.assertStartsWith(_error_line(proc), 'error: ')
+    self.assertIn(message, helpers.error_line(proc))
+    self.assertStartsWith(helpers.error_line(proc), 'error: ')
     self.assertNotIn('Traceback', proc.stderr)
     self.assertEqual(os.listdir(workdir), [])  # nothing written
 
@@ -104,8 +99,9 @@ class DistributeFlagsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
     self.assertRegex(proc.stderr, r'\[worker [01]\] error: batch_size 7 does not divide over 2 '
                      'replicas')
-    self.assertRegex(_error_line(proc), r'^error: worker [01] \(pid \d+\) exited with status 2; '
-                     'stopped the other workers$')
+    self.assertRegex(helpers.error_line(proc),
+                     r'^error: worker [01] \(pid \d+\) exited with status 2; stopped the other '
+                     'workers$')
     self.assertEqual(os.listdir(workdir), [])
 
 

@@ -342,8 +342,9 @@ class FolderCliTest(tf.test.TestCase):
                            f'--workdir={self.workdir}', *_FOLDER_RUN,
                            '--config.dataset.eval_crop=0.9', '--config.num_train_steps=9')
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-    self.assertRegex(_last_line(proc), r'^error: workdir .* holds a run on other data \(crop '
-                                       r'differ.*pass a new --workdir')
+    self.assertRegex(helpers.error_line(proc),
+                     r'^error: workdir .* holds a run on other data \(crop differ.*pass a new '
+                     r'--workdir')
     self.assertEqual(open(config).read(), before)
     self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, 'checkpoints'))),
                      checkpoints_before)
@@ -380,13 +381,8 @@ class FolderCliTest(tf.test.TestCase):
     proc = helpers.run_cli('launch.train', f'--dataset=folder:{self.images}', '--model=cnn',
                            f'--workdir={os.path.join(self.tmp, "cnn")}')
     self.assertEqual(proc.returncode, 2)
-    self.assertRegex(_last_line(proc), r'^error: .*--config.model.input_size')
+    self.assertRegex(helpers.error_line(proc), r'^error: .*--config.model.input_size')
     self.assertFalse(os.path.exists(os.path.join(self.tmp, 'cnn')))
-
-
-def _last_line(proc):
-  lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-  return lines[-1] if lines else ''
 
 
 class _PerIndexReads:
@@ -463,7 +459,7 @@ class PrepareCliTest(tf.test.TestCase):
     refused = helpers.run_cli('launch.train', f'--workdir={workdir}', *run)
     self.assertEqual(refused.returncode, 2, refused.stderr[-2000:])
     self.assertIn(f'run python -m launch.prepare --dataset=tiny_images --data_dir={data_dir}',
-                  _last_line(refused))
+                  helpers.error_line(refused))
     self.assertFalse(os.path.exists(os.path.join(workdir, 'checkpoints')))
 
     prepared = helpers.run_cli('launch.prepare', '--dataset=tiny_images',
@@ -485,8 +481,8 @@ class PrepareCliTest(tf.test.TestCase):
                            f'--workdir={self.create_tempdir().full_path}',
                            env={'TFDS_DATA_DIR': helpers.require_real_data()})
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-    self.assertRegex(_last_line(proc), r"^error: dataset 'mnist' has no split 'tset': use one "
-                                       r"of test, train$")
+    self.assertRegex(helpers.error_line(proc),
+                     r"^error: dataset 'mnist' has no split 'tset': use one of test, train$")
 
 
 class FixedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
