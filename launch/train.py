@@ -16,7 +16,7 @@ from launch import common
 from research import local_cluster
 from research import strategy as strategy_lib
 from research.errors import UserError
-from research.train import optim
+from research.train import precision
 from research.train import trainer
 
 _CONFIG = common.define_config_flag()
@@ -38,8 +38,9 @@ _LOCAL_WORKERS = flags.DEFINE_integer(
     'local_workers', 0, 'Start N workers on this machine as one multi_worker_mirrored cluster '
     '(each with its own TF_CONFIG) and supervise them instead of training here.',
     lower_bound=0)
-_MIXED_PRECISION = flags.DEFINE_enum('mixed_precision', None, optim.PRECISIONS,
-                                     'Compute dtype policy (default: the config\'s).')
+_MIXED_PRECISION = flags.DEFINE_enum(
+    'mixed_precision', None, precision.PRECISIONS, 'Compute precision; auto: bfloat16 where the '
+    'hardware runs it natively, else float32 (default: the config\'s, auto).')
 _DETERMINISTIC = flags.DEFINE_bool('deterministic', None, 'Op determinism: bitwise-repeatable '
                                    'runs and resumes (default: the config\'s, off).')
 _START_OVER = flags.DEFINE_bool('start_over', False, 'When --workdir holds a run, move it to '

@@ -29,7 +29,18 @@ def one_step(config, strategy, images, labels, initial=None):
   batches = strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors((images, labels)).repeat())
   loss_sum, _, count, _ = train(iter(batches), tf.constant(1)).numpy()
-  return loss_sum / count, before, [v.numpy() for v in model.weights]
+  return loss_sum / count, before, [v.numpy() for v in model.weights], _fused(model, strategy)
+
+
+def _fused(model, strategy):
+  """Whether a training forward pass under `strategy` runs the fused batch-norm kernel."""
+
+  @tf.function
+  def forward(x):
+    return strategy.run(lambda x: model(x, training=True), (x,))
+
+  graph = forward.get_concrete_function(tf.TensorSpec((16, 28, 28, 1))).graph
+  return any(op.type.startswith('FusedBatchNorm') for op in graph.get_operations())
 
 
 def main():
@@ -48,10 +59,12 @@ def main():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
   labels = rng.integers(0, 10, 16, dtype=np.int32)
-  loss_1, initial, after_1 = one_step(config, tf.distribute.get_strategy(), images, labels)
-  loss_2, _, after_2 = one_step(config, mirrored, images, labels, initial)
+  loss_1, initial, after_1, fused_1 = one_step(config, tf.distribute.get_strategy(), images,
+                                               labels)
+  loss_2, _, after_2, fused_2 = one_step(config, mirrored, images, labels, initial)
   print(json.dumps({
       'replicas': mirrored.num_replicas_in_sync,
+      'fused_one_device': fused_1, 'fused_mirrored': fused_2,
       'loss_diff': abs(float(loss_1 - loss_2)),
       'weight_diff': max(float(np.abs(a - b).max()) for a, b in zip(after_1, after_2)),
       # float32 rounding grows with the value: batch norm's moving variance is not near 1

@@ -8,6 +8,53 @@ import tensorflow as tf
 from research.models import blocks
 
 
+class BatchNormTest(tf.test.TestCase, parameterized.TestCase):
+  """The fused one-replica path computes what Keras' composed batch norm does."""
+
+  @parameterized.product(shape=[(16, 6, 6, 5), (32, 5)], training=[True, False],
+                         policy=['float32', 'mixed_bfloat16'])
+  def test_matches_keras_batch_norm(self, shape, training, policy):
+    keras.config.set_dtype_policy(policy)
+    try:
+      fused = blocks.BatchNorm(name='bn')
+      composed = keras.layers.BatchNormalization(momentum=0.9, name='bn')
+    finally:
+      keras.config.set_dtype_policy('float32')
+    x = tf.random.stateless_normal(shape, (1, 2)) * 3 + 2
+    weights = tf.random.stateless_normal(shape, (3, 4))  # a loss whose x-gradient is not ~0
+    results = []
+    for layer in (fused, composed):
+      layer.build(shape)
+      layer.gamma.assign(tf.linspace(0.5, 1.5, shape[-1]))
+      layer.beta.assign(tf.linspace(-1.0, 1.0, shape[-1]))
+      for _ in range(2):  # twice: the second step starts from updated moving statistics
+        with tf.GradientTape() as tape:
+          tape.watch(x)
+          y = layer(tf.cast(x, layer.compute_dtype), training=training)
+          loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+      results.append((y, *tape.gradient(loss, [x, layer.gamma, layer.beta]),
+                      layer.moving_mean, layer.moving_variance))
+    self.assertEqual(results[0][0].dtype, policy.replace('mixed_', ''))
+    tolerance = 1e-5 if policy == 'float32' else 2e-2  # bfloat16 keeps 8 bits of mantissa
+    for a, b in zip(*results):
+      a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
+      self.assertAllClose(a, b, rtol=tolerance, atol=tolerance * float(tf.reduce_max(tf.abs(b))))
+
+  def test_one_replica_runs_the_fused_kernel(self):
+    layer = blocks.BatchNorm(name='bn')
+    layer.build((4, 3, 3, 2))
+    for training in (True, False):
+      graph = tf.function(lambda x, t=training: layer(x, training=t)).get_concrete_function(
+          tf.TensorSpec((4, 3, 3, 2))).graph
+      self.assertIn('FusedBatchNormV3', [op.type for op in graph.get_operations()])
+
+  def test_config_round_trip(self):
+    layer = blocks.BatchNorm(momentum=0.8, epsilon=1e-4, name='bn2')
+    clone = blocks.BatchNorm.from_config(layer.get_config())
+    self.assertEqual(clone.get_config(), layer.get_config())
+    self.assertEqual((clone.momentum, clone.synchronized, clone.name), (0.8, True, 'bn2'))
+
+
 class ConvBlockTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(

@@ -19,6 +19,8 @@ class MirroredEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(result['replicas'], 2)
     self.assertGreater(result['update_size'], 1e-4)  # the step moved the weights
     self.assertLess(result['loss_diff'], 1e-6)
+    # Batch norm's path: one fused kernel on one replica, all-reduced statistics on several.
+    self.assertEqual((result['fused_one_device'], result['fused_mirrored']), (bool(args), False))
     if args:
       # Synchronized batch norm's variance is E[x²] − E[x]² of all-reduced sums, one device's a
       # two-pass variance: the cancellation costs a few float32 ulps of the moving variance.

@@ -65,6 +65,10 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
       self.assertLen(union, 16)
       self.assertAllEqual(np.sort(union), np.sort(full[step]))
 
+  def test_no_autotuning_thread_to_wait_for_at_exit(self):
+    ds = pipeline.train_dataset(_split(10), 4, seed=0)
+    self.assertFalse(ds.options().autotune.enabled)
+
   def test_batch_larger_than_data_is_an_error(self):
     with self.assertRaisesRegex(ValueError, 'exceeds'):
       pipeline.train_dataset(_split(5), 8, seed=0)

@@ -14,13 +14,11 @@ import types
 from unittest import mock
 
 from absl.testing import parameterized
-import keras
 import tensorflow as tf
 
 from research import local_cluster
 from research import strategy as strategy_lib
 from research.errors import UserError
-from research.train import optim
 from tests import helpers
 
 _SimpleResolver = tf.distribute.cluster_resolver.SimpleClusterResolver
@@ -184,24 +182,6 @@ class WorkerHelpersTest(tf.test.TestCase, parameterized.TestCase):
       self.assertTrue(strategy_lib.is_chief(strategy))
       self.assertEqual(strategy_lib.worker_index(strategy), 0)
       self.assertEqual(strategy_lib.num_workers(strategy), 1)
-
-
-class PrecisionTest(tf.test.TestCase, parameterized.TestCase):
-
-  @parameterized.parameters('float32', 'mixed_float16', 'mixed_bfloat16')
-  def test_layers_built_inside_compute_in_the_policy_and_it_is_restored(self, name):
-    with optim.precision(name):
-      layer = keras.layers.Dense(2)
-    layer.build((None, 3))
-    self.assertEqual(layer.compute_dtype, name.replace('mixed_', ''))
-    self.assertEqual(layer.kernel.dtype, 'float32')
-    self.assertEqual(keras.config.dtype_policy().name, 'float32')
-
-  def test_unknown_policy(self):
-    with self.assertRaisesRegex(UserError, "unknown mixed_precision 'float8'.*mixed_bfloat16"):
-      with optim.precision('float8'):
-        pass
-    self.assertEqual(keras.config.dtype_policy().name, 'float32')
 
 
 def _python(script, env=None, timeout=120):

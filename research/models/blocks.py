@@ -1,16 +1,51 @@
 """Building blocks shared by every model: each is a Keras layer with a round-tripping config."""
 
 import keras
+import tensorflow as tf
 
 
-def _batch_norm():
-  """Momentum 0.9: Keras' 0.99 left the moving variance far off after a few hundred steps.
+@keras.saving.register_keras_serializable(package='research')
+class BatchNorm(keras.layers.BatchNormalization):
+  """Batch norm over the global batch, in one fused kernel where a replica holds all of it.
 
-  Synchronized: statistics over the global batch, all-reduced across replicas, so a run means the
-  same on any replica count, and every worker's moving statistics (kept per device, not
-  aggregated) stay equal. On one device it is a plain batch norm.
+  With several replicas the statistics are all-reduced (Keras' synchronized batch norm), so a
+  run means the same on any replica count and every worker's moving statistics stay equal. With
+  one replica the same arithmetic runs as TensorFlow's fused kernel instead: Keras 3 composes
+  batch norm from a dozen elementwise ops, which took about half of the small CNN's training
+  step on a CPU. The fused kernel keeps the statistics in float32 under mixed precision.
+  Momentum 0.9: Keras' 0.99 left the moving variance far off after a few hundred steps.
   """
-  return keras.layers.BatchNormalization(momentum=0.9, synchronized=True, name='bn')
+
+  def __init__(self, momentum=0.9, synchronized=True, name='bn', **kwargs):
+    super().__init__(momentum=momentum, synchronized=synchronized, name=name, **kwargs)
+
+  def call(self, inputs, training=None, mask=None):
+    fusable = (mask is None and not self.renorm and self.axis in (-1, len(inputs.shape) - 1)
+               and len(inputs.shape) in (2, 4) and self.scale and self.center)
+    replicas = tf.distribute.get_replica_context()
+    replicas = replicas.num_replicas_in_sync if replicas is not None else 1
+    training = bool(training) and self.trainable
+    if not fusable or (training and replicas > 1):
+      return super().call(inputs, training=training, mask=mask)
+    x = inputs if len(inputs.shape) == 4 else inputs[:, None, None, :]
+    if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+      x = tf.cast(x, tf.float32)
+    if training:
+      y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+          x, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+      # The kernel returns the unbiased batch variance; the synchronized path (and Keras)
+      # average the biased one, which the one-replica run must match.
+      n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+      variance = variance * (n - 1) / tf.maximum(n, 1)
+      self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
+      self.moving_variance.assign(
+          self.moving_variance * self.momentum + variance * (1 - self.momentum))
+    else:
+      y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+          x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
+          epsilon=self.epsilon, is_training=False)
+    y = y if len(inputs.shape) == 4 else y[:, 0, 0, :]
+    return tf.cast(y, self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package='research')
@@ -31,7 +66,7 @@ class ConvBlock(keras.layers.Layer):
     self.activation = activation
     self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
                                     use_bias=not batch_norm, name='conv')
-    self.norm = _batch_norm() if batch_norm else None
+    self.norm = BatchNorm() if batch_norm else None
     self.act = keras.layers.Activation(activation, name='act')
 
   def build(self, input_shape):
@@ -65,7 +100,7 @@ class DenseBlock(keras.layers.Layer):
     self.dropout = dropout
     self.batch_norm = batch_norm
     self.dense = keras.layers.Dense(units, use_bias=not batch_norm, name='dense')
-    self.norm = _batch_norm() if batch_norm else None
+    self.norm = BatchNorm() if batch_norm else None
     self.act = keras.layers.Activation(activation, name='act')
     self.drop = keras.layers.Dropout(dropout, name='dropout') if dropout else None
 

@@ -1,7 +1,4 @@
-"""Optimizers and learning-rate schedules from the config (linear warmup, then cosine or steps),
-and the numeric precision the model is built in."""
-
-import contextlib
+"""Optimizers and learning-rate schedules from the config (linear warmup, then cosine or steps)."""
 
 import keras
 import tensorflow as tf
@@ -64,24 +61,3 @@ def optimizer(cfg, learning_rate, loss_scaling=False):
   else:
     raise UserError(f'unknown optimizer {cfg.name!r}: use sgd, adam or adamw')
   return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
-
-
-PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
-
-
-@contextlib.contextmanager
-def precision(name):
-  """Layers built inside compute in `name` (config.mixed_precision), with float32 variables.
-
-  Keras reads the global dtype policy when a layer is made, so setting it around the build is
-  enough; it is restored after, so later models (evaluation, tests) are float32 again. The
-  models' logits layer is float32 in every policy: softmax and the loss stay in float32.
-  """
-  if name not in PRECISIONS:
-    raise UserError(f'unknown mixed_precision {name!r}: use one of {", ".join(PRECISIONS)}')
-  previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy(name)
-  try:
-    yield
-  finally:
-    keras.config.set_dtype_policy(previous)

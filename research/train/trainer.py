@@ -27,6 +27,7 @@ from research.data import pipeline
 from research.data import preprocess
 from research.errors import UserError
 from research.train import optim
+from research.train import precision
 from research.train import steps
 
 
@@ -75,9 +76,29 @@ def _brief(fingerprint, keys):
   return ', '.join(f'{k}={json.dumps(fingerprint.get(k))}' for k in keys)
 
 
-def _barrier(strategy):
-  """All workers meet here (a one-number all-reduce): the chief has prepared the workdir."""
-  strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+def _barrier(strategy, value):
+  """All workers meet here (a one-number all-reduce): the chief has prepared the workdir.
+  Returns the chief's `value` (a small integer) on every worker."""
+
+  def chief_value():
+    first = tf.distribute.get_replica_context().replica_id_in_sync_group == 0
+    return tf.where(first, tf.constant(value, tf.float32), 0.0)
+
+  return int(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(chief_value), axis=None))
+
+
+def _resolve_precision(config, strategy, workdir, start_over):
+  """Replaces config.mixed_precision `auto` by this run's precision; returns the reason."""
+  saved = os.path.join(workdir, 'config.json')
+  saved = (config_lib.load(workdir).get('mixed_precision')
+           if not start_over and os.path.exists(saved) else None)
+  if saved not in (None, config.mixed_precision, precision.AUTO) and (
+      config.mixed_precision != precision.AUTO):
+    logging.warning('Resuming a run trained in %s in %s, as --mixed_precision asks.', saved,
+                    config.mixed_precision)
+  config.mixed_precision, reason = precision.resolve(
+      config.mixed_precision, precision.detect(strategy), saved)
+  return reason
 
 
 def _next_stop(step, total, intervals):
@@ -118,13 +139,14 @@ class _Run:
   saver: checkpoints.Saver
   steps_per_epoch: int
   total_steps: int
+  precision_reason: str  # why config.mixed_precision is what it is (auto's choice, or given)
 
 
 def build_state(config, strategy, num_classes, image_shape, total_steps, steps_per_epoch):
   """(model, optimizer, learning-rate schedule, step counter) as the loop trains them."""
   # Variables and optimizer slots must be created under the strategy to be mirrored, and the
   # optimizer built before the first distributed step (a lazy build inside it fails).
-  with strategy.scope(), optim.precision(config.mixed_precision):
+  with strategy.scope(), precision.scope(config.mixed_precision):
     model, table = models.build_model(config.model, num_classes, image_shape)
     lr = optim.schedule(config.schedule, total_steps, steps_per_epoch)
     optimizer = optim.optimizer(config.optimizer, lr,
@@ -144,6 +166,7 @@ def _setup(config, workdir, start_over):
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
   chief = strategy_lib.is_chief(strategy)
+  reason = _resolve_precision(config, strategy, workdir, start_over)
   # The chief alone downloads or prepares a dataset; the others load it after the barrier.
   data = _load_data(config, workdir, start_over, prepare=True) if chief else None
   if chief:
@@ -155,7 +178,13 @@ def _setup(config, workdir, start_over):
         'num_classes': data.num_classes, 'class_names': list(data.class_names),
         'image_shape': list(data.image_shape), 'pipeline': data.pipeline,
         'fingerprint': data.fingerprint})
-  _barrier(strategy)
+  # Every worker computes in the chief's precision, whatever its own hardware would pick.
+  chosen = precision.PRECISIONS[_barrier(strategy, precision.PRECISIONS.index(
+      config.mixed_precision))]
+  if chosen != config.mixed_precision:
+    reason = f'the chief\'s choice (this worker alone: {config.mixed_precision}, {reason})'
+    config.mixed_precision = chosen
+  logging.info('Precision %s (%s).', config.mixed_precision, reason)
   if data is None:
     data = _load_data(config, workdir, start_over, prepare=False)
   per_epoch = pipeline.steps_per_epoch(len(data.train), config.batch_size)
@@ -172,7 +201,8 @@ def _setup(config, workdir, start_over):
     logging.info('Resumed from %s: step %d of %d, epoch %d at batch %d of %d in its order%s.',
                  restored, step.numpy(), total, epoch, position, per_epoch,
                  _loss_scale_text(optimizer))
-  return _Run(strategy, chief, data, model, optimizer, lr, step, saver, per_epoch, total)
+  return _Run(strategy, chief, data, model, optimizer, lr, step, saver, per_epoch, total,
+              reason)
 
 
 def _log_plan(config, workdir, run):
@@ -262,7 +292,8 @@ def train_and_evaluate(config, workdir, start_over=False):
   for writer in (train_writer, val_writer):
     writer.flush()
   final = dict(step=step, epoch=step / run.steps_per_epoch, train_seconds=train_seconds,
-               weights_digest=outputs.weights_digest(run.model))
+               weights_digest=outputs.weights_digest(run.model),
+               precision=config.mixed_precision, precision_reason=run.precision_reason)
   if step < total:
     logging.warning('Stopped by %s at step %d of %d, saved: re-run the same command to resume.',
                     watcher.signal_name or 'a signal to another worker', step, total)
