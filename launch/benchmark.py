@@ -1,11 +1,14 @@
 """Benchmarks training throughput: python -m launch.benchmark [--models=cnn,alexnet,vgg16,vgg16_cpu]
-[--quick] [--json=PATH] [--repeats=N] [--streaming].
+[--quick] [--json=PATH] [--repeats=N] [--ceilings_only] [--streaming].
 
 Prints a table of images/s (median [min–max] over interleaved rounds) per model and measurement:
 the custom loop on synthetic and on real data, with and without the on-device resize, against
-Keras fit and under each strategy; the ratios between them; achieved GFLOP/s against a matmul
-and a conv ceiling; peak RSS. --quick (cnn, and AlexNet-tiny's resize ratio) takes ~2 minutes on
-2 idle CPU cores; the full run takes far longer (VGG16-224 trains at ~1–2 img/s there).
+Keras fit and under each strategy; the custom loop and fit again in mixed_bfloat16; the ratios
+between them (bfloat16 ÷ float32, and custom ÷ fit in each precision against the bar ≥ 1);
+achieved GFLOP/s against a matmul and a conv ceiling of each precision; peak RSS.
+--quick (cnn, and AlexNet-tiny's resize ratio) takes a few minutes on 2 idle CPU cores; the full
+run takes far longer (VGG16-224 trains at ~1–2 img/s there). --ceilings_only measures the probes
+alone (with ONEDNN_VERBOSE=1 set, the log shows which kernels they run).
 --streaming measures the streaming input path instead (research/benchmark/streaming.py).
 """
 
@@ -23,6 +26,8 @@ _JSON = flags.DEFINE_string('json', None, 'Also write every number to this JSON 
 _STREAMING = flags.DEFINE_bool('streaming', False, 'Benchmark the streaming input path instead: '
                                'pipeline alone vs a bare decode-and-crop loop, and AlexNet fed '
                                'by it vs synthetic batches.')
+_CEILINGS_ONLY = flags.DEFINE_bool('ceilings_only', False, 'Measure only the matmul and conv '
+                                   'ceiling probes, no model.')
 _REPEATS = flags.DEFINE_integer('repeats', None, 'Interleaved rounds per measurement; default 3 '
                                 '(2 with --quick).', lower_bound=1)
 
@@ -32,7 +37,7 @@ def main():
     print(benchmark.streaming.report(_QUICK.value, _REPEATS.value, _JSON.value))
     return
   print(benchmark.run(_MODELS.value, quick=_QUICK.value, repeats=_REPEATS.value,
-                      json_path=_JSON.value))
+                      json_path=_JSON.value, ceilings_only=_CEILINGS_ONLY.value))
 
 
 if __name__ == '__main__':

@@ -1,9 +1,11 @@
-"""The benchmark: its analytic FLOP count against hand arithmetic and the traced graph, and the
---quick run as a user runs it (table and JSON complete and well formed; no speed thresholds)."""
+"""The benchmark: its analytic FLOP count against hand arithmetic and the traced graph, its
+precisions (the bfloat16 probe's dtypes, each precision's ceiling and ratios), and the --quick run
+as a user runs it (table and JSON complete and well formed; no speed thresholds)."""
 
 import json
 import math
 import os
+import re
 import statistics
 import time
 
@@ -85,6 +87,78 @@ class FlopCountTest(tf.test.TestCase, parameterized.TestCase):
       benchmark.flops.forward_macs(_Depthwise(), (8, 8, 1))
 
 
+def _conv_dtypes(measurement):
+  """The dtypes of the Conv2D ops a probe's compiled loop runs (its while body included)."""
+  concrete = measurement.loop.get_concrete_function(tf.TensorSpec([], tf.int32))
+  graph = concrete.graph.as_graph_def()
+  nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+  return [tf.dtypes.as_dtype(n.attr['T'].type) for n in nodes if n.op == 'Conv2D']
+
+
+class PrecisionTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(('conv3x3', tf.float32), ('conv3x3_bf16', tf.bfloat16))
+  def test_conv_probe_computes_in_its_dtype(self, key, dtype):
+    probe = {m.key: m for m in benchmark.probes.probes(quick=True)}[key]
+    x, w = probe.args
+    self.assertEqual((x.dtype, w.dtype), (dtype, dtype))
+    # The same conv shapes in both precisions, so their rates compare.
+    self.assertEqual((x.shape, w.shape), (benchmark.probes.CONV_SHAPE, (3, 3, 128, 128)))
+    self.assertEqual(benchmark.probes._conv(x, w).dtype, dtype)
+    self.assertEqual(_conv_dtypes(probe), [dtype])
+
+  @parameterized.parameters(('float32', 'conv3x3', 0.1), ('mixed_bfloat16', 'conv3x3_bf16', 0.15))
+  def test_fraction_uses_the_ceiling_of_its_precision(self, name, ceiling, fraction):
+    ceilings = {key: {'gflops': {'median': rate}} for key, rate in (
+        ('matmul', 100.0), ('conv3x3', 200.0), ('conv3x3_train', 150.0),
+        ('conv3x3_bf16', 400.0))}
+    # 2 GFLOP per image: float32 at 10 img/s achieves 20 GFLOP/s, 0.1 of its conv's 200;
+    # bfloat16 at 30 img/s 60 GFLOP/s, 0.15 of its conv's 400 (0.3 of the float32 one).
+    got = benchmark.models.compute({'float32': 10.0, 'mixed_bfloat16': 30.0}, 2.0,
+                                   ceilings)[name]
+    self.assertEqual(got['ceiling'], ceiling)
+    self.assertAlmostEqual(got['fraction_of_ceiling'], fraction)
+    self.assertAlmostEqual(got['fraction_of_ceiling'] * ceilings[ceiling]['gflops']['median'],
+                           got['achieved_gflops'])
+
+  @parameterized.parameters((1.5, 1.2, 1.25, True), (1.5, 2.0, 0.75, False))
+  def test_bf16_ratios_and_the_fit_bar(self, bf16_speed, fit_speed, custom_over_fit, meets):
+    # bfloat16 variants are bracketed by the float32 custom loop, under the same linear drift
+    # as in RealDataTest: each ratio must come out as the quotient of the speeds.
+    calls = []
+    measured = {key: _DriftingMeasurement(key, speed, calls) for key, speed in (
+        ('custom_synthetic', 1.0), ('custom_synthetic_bf16', bf16_speed),
+        ('fit_bf16', fit_speed))}
+    benchmark.timing.interleave('test', list(measured.values()), 1,
+                                reference=measured['custom_synthetic'])
+    ratio = benchmark.models._ratio(measured, 'bf16_over_float32', 'custom_synthetic')
+    self.assertAlmostEqual(ratio['median'], bf16_speed)
+    bf16 = measured['custom_synthetic_bf16']
+    self.assertEqual(ratio['samples'], [r / a for r, a in zip(bf16.rates, bf16.around)])
+    bar = benchmark.models._ratio(measured, 'custom_over_fit_bf16', 'custom_synthetic')
+    self.assertAlmostEqual(bar['median'], custom_over_fit)
+    self.assertIs(bar['meets_bar'], meets)
+    self.assertNotIn('meets_bar', ratio)
+    self.assertEqual([benchmark.models.precision_of(k) for k in measured],
+                     ['float32', 'mixed_bfloat16', 'mixed_bfloat16'])
+
+
+class _DriftingMeasurement(benchmark.timing.Measurement):
+  """A variant of a given speed on a machine that slows by 10% per call (warm-ups included);
+  its rate comes from the call count, not a clock."""
+
+  def __init__(self, key, speed, calls, bracket=True):
+    def call(n):
+      calls.append(key)
+      return speed * (1 - 0.1 * len(calls)), None
+    super().__init__(key, call, 1, 1, bracket=bracket)
+
+  def time_once(self):
+    self.rates.append(self.call(1)[0])
+    self.cpu_util.append(2.0)
+    return 1.0
+
+
 class RealDataTest(tf.test.TestCase):
 
   def test_training_conv_probe_returns_both_gradients(self):
@@ -121,21 +195,10 @@ class RealDataTest(tf.test.TestCase):
     # must come out at exactly 1.0 against it (against the reference's first sample of the
     # round it would read 0.8), one twice as fast at 2.0; the unbracketed one runs first.
     calls = []
-
-    class Drifting(benchmark.timing.Measurement):
-      def __init__(self, key, speed, bracket=True):
-        def call(n):
-          calls.append(key)
-          return speed * (1 - 0.1 * len(calls)), None
-        super().__init__(key, call, 1, 1, bracket=bracket)
-
-      def time_once(self):  # the rate from the call count, not a clock
-        self.rates.append(self.call(1)[0])
-        self.cpu_util.append(2.0)
-        return 1.0
-
-    ref, same, faster, drain = (Drifting('custom_synthetic', 1.0), Drifting('one_device', 1.0),
-                                Drifting('fit', 2.0), Drifting('pipeline_only', 5.0, False))
+    ref, same, faster, drain = (_DriftingMeasurement('custom_synthetic', 1.0, calls),
+                                _DriftingMeasurement('one_device', 1.0, calls),
+                                _DriftingMeasurement('fit', 2.0, calls),
+                                _DriftingMeasurement('pipeline_only', 5.0, calls, False))
     benchmark.timing.interleave('test', [ref, same, faster, drain], 1, reference=ref)
     self.assertEqual(calls[4:], ['pipeline_only', 'custom_synthetic', 'one_device',
                                  'custom_synthetic', 'fit', 'custom_synthetic'])
@@ -195,23 +258,36 @@ class QuickRunTest(tf.test.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(path) as f:
       results = json.load(f)
+    self.check_run(results, proc.stdout, real)
 
+  def check_run(self, results, table, real):
+    """The JSON of a --quick run and its printed table, complete and consistent."""
     self.assertEqual(results['repeats'], 2)
     self.assertTrue(results['quick'])
-    self.assertCountEqual(results['ceilings'], ['matmul', 'conv3x3', 'conv3x3_train'])
-    train_conv = results['ceilings']['conv3x3_train']
-    # The training conv ran between two forward samples each round (2 rounds → 4 forward
-    # samples; the matmul is in no ratio), its ratio against the mean of the two around it.
-    self.assertLen(results['ceilings']['conv3x3']['gflops']['samples'], 4)
-    self.assertAlmostEqual(train_conv['over_forward'], statistics.median(
-        t / f for t, f in zip(train_conv['gflops']['samples'], train_conv['reference_around'])))
+    self.assertEqual(results['precisions'], ['float32', 'mixed_bfloat16'])
+    self.assertCountEqual(results['ceilings'],
+                          ['matmul', 'conv3x3', 'conv3x3_train', 'conv3x3_bf16'])
+    self.assertEqual({k: p['dtype'] for k, p in results['ceilings'].items()},
+                     {'matmul': 'float32', 'conv3x3': 'float32', 'conv3x3_train': 'float32',
+                      'conv3x3_bf16': 'bfloat16'})
+    # The training and the bfloat16 convs each ran between two float32 forward samples each
+    # round (2 rounds → 6 forward samples; the matmul is in no ratio), each ratio against the
+    # mean of the two around it.
+    self.assertLen(results['ceilings']['conv3x3']['gflops']['samples'], 6)
+    for key, field in (('conv3x3_train', 'over_forward'), ('conv3x3_bf16', 'over_float32')):
+      probe = results['ceilings'][key]
+      self.assertAlmostEqual(probe[field], statistics.median(
+          t / f for t, f in zip(probe['gflops']['samples'], probe['reference_around'])), msg=key)
     self.assertCountEqual(results['models'], benchmark.QUICK_MODELS)
     for path_, value in _numbers(results):
       self.assertTrue(math.isfinite(value), path_)
       if not any(k in path_ for k in ('load_average', 'final_loss', 'extra_ms_per_step')):
         self.assertGreater(value, 0, path_)
 
-    always = {'custom_synthetic', 'fit', 'fit_spe25', 'one_device', 'mirrored'}
+    # The custom loop and fit in both precisions; --quick leaves fit(spe=25) to float32, and
+    # the resized model to its float32 resize ratios.
+    always = {'custom_synthetic', 'fit', 'fit_spe25', 'one_device', 'mirrored',
+              'custom_synthetic_bf16', 'fit_bf16'}
     real_rows = {'custom_pipeline', 'pipeline_only'}
     resize = {'custom_input_size', 'custom_synthetic_no_augment', 'custom_input_size_no_augment'}
     expected_measured = {'cnn': always | (real_rows if real else set()),
@@ -220,10 +296,33 @@ class QuickRunTest(tf.test.TestCase):
       for key in ('config', 'model', 'batch_size', 'input_size', 'params',
                   'forward_macs_per_image', 'train_gflop_per_image', 'compute', 'memory'):
         self.assertIn(key, model, name)
-      for probe, ceiling in results['ceilings'].items():
+      # Each precision's achieved GFLOP/s is its own custom loop's rate, as a fraction of the
+      # conv ceiling of the same precision; float32 also of the float32-only probes.
+      rows = model['measurements']
+      computed = [p for p in ('float32', 'mixed_bfloat16') if p in model['compute']]
+      self.assertEqual(computed, ['float32', 'mixed_bfloat16'] if name == 'cnn' else ['float32'])
+      for precision, key, ceiling in (('float32', 'custom_synthetic', 'conv3x3'),
+                                      ('mixed_bfloat16', 'custom_synthetic_bf16',
+                                       'conv3x3_bf16'))[:len(computed)]:
+        compute = model['compute'][precision]
+        self.assertEqual(rows[key]['precision'], precision)
+        self.assertAlmostEqual(compute['achieved_gflops'],
+                               rows[key]['images_per_sec']['median']
+                               * model['train_gflop_per_image'], places=6)
+        self.assertEqual(compute['ceiling'], ceiling)
         self.assertAlmostEqual(
-            model['compute'][f'fraction_of_{probe}'] * ceiling['gflops']['median'],
-            model['compute']['achieved_gflops'], places=6, msg=f'{name} {probe}')
+            compute['fraction_of_ceiling'] * results['ceilings'][ceiling]['gflops']['median'],
+            compute['achieved_gflops'], places=6, msg=f'{name} {precision}')
+      for probe in ('matmul', 'conv3x3', 'conv3x3_train'):
+        self.assertAlmostEqual(
+            model['compute']['float32'][f'fraction_of_{probe}']
+            * results['ceilings'][probe]['gflops']['median'],
+            model['compute']['float32']['achieved_gflops'], places=6, msg=f'{name} {probe}')
+      for key, row in model['ratios'].items():
+        self.assertEqual('meets_bar' in row,
+                         key in benchmark.models.FIT_BARS and 'skipped' not in row, key)
+        if 'meets_bar' in row:
+          self.assertEqual(row['meets_bar'], row['median'] >= 1.0)
       for key in ('rss_start_mb', 'peak_rss_mb', 'process_peak_rss_mb', 'method'):
         self.assertIn(key, model['memory'])
       self.assertCountEqual(model['measurements'], benchmark.models.MEASUREMENTS)
@@ -231,6 +330,8 @@ class QuickRunTest(tf.test.TestCase):
       measured = {k for k, row in model['measurements'].items() if 'skipped' not in row}
       self.assertEqual(measured, expected_measured[name])
       for key, row in model['measurements'].items():
+        self.assertEqual(row['precision'],
+                         'mixed_bfloat16' if key.endswith('_bf16') else 'float32', key)
         if 'skipped' in row:
           self.assertNotEmpty(row['skipped'])
         else:
@@ -246,7 +347,7 @@ class QuickRunTest(tf.test.TestCase):
         num, den, _ = benchmark.models.RATIOS[key]
         self.assertEqual('skipped' not in row, {num, den} <= measured, (name, key))
     cnn = results['models']['cnn']['measurements']
-    for key in ('fit', 'fit_spe25'):  # fit's steps are timed to on_train_end, the rest apart
+    for key in ('fit', 'fit_spe25', 'fit_bf16'):  # fit's steps end at on_train_end, the rest apart
       self.assertLen(cnn[key]['seconds_after_end']['samples'], 2)
     self.assertNotIn('seconds_after_end', cnn['custom_synthetic'])
     # fit's extra time per step and the custom step time restate the custom ÷ fit ratio:
@@ -262,9 +363,29 @@ class QuickRunTest(tf.test.TestCase):
         self.assertAlmostEqual(r, 1 + extra / step, places=6)
     if not real:
       self.assertStartsWith(cnn['custom_pipeline']['skipped'], 'no real data:')
+    # bfloat16 ÷ float32 is, per round, the bfloat16 loop against the float32 samples around
+    # it; custom ÷ fit in bfloat16 the quotient of both variants' rates relative to those.
+    bf16 = cnn['custom_synthetic_bf16']
+    self.assertAllClose(results['models']['cnn']['ratios']['bf16_over_float32']['samples'], [
+        r / a for r, a in zip(bf16['images_per_sec']['samples'], bf16['reference_around'])])
+    relative = {key: [r / a for r, a in zip(cnn[key]['images_per_sec']['samples'],
+                                            cnn[key]['reference_around'])]
+                for key in ('custom_synthetic_bf16', 'fit_bf16')}
+    for r, custom, fit in zip(results['models']['cnn']['ratios']['custom_over_fit_bf16'][
+        'samples'], relative['custom_synthetic_bf16'], relative['fit_bf16']):
+      self.assertAlmostEqual(r, custom / fit, places=9)
 
-    table = proc.stdout
     self.assertIn('ceiling  matmul 4096×4096 float32', table)
+    self.assertRegex(table, r'ceiling +the same conv, forward, bfloat16 .* GFLOP/s = \d\.\d\d × '
+                     'the float32 forward rate')
+    # The custom ≥ fit bar, read per measured ratio against fit, in each precision.
+    self.assertRegex(table, r'a/fit  custom loop vs fit\(\) .* custom ≥ fit: (met|NOT MET)')
+    self.assertRegex(table, r'a16/fit  custom loop vs fit\(\), mixed_bfloat16 .* custom ≥ fit: '
+                     '(met|NOT MET)')
+    self.assertEqual(table.count('custom ≥ fit: '), 3)  # cnn: fit, fit(spe), fit in bf16
+    self.assertRegex(table, r'a16/a  mixed_bfloat16 vs float32 +\d\.\d{3} \[')
+    self.assertLen(re.findall(r'compute in mixed_bfloat16: \(a16\) achieves [\d.]+ GFLOP/s = '
+                              r'[\d.]+% of the bfloat16 conv ceiling', table), 1)  # the cnn
     self.assertRegex(table, r'probe +the same conv, forward \+ both gradients .* GFLOP/s = '
                      r'\d\.\d\d × the forward rate')
     for name, model in results['models'].items():
@@ -273,7 +394,7 @@ class QuickRunTest(tf.test.TestCase):
       self.assertEqual(table.count(label), len(benchmark.QUICK_MODELS), label)
     self.assertIn('a/c  with pad-resize vs without', table)
     self.assertIn('preprocess mapped in tf.data', table)
-    self.assertEqual(table.count('returned after its last step (not counted)'), 2)
+    self.assertEqual(table.count('returned after its last step (not counted)'), 3)
     self.assertRegex(table, r'fit_spe25: [+-]\d+\.\d\d \[.*\] ms per step beyond the custom '
                      r"loop's \d+\.\d ms")
     pipeline_row = next(line for line in table.splitlines()

@@ -8,7 +8,9 @@ loop, which bound what a loop of our own can gain over it); the custom loop unde
 and single-replica mirrored strategies; and the input pipeline alone. Analytic FLOP counts turn
 images/s into GFLOP/s, set against a matmul and a 3×3 conv ceiling measured in the same run; the
 conv is also timed with its two gradients, as training runs it, whose rate ÷ the forward's shows
-what TF's backward kernels cost.
+what TF's backward kernels cost. Precision is a dimension: the custom loop and fit also run in
+mixed_bfloat16 in the same rounds, with their bfloat16 ÷ float32 ratio, the custom ≥ fit bar in
+each precision, and GFLOP/s against a bfloat16 conv ceiling.
 
 Every variant of a model is warmed up (traced) first, then the variants take turns, round after
 round, each variant that enters a ratio bracketed by the reference variant (R A R B R ...: the
@@ -20,9 +22,9 @@ compiled loop, not Python.
 
 The modules: models, the benchmarked configs and every measurement of one model; timing, a
 measurement, the bracketed rounds, their ratios and peak RSS; flops, the analytic FLOP count;
-probes, the matmul and conv ceilings; report, the whole run, its JSON and its table. streaming
-benchmarks the streaming input path instead (JPEG files, decoded and cropped on the host).
-launch.benchmark calls run, or streaming.report with --streaming.
+probes, the matmul and conv ceilings (float32 and bfloat16); report, the whole run, its JSON and
+its table. streaming benchmarks the streaming input path instead (JPEG files, decoded and cropped
+on the host). launch.benchmark calls run, or streaming.report with --streaming.
 """
 
 from research.benchmark import streaming

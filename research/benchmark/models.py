@@ -1,6 +1,7 @@
 """The benchmarked models and every measurement of one: configs, synthetic and real data, the
-custom loop (under each strategy, on each input), Keras fit, the input pipeline alone; their
-ratios, achieved GFLOP/s against the ceiling probes, and peak RSS.
+custom loop (under each strategy, on each input), Keras fit, the input pipeline alone; the custom
+loop and fit again in mixed_bfloat16; their ratios, achieved GFLOP/s against the ceiling probe of
+each precision, and peak RSS.
 """
 
 import gc
@@ -16,6 +17,7 @@ from research import config as config_lib
 from research import models as models_lib
 from research import strategy as strategy_lib
 from research.benchmark import flops
+from research.benchmark import probes
 from research.benchmark import timing
 from research.data import datasets
 from research.data import pipeline
@@ -44,6 +46,15 @@ MODELS = {
 DEFAULT_MODELS = ('cnn', 'alexnet', 'vgg16', 'vgg16_cpu')
 QUICK_MODELS = ('cnn', 'alexnet_tiny')
 
+# Every model trains in both, each precision explicit: `auto` would measure whatever this
+# machine picks, and the bfloat16 ÷ float32 ratio says whether picking bfloat16 pays here.
+PRECISIONS = ('float32', 'mixed_bfloat16')
+BF16 = '_bf16'  # the key suffix of a measurement in mixed_bfloat16
+# The measurements repeated in mixed_bfloat16: the custom loop and its reference, fit. The
+# input pipeline, the resize and the strategies do not depend on the precision, and measuring
+# them twice would double a run that takes hours.
+IN_BF16 = ('custom_synthetic', 'fit', 'fit_spe25')
+
 # Measurement key -> the row label of the table; the JSON carries both.
 MEASUREMENTS = {
     'custom_synthetic': '(a) custom loop, synthetic uint8 at source size',
@@ -56,6 +67,9 @@ MEASUREMENTS = {
     'one_device': 'custom loop, one_device strategy (synthetic)',
     'mirrored': 'custom loop, mirrored 1 replica (synthetic)',
     'pipeline_only': 'input pipeline alone (tfds MNIST)',
+    'custom_synthetic_bf16': '(a16) as (a), mixed_bfloat16',
+    'fit_bf16': 'fit() in mixed_bfloat16, same data',
+    'fit_spe25_bf16': f'fit(steps_per_execution={FIT_SPE}) in mixed_bfloat16',
 }
 # Ratio key -> (numerator, denominator, label).
 RATIOS = {
@@ -73,7 +87,17 @@ RATIOS = {
                               f'a/fit  custom loop vs fit(spe={FIT_SPE})'),
     'one_device_over_default': ('one_device', 'custom_synthetic', 'one_device / default strategy'),
     'mirrored_over_default': ('mirrored', 'custom_synthetic', 'mirrored / default strategy'),
+    'bf16_over_float32': ('custom_synthetic_bf16', 'custom_synthetic',
+                          'a16/a  mixed_bfloat16 vs float32'),
+    'custom_over_fit_bf16': ('custom_synthetic_bf16', 'fit_bf16',
+                             'a16/fit  custom loop vs fit(), mixed_bfloat16'),
+    'custom_over_fit_spe25_bf16': ('custom_synthetic_bf16', 'fit_spe25_bf16',
+                                   f'a16/fit  custom loop vs fit(spe={FIT_SPE}), mixed_bfloat16'),
 }
+# The bar of the custom loop, in each precision: at least as fast as its reference, Keras fit
+# (the loop exists to give control fit does not, and must not cost speed for it).
+FIT_BARS = ('custom_over_fit', 'custom_over_fit_spe25', 'custom_over_fit_bf16',
+            'custom_over_fit_spe25_bf16')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,6 +108,7 @@ def load_config(spec):
   filename, _, variant = spec.partition(':')
   config = config_lib.load_file(os.path.join(config_lib.CONFIG_DIR, filename), variant)
   config.strategy = 'default'
+  config.mixed_precision = 'float32'
   config_lib.check_types(config)
   return config
 
@@ -188,6 +213,13 @@ def _fit(key, model, optimizer, config, images, labels, steps, steps_per_executi
                             else max(1, steps // 4))
 
 
+def _spe_fit(key, config, strategy, images, labels, steps):
+  """fit(steps_per_execution=FIT_SPE): it needs its own compiled model, hence its own copy."""
+  model, optimizer, _ = _build(config, strategy)
+  return _fit(key, model, optimizer, config, images, labels, -(-steps // FIT_SPE) * FIT_SPE,
+              FIT_SPE)
+
+
 def _drain(split, config, steps):
   """The input pipeline alone: batches pulled inside one tf.function, nothing computed."""
   iterator = iter(pipeline.train_dataset(split, config.batch_size, config.seed))
@@ -215,13 +247,40 @@ def _skip(key, reason):
   return {'label': MEASUREMENTS[key], 'skipped': reason}
 
 
+def precision_of(key):
+  """The precision a measurement key trains in."""
+  return PRECISIONS[1] if key.endswith(BF16) else PRECISIONS[0]
+
+
 def _ratio(measured, key, reference):
   num, den, label = RATIOS[key]
   a, b = measured.get(num), measured.get(den)
   if a is None or b is None:
     missing = [k for k, m in ((num, a), (den, b)) if m is None]
     return {'label': label, 'skipped': f'{" and ".join(missing)} not measured'}
-  return {'label': label, **timing.ratio(a, b, reference)}
+  row = {'label': label, **timing.ratio(a, b, reference)}
+  if key in FIT_BARS:
+    row['meets_bar'] = row['median'] >= 1.0  # custom loop ≥ fit, median over rounds
+  return row
+
+
+def compute(rates, train_gflop_per_image, ceiling):
+  """Per precision in `rates` (its custom loop's median images/s): the achieved GFLOP/s, and
+  that as a fraction of the conv ceiling of the same precision (probes.CONV_CEILING); float32
+  also against the matmul and the conv with its gradients, which exist in float32 only."""
+  out = {}
+  for name, rate in rates.items():
+    achieved = rate * train_gflop_per_image
+    key = probes.CONV_CEILING[name]
+    row = {'achieved_gflops': achieved, 'ceiling': key,
+           'fraction_of_ceiling': achieved / ceiling[key]['gflops']['median']}
+    if name == 'float32':
+      # conv3x3_train is not a ceiling: a training step runs each conv forward and twice
+      # backward, so it says how far the model is from what the backward kernels allow.
+      row.update({f'fraction_of_{k}': achieved / ceiling[k]['gflops']['median']
+                  for k in ('matmul', 'conv3x3', 'conv3x3_train')})
+    out[name] = row
+  return out
 
 
 def benchmark_model(name, quick, repeats, real, ceiling):
@@ -267,9 +326,16 @@ def benchmark_model(name, quick, repeats, real, ceiling):
   why_quick = '--quick: resized models measure only the resize ratios (a, c, a0, c0)'
   if only_resize:
     for key in ('custom_pipeline', 'pipeline_only', 'fit', 'fit_spe25', 'one_device',
-                'mirrored'):
+                'mirrored', *(key + BF16 for key in IN_BF16)):
       skipped[key] = why_quick
   else:
+    # The same model built in mixed_bfloat16 (trainer.build_state builds it under the
+    # precision's scope); fit in bfloat16 shares it, as fit in float32 shares the float32 one.
+    config16 = config.copy_and_resolve_references()
+    config16.mixed_precision = PRECISIONS[1]
+    state16 = _build(config16, default)
+    todo.append(custom('custom_synthetic' + BF16, default, state16, config16,
+                       synthetic_fn(images, labels), steps))
     split, reason = real.get(config.dataset)
     if split is None:
       skipped['custom_pipeline'] = skipped['pipeline_only'] = reason
@@ -278,17 +344,21 @@ def benchmark_model(name, quick, repeats, real, ceiling):
                          lambda ctx: pipeline.train_dataset(split, batch, config.seed,
                                                             input_context=ctx), steps))
       todo.append(_drain(split, config, steps))
-    # fit shares the custom loop's model and optimizer (memory: VGG16 is 134M parameters);
-    # fit(steps_per_execution) needs its own compiled model, hence its own copy.
+    # fit shares the custom loop's model and optimizer (memory: VGG16 is 134M parameters).
     todo.append(_fit('fit', model, optimizer, config, images, labels, steps, 1))
-    if steps >= FIT_SPE:
-      copy, copy_optimizer, _ = _build(config, default)
-      todo.append(_fit('fit_spe25', copy, copy_optimizer, config, images, labels,
-                       -(-steps // FIT_SPE) * FIT_SPE, FIT_SPE))
+    todo.append(_fit('fit' + BF16, *state16[:2], config16, images, labels, steps, 1))
+    spe_keys = ('fit_spe25', 'fit_spe25' + BF16)
+    if steps < FIT_SPE:
+      for key in spe_keys:
+        skipped[key] = (f'only {steps} step(s) per call for this slow model: '
+                        f'steps_per_execution={FIT_SPE} would need {FIT_SPE}-step calls '
+                        'to amortise per-step overhead of milliseconds')
     else:
-      skipped['fit_spe25'] = (f'only {steps} step(s) per call for this slow model: '
-                              f'steps_per_execution={FIT_SPE} would need {FIT_SPE}-step calls '
-                              'to amortise per-step overhead of milliseconds')
+      todo.append(_spe_fit('fit_spe25', config, default, images, labels, steps))
+      if quick:  # CI runs --quick: one more model and bracketed variant would lengthen it
+        skipped[spe_keys[1]] = '--quick: fit() alone is the mixed_bfloat16 reference'
+      else:
+        todo.append(_spe_fit(spe_keys[1], config16, default, images, labels, steps))
     for strategy_name in ('one_device', 'mirrored'):
       cfg = config.copy_and_resolve_references()
       cfg.strategy = strategy_name
@@ -299,22 +369,22 @@ def benchmark_model(name, quick, repeats, real, ceiling):
   reference = todo[0]  # custom_synthetic: the denominator, or numerator, of every ratio
   timing.interleave(name, todo, repeats, reference)
   measured = {m.key: m for m in todo}
+  entry['precisions'] = list(PRECISIONS)
   entry['measurements'] = {key: ({**measured[key].result(), 'label': MEASUREMENTS[key]}
                                  if key in measured else _skip(key, skipped[key]))
                            for key in MEASUREMENTS}
+  for key, row in entry['measurements'].items():
+    row['precision'] = precision_of(key)
   entry['ratios'] = {key: _ratio(measured, key, reference.key) for key in RATIOS}
   overheads = {key: timing.step_overhead(measured, key, batch) for key in ('fit', 'fit_spe25')}
   entry['fit_step_overhead'] = {k: v for k, v in overheads.items() if v}
 
-  rate = entry['measurements']['custom_synthetic']['images_per_sec']['median']
-  achieved = rate * entry['train_gflop_per_image']
+  rates = {precision_of(key): measured[key].result()['images_per_sec']['median']
+           for key in ('custom_synthetic', 'custom_synthetic' + BF16) if key in measured}
   entry['compute'] = {
-      'achieved_gflops': achieved,
-      # conv3x3_train is not a ceiling: a training step runs each conv forward and twice
-      # backward, so it says how far the model is from what the backward kernels allow.
-      **{f'fraction_of_{key}': achieved / probe['gflops']['median']
-         for key, probe in ceiling.items()},
-      'basis': '(a) median images/s × 3 × 2 × forward conv/dense multiply-adds per image'}
+      **compute(rates, entry['train_gflop_per_image'], ceiling),
+      'basis': ('(a) and (a16) median images/s × 3 × 2 × forward conv/dense multiply-adds per '
+                'image, each against the conv ceiling of its precision')}
   entry['memory'] = {
       'rss_start_mb': rss_start,
       'peak_rss_mb': timing.status_mb('VmHWM') if reset else timing.process_peak_mb(),
@@ -322,7 +392,7 @@ def benchmark_model(name, quick, repeats, real, ceiling):
       'method': ('peak RSS while this model ran: VmHWM reset at its start via '
                  '/proc/self/clear_refs; it includes what earlier models left resident'
                  if reset else 'process peak (ru_maxrss) after this model: not per model')}
-  del todo, measured, model, optimizer
+  del todo, measured, model, optimizer, state
   keras.backend.clear_session()
   gc.collect()
   return entry

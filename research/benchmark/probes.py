@@ -1,6 +1,7 @@
 """Ceiling probes: the GFLOP/s this machine reaches on a large matmul and a 3×3 conv, measured in
 the same run as the models so that a model's achieved GFLOP/s reads as a fraction of them; the
-conv is also timed with its two gradients, to show what TF's backward kernels cost.
+conv is also timed with its two gradients, to show what TF's backward kernels cost, and in
+bfloat16, the ceiling of the models trained in mixed_bfloat16.
 """
 
 import statistics
@@ -9,24 +10,43 @@ import tensorflow as tf
 
 from research.benchmark import timing
 
+# The probe each precision's models are set against: a model's conv-heavy training step is
+# bounded by the conv kernels of the dtype it computes in, not by float32's.
+CONV_CEILING = {'float32': 'conv3x3', 'mixed_bfloat16': 'conv3x3_bf16'}
+CONV_SHAPE = (32, 56, 56, 128)  # batch, height, width, channels in (= channels out)
+LABELS = {'matmul': 'matmul 4096×4096 float32',
+          'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32',
+          'conv3x3_train': 'the same conv, forward + both gradients',
+          'conv3x3_bf16': 'the same conv, forward, bfloat16'}
+# Probe -> the ratio its rate ÷ the float32 forward conv's (which brackets it) is reported as.
+RELATIVE = {'conv3x3_train': 'over_forward', 'conv3x3_bf16': 'over_float32'}
+
 
 def _probe(key, fn, args, flops_per_iteration, iterations, bracket=True):
-  """A measurement whose 'images' are FLOPs: its rate, divided by 1e9, is GFLOP/s."""
+  """A measurement whose 'images' are FLOPs: its rate, divided by 1e9, is GFLOP/s. It keeps
+  `args` and its compiled `loop`, so that what it computes can be inspected."""
 
   @tf.function
   def loop(n):
-    # Every iteration feeds the returned sum, so none can be pruned.
+    # Every iteration feeds the returned sum, so none can be pruned; summed in float32 so that
+    # a bfloat16 output's sum neither rounds away nor changes the accumulator's dtype.
     acc = tf.zeros([])
     for _ in tf.range(n):
       for out in tf.nest.flatten(fn(*args)):
-        acc += tf.reduce_sum(out[..., :1])
+        acc += tf.cast(tf.reduce_sum(out[..., :1]), tf.float32)
     return acc
 
   def call(n):
     loop(tf.constant(n)).numpy()
     return n * flops_per_iteration / 1e9, None
 
-  return timing.Measurement(key, call, iterations, 1, unit='GFLOP/s', bracket=bracket)
+  m = timing.Measurement(key, call, iterations, 1, unit='GFLOP/s', bracket=bracket)
+  m.args, m.loop = args, loop
+  return m
+
+
+def _conv(x, w):
+  return tf.nn.conv2d(x, w, 1, 'SAME')
 
 
 def _conv_train(x, w):
@@ -38,34 +58,47 @@ def _conv_train(x, w):
   return tape.gradient(y, [x, w], output_gradients=y)
 
 
-def ceilings(quick, repeats):
-  """GFLOP/s of a 4096² float32 matmul and of a 3×3 conv (batch 32, 56×56×128 → 128); the conv
-  also as training runs it (forward + both gradients, 3× the FLOPs), and that rate ÷ the forward.
+def conv_operands(dtype=tf.float32):
+  """The probes' conv input and 3×3 filter, in `dtype`: the same values rounded in bfloat16."""
+  channels = CONV_SHAPE[-1]
+  x = tf.random.stateless_normal(CONV_SHAPE, seed=[0, 3])
+  w = tf.random.stateless_normal([3, 3, channels, channels], seed=[0, 4]) * 0.03
+  return tf.cast(x, dtype), tf.cast(w, dtype)
 
-  The ceilings are the matmul and the forward conv. The training conv is not one: its rate
+
+def probes(quick):
+  """The probes' Measurements, the float32 forward conv (their reference) second."""
+  n = 4096
+  a = tf.random.stateless_normal([n, n], seed=[0, 1])
+  b = tf.random.stateless_normal([n, n], seed=[0, 2])
+  batch, height, width, channels = CONV_SHAPE
+  conv_flops = 2 * batch * height * width * channels * channels * 9
+  return [
+      _probe('matmul', tf.matmul, (a, b), 2 * n ** 3, 1 if quick else 3, bracket=False),
+      _probe('conv3x3', _conv, conv_operands(), conv_flops, 2 if quick else 8),
+      _probe('conv3x3_train', _conv_train, conv_operands(), 3 * conv_flops, 1 if quick else 3),
+      _probe('conv3x3_bf16', _conv, conv_operands(tf.bfloat16), conv_flops, 2 if quick else 8),
+  ]
+
+
+def ceilings(quick, repeats):
+  """GFLOP/s of a 4096² float32 matmul and of a 3×3 conv (batch 32, 56×56×128 → 128) in float32
+  and in bfloat16; the float32 conv also as training runs it (forward + both gradients, 3× the
+  FLOPs), and the training and bfloat16 rates ÷ the float32 forward's.
+
+  The ceilings are the matmul and the forward convs. The training conv is not one: its rate
   depends on the shapes far more than the forward's (AlexNet-227's convs train faster than this
   one), but the ratio shows how much of the gap between a model's training GFLOP/s and the
   forward-conv ceiling comes from TF's backward conv kernels, which no model code changes.
   """
-  n = 4096
-  a = tf.random.stateless_normal([n, n], seed=[0, 1])
-  b = tf.random.stateless_normal([n, n], seed=[0, 2])
-  x = tf.random.stateless_normal([32, 56, 56, 128], seed=[0, 3])
-  w = tf.random.stateless_normal([3, 3, 128, 128], seed=[0, 4]) * 0.03
-  conv_flops = 2 * 32 * 56 * 56 * 128 * 128 * 9
-  probes = [
-      _probe('matmul', tf.matmul, (a, b), 2 * n ** 3, 1 if quick else 3, bracket=False),
-      _probe('conv3x3', lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME'), (x, w), conv_flops,
-             2 if quick else 8),
-      _probe('conv3x3_train', _conv_train, (x, w), 3 * conv_flops, 1 if quick else 3),
-  ]
-  _, forward, train = probes
-  timing.interleave('ceilings', probes, repeats, reference=forward)
-  labels = {'matmul': 'matmul 4096×4096 float32',
-            'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32',
-            'conv3x3_train': 'the same conv, forward + both gradients'}
-  results = {p.key: {'label': labels[p.key], 'gflops': timing.stats(p.rates),
-                     'cpu_util': timing.stats(p.cpu_util)} for p in probes}
-  results['conv3x3_train'].update(reference_around=list(train.around),
-                                  over_forward=statistics.median(train.relative()))
+  measured = probes(quick)
+  forward = measured[1]
+  timing.interleave('ceilings', measured, repeats, reference=forward)
+  results = {p.key: {'label': LABELS[p.key], 'gflops': timing.stats(p.rates),
+                     'cpu_util': timing.stats(p.cpu_util),
+                     'dtype': p.args[0].dtype.name} for p in measured}
+  for p in measured:
+    if p.key in RELATIVE:
+      results[p.key].update({'reference_around': list(p.around),
+                             RELATIVE[p.key]: statistics.median(p.relative())})
   return results

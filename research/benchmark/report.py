@@ -1,5 +1,6 @@
-"""The whole benchmark run and its printed report: the ceiling probes, then each model in turn;
-the results as JSON and as a table of median [min–max] over rounds.
+"""The whole benchmark run and its printed report: the ceiling probes, then each model in turn,
+in float32 and in mixed_bfloat16; the results as JSON and as a table of median [min–max] over
+rounds.
 """
 
 import os
@@ -16,9 +17,11 @@ from research.benchmark import probes
 from research.errors import UserError
 
 
-def run(names=None, quick=False, repeats=None, json_path=None):
-  """Benchmarks `names` (MODELS keys); writes JSON to `json_path` if given; returns the table."""
-  names = list(names or (models.QUICK_MODELS if quick else models.DEFAULT_MODELS))
+def run(names=None, quick=False, repeats=None, json_path=None, ceilings_only=False):
+  """Benchmarks `names` (MODELS keys), or only the ceiling probes; writes JSON to `json_path` if
+  given; returns the table."""
+  names = [] if ceilings_only else list(
+      names or (models.QUICK_MODELS if quick else models.DEFAULT_MODELS))
   unknown = [n for n in names if n not in models.MODELS]
   if unknown:
     raise UserError(f'unknown model(s) {", ".join(unknown)} for --models: choose from '
@@ -34,16 +37,18 @@ def run(names=None, quick=False, repeats=None, json_path=None):
   start = time.time()
   results = {
       'quick': quick, 'repeats': repeats, 'models_requested': names,
+      'precisions': list(models.PRECISIONS),
       'host': {'cpu_count': os.cpu_count(), 'cores_usable': len(os.sched_getaffinity(0)),
                'load_average_start': os.getloadavg()[0], 'platform': platform.platform(),
                'tensorflow': tf.__version__, 'keras': keras.__version__},
       'method': ('one process; every variant warmed up (traced), then timed in turns over '
                  'rounds, each variant in a ratio between two samples of the reference '
-                 '(custom_synthetic; the forward conv for the probes); K steps inside one '
+                 '(custom_synthetic in float32, also for the mixed_bfloat16 variants; the '
+                 'float32 forward conv for the probes); K steps inside one '
                  'tf.function call per timing; medians and min–max over rounds; a ratio per '
                  'round against the mean of the reference samples around each variant'),
   }
-  logging.info('Benchmark of %s, %d round(s)%s.', ', '.join(names), repeats,
+  logging.info('Benchmark of %s, %d round(s)%s.', ', '.join(names) or 'the ceilings', repeats,
                ' (quick)' if quick else '')
   results['ceilings'] = probes.ceilings(quick, repeats)
   real = models.RealData()
@@ -82,7 +87,10 @@ def format_table(results):
       lines.append(f'probe    {probe["label"]:<40} {spread(probe["gflops"]):>28} GFLOP/s = '
                    f'{probe["over_forward"]:.2f} × the forward rate')
     else:
-      lines.append(f'ceiling  {probe["label"]:<40} {spread(probe["gflops"]):>28} GFLOP/s')
+      relative = (f' = {probe["over_float32"]:.2f} × the float32 forward rate'
+                  if 'over_float32' in probe else '')
+      lines.append(f'ceiling  {probe["label"]:<40} {spread(probe["gflops"]):>28} GFLOP/s'
+                   + relative)
   for name, m in results['models'].items():
     lines += ['', f'{name}: {m["config"]} ({m["model"]}, {m["params"]:,} params), batch '
               f'{m["batch_size"]}, input {m["input_size"]}² from {m["source_size"]}², '
@@ -102,16 +110,25 @@ def format_table(results):
       if 'skipped' in row:
         lines.append(f'  {row["label"]:<52}  skipped: {row["skipped"]}')
       else:
-        lines.append(f'  {row["label"]:<52}{spread(row, lambda v: f"{v:.3f}"):>26}')
+        bar = ''
+        if 'meets_bar' in row:
+          bar = '  custom ≥ fit: ' + ('met' if row['meets_bar'] else 'NOT MET')
+        lines.append(f'  {row["label"]:<52}{spread(row, lambda v: f"{v:.3f}"):>26}{bar}')
     for key, o in m['fit_step_overhead'].items():
       lines.append(f'  {key}: {spread(o["extra_ms_per_step"], lambda v: f"{v:+.2f}")} ms per '
                    f'step beyond the custom loop\'s {o["custom_ms_per_step"]["median"]:.1f} ms')
-    c = m['compute']
+    c = m['compute']['float32']
     lines.append(f'  compute: {m["train_gflop_per_image"]:.4g} GFLOP per training image '
                  f'(3 × 2 × {m["forward_macs_per_image"]:,} forward MACs); (a) achieves '
                  f'{c["achieved_gflops"]:.3g} GFLOP/s = {c["fraction_of_matmul"]:.1%} of the '
                  f'matmul, {c["fraction_of_conv3x3"]:.1%} of the conv ceiling, '
                  f'{c["fraction_of_conv3x3_train"]:.1%} of the conv with its gradients')
+    c16 = m['compute'].get('mixed_bfloat16')
+    if c16:
+      lines.append(f'  compute in mixed_bfloat16: (a16) achieves {c16["achieved_gflops"]:.3g} '
+                   f'GFLOP/s = {c16["fraction_of_ceiling"]:.1%} of the bfloat16 conv ceiling')
+    else:
+      lines.append('  compute in mixed_bfloat16: (a16) not measured')
     mem = m['memory']
     if 'VmHWM' in mem['method']:
       lines.append(f'  memory: peak RSS {mem["peak_rss_mb"]:,.0f} MB while this model ran (RSS '
