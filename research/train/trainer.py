@@ -252,9 +252,12 @@ def train_and_evaluate(config, workdir, start_over=False):
   eval_fn = steps.make_eval_fn(strategy, run.model, config, data.num_classes)
 
   def evaluate(split):
+    start = time.time()
     ds = strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.eval_dataset(split, config.eval_batch_size, ctx))
-    return steps.evaluate_split(strategy, eval_fn, ds)
+    result = steps.evaluate_split(strategy, eval_fn, ds)
+    result['images_per_sec'] = result['num_examples'] / (time.time() - start)
+    return result
 
   train_writer, val_writer = (
       tf.summary.create_file_writer(os.path.join(workdir, name)) if run.chief
@@ -281,8 +284,9 @@ def train_and_evaluate(config, workdir, start_over=False):
         val = evaluate(data.validation)
         results['validation_accuracy'] = val['accuracy']
         results['validation_top5_accuracy'] = val['top5_accuracy']
-        logging.info('step %d validation: loss %.4f accuracy %.4f top-5 %.4f', step,
-                     val['loss'], val['accuracy'], val['top5_accuracy'])
+        logging.info('step %d validation: loss %.4f accuracy %.4f top-5 %.4f (%.0f img/s)',
+                     step, val['loss'], val['accuracy'], val['top5_accuracy'],
+                     val['images_per_sec'])
         _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy'],
                                     'top5_accuracy': val['top5_accuracy']})
         run.saver.save_if_best(step, val['accuracy'])
@@ -300,8 +304,9 @@ def train_and_evaluate(config, workdir, start_over=False):
     final['preempted'] = watcher.signal_name or 'another worker'
   else:
     test = evaluate(data.test)
-    logging.info('Test: accuracy %.4f top-5 %.4f loss %.4f over %d examples.',
-                 test['accuracy'], test['top5_accuracy'], test['loss'], test['num_examples'])
+    logging.info('Test: accuracy %.4f top-5 %.4f loss %.4f over %d examples (%.0f img/s).',
+                 test['accuracy'], test['top5_accuracy'], test['loss'], test['num_examples'],
+                 test['images_per_sec'])
     final.update(test_accuracy=test['accuracy'], test_top5_accuracy=test['top5_accuracy'],
                  test_loss=test['loss'], preempted='')
   run.saver.close()
