@@ -190,8 +190,9 @@ def _fit(key, model, optimizer, config, images, labels, steps, steps_per_executi
                               augment=augment, seed=steps_lib.augment_seed(config.seed, step))
     return x, y
 
-  dataset = (tf.data.Dataset.from_tensors((images, labels)).repeat().enumerate()
-             .map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+  dataset = pipeline.without_autotuning(
+      tf.data.Dataset.from_tensors((images, labels)).repeat().enumerate()
+      .map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
   model.compile(optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 steps_per_execution=steps_per_execution, jit_compile=config.jit_compile)
@@ -202,9 +203,9 @@ def _fit(key, model, optimizer, config, images, labels, steps, steps_per_executi
 
   def call(n):
     # Each fit() starts a new iterator over the dataset, as each epoch of a real fit does. The
-    # steps' time ends at on_train_end: fit() returned seconds after it here, snapping its
-    # whole duration to a multiple of ~10.25 s (tf.data's iterator teardown waiting on a timed
-    # thread, it seems), which would have measured the tick, not fit. It is reported apart.
+    # steps' time ends at on_train_end: with tf.data's autotuning on, fit() returned seconds
+    # after it (the iterator's teardown waiting on the autotuning thread), which would have
+    # measured that wait, not fit. Any time after on_train_end is reported apart.
     end = _End()
     history = model.fit(dataset, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[end])
     return float(n * len(labels)), history.history['loss'][-1], end.at

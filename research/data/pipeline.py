@@ -80,13 +80,20 @@ def train_dataset(source, global_batch_size, seed, start_step=0, input_context=N
 
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
   ds, per_replica = _per_replica(ds.skip(skip_steps), global_batch_size, input_context)
-  # No autotuning model thread: on an endless stream its optimization period grows to many
-  # seconds, and destroying the iterator waited that long for it (a process took 15–35 s to
-  # exit after its last step). Parallel maps then use every core and prefetch sizes its buffer
-  # itself, which is what autotuning settled on here anyway (benchmarked in docs/benchmarks.md).
+  return without_autotuning(_fetch(source, ds, per_replica, seed).prefetch(tf.data.AUTOTUNE))
+
+
+def without_autotuning(ds):
+  """`ds` without tf.data's autotuning model thread, for endless streams.
+
+  On an endless stream the thread's optimization period grows to many seconds, and destroying
+  the iterator waits that long for it: a process sat 15–35 s after its last step. Without it the
+  parallel maps use every core and prefetch sizes its buffer itself, which is what autotuning
+  settled on here anyway (docs/precision.md has the figures).
+  """
   options = tf.data.Options()
   options.autotune.enabled = False
-  return _fetch(source, ds, per_replica, seed).prefetch(tf.data.AUTOTUNE).with_options(options)
+  return ds.with_options(options)
 
 
 def eval_dataset(source, global_batch_size, input_context=None):
