@@ -1,6 +1,7 @@
 """The entry points as a user runs them: bad input gives one clear line, exit != 0, no damage."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,8 +88,11 @@ class RealRunCliTest(tf.test.TestCase):
     self.assertLen(plans, 1)
     self.assertRegex(plans[0], r'Training cnn \([\d,]+ parameters\) on mnist \([\d,]+ train, '
                      r'500 validation, 10,000 test; memory pipeline\), strategy default with 1 '
-                     r'replica, float32: 30 steps \([\d.]+ epochs\) at batch 32 in .*/run, '
-                     r'from scratch\.$')
+                     r'replica, (float32|mixed_bfloat16): 30 steps \([\d.]+ epochs\) at batch 32 '
+                     r'in .*/run, from scratch\.$')
+    # auto's choice on this machine, with its reason, once; the plan line names the same.
+    (chosen,) = re.findall(r'\] Precision (\S+) \(auto: the CPU has ', self.train.stderr)
+    self.assertIn(f'replica, {chosen}: ', plans[0])
     for noise in ('absl::InitializeLog', 'Sharding callback duration'):
       self.assertNotIn(noise, self.train.stderr)
 
