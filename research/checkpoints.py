@@ -117,20 +117,77 @@ class Saver:
       shutil.rmtree(self.root, ignore_errors=True)
 
 
-def load_for_inference(workdir):
-  """(config, data info dict, model with the latest weights) of a training run's workdir."""
+# The entry points' --checkpoint help: one text for evaluate, predict and export.
+CHECKPOINT_HELP = ('Which checkpoint: best (the run\'s best by validation accuracy, else its '
+                   'latest), latest, or a path (a checkpoint prefix like W/checkpoints/ckpt-350, '
+                   'or a checkpoints directory).')
+
+
+def _candidates(workdir, checkpoint):
+  """(paths to try, oldest first; what they are, for messages) for --checkpoint=`checkpoint`."""
+  root = os.path.join(workdir, CHECKPOINT_DIR)
+  if checkpoint == 'best':
+    paths = checkpoint_paths(os.path.join(root, BEST_DIR))
+    if paths:
+      return paths, 'the best checkpoint'
+    # Runs without a validation split (or stopped before their first evaluation) have no best/.
+    logging.warning('%s has no best checkpoint (no validation yet, or no validation split): '
+                    'using the latest.', workdir)
+    checkpoint = 'latest'
+  if checkpoint == 'latest':
+    return checkpoint_paths(root), 'the latest checkpoint'
+  if tf.io.gfile.isdir(checkpoint):
+    paths = checkpoint_paths(checkpoint)
+    if not paths:
+      raise UserError(f'{checkpoint!r} holds no checkpoint: pass a checkpoint prefix like '
+                      f'{os.path.join(root, "ckpt-100")!r}, a checkpoints directory, best or '
+                      'latest')
+    return paths, f'the newest checkpoint in {checkpoint!r}'
+  if not tf.io.gfile.exists(checkpoint + '.index'):
+    raise UserError(f'checkpoint {checkpoint!r} does not exist: pass a prefix such as '
+                    f'{os.path.join(root, "ckpt-100")!r} (without .index), a checkpoints '
+                    'directory, best or latest')
+  return [checkpoint], f'checkpoint {checkpoint!r}'
+
+
+def _restore_for_inference(model, paths, what):
+  """The newest readable of `paths` restored into `model`; its path, or None if none given."""
+  for path in reversed(paths):
+    try:
+      # The optimizer's slots are in the file but not needed here; every model variable must be.
+      tf.train.Checkpoint(model=model).restore(path).expect_partial() \
+          .assert_existing_objects_matched()
+      return path
+    except _UNREADABLE as e:
+      logging.warning('Checkpoint %s is unreadable (%s): trying the one before it.', path,
+                      str(e).splitlines()[0][:160])
+    except (AssertionError, ValueError) as e:
+      # TF's message names internal graph objects; the detail goes to the log, the user gets
+      # the cause in words.
+      logging.info('Restoring %s failed: %s', path, str(e).splitlines()[0][:300])
+      raise UserError(f'{what} ({path}) belongs to another model (its variables are missing or '
+                      'of other shapes): pass a checkpoint of this --workdir\'s run') from None
+  if paths:
+    raise UserError(f'{what} is unreadable ({len(paths)} tried in {os.path.dirname(paths[-1])!r}'
+                    '): pass another --checkpoint')
+  return None
+
+
+def load_for_inference(workdir, checkpoint='best'):
+  """(config, data info dict, model with restored weights, the checkpoint path used) of a
+  training run's workdir. `checkpoint`: 'best' (best/ if the run has one, else the latest),
+  'latest', or a path (a checkpoint prefix such as W/checkpoints/ckpt-350, or a directory of
+  checkpoints)."""
   config = config_lib.load(workdir)
   info_path = os.path.join(workdir, DATA_INFO)
   if not os.path.exists(info_path):
     raise UserError(f'{workdir!r} holds no {DATA_INFO}: pass the --workdir of a training run')
   info = outputs.read_json(info_path)
   model, _ = models.build_model(config.model, info['num_classes'], info['image_shape'])
-  # The optimizer's slots are in the file but not needed here; every model variable must be.
-  path = restore_newest_readable(tf.train.Checkpoint(model=model),
-                                 checkpoint_paths(os.path.join(workdir, CHECKPOINT_DIR)),
-                                 strict=False)
+  paths, what = _candidates(workdir, checkpoint)
+  path = _restore_for_inference(model, paths, what)
   if path is None:
     raise UserError(f'{workdir!r} holds no checkpoint yet: train first, or wait for the first '
                     'checkpoint')
-  logging.info('Restored %s.', path)
-  return config, info, model
+  logging.info('Restored %s (%s).', path, what)
+  return config, info, model, path

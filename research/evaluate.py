@@ -1,5 +1,5 @@
-"""Evaluates a training run's latest checkpoint on a split: exact top-1 and top-5 accuracy, loss,
-confusion."""
+"""Evaluates a training run's checkpoint (its best by default) on a split: exact top-1 and top-5
+accuracy, loss, confusion."""
 
 import os
 
@@ -16,11 +16,11 @@ from research.train import steps
 SPLITS = ('train', 'validation', 'test')
 
 
-def evaluate(workdir, split='test', data_dir=None):
+def evaluate(workdir, split='test', data_dir=None, checkpoint='best'):
   """Writes eval_<split>.json and confusion_<split>.png into `workdir`; returns the metrics."""
   if split not in SPLITS:
     raise UserError(f'unknown split {split!r}: use one of {", ".join(SPLITS)}')
-  config, info, model = checkpoints.load_for_inference(workdir)
+  config, info, model, _ = checkpoints.load_for_inference(workdir, checkpoint)
   if data_dir is not None:
     config.dataset.data_dir = data_dir
   data = datasets.load(config.dataset, splits=(split,), input_size=config.model.input_size)

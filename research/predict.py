@@ -1,4 +1,4 @@
-"""Classifies image files with a training run's latest checkpoint.
+"""Classifies image files with a training run's checkpoint (its best by default).
 
 Any PNG/JPEG/GIF/BMP, any size, grey or colour: each file is decoded, brought to the dataset's
 channels and source size (aspect kept, zero padding), and then goes through exactly the
@@ -42,9 +42,9 @@ def load_image(path, image_shape, pipeline='memory', eval_fraction=0.875):
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def predict(workdir, paths, top_k=3):
+def predict(workdir, paths, top_k=3, checkpoint='best'):
   """One Prediction per path; unreadable files get an error and the others go on."""
-  config, info, model = checkpoints.load_for_inference(workdir)
+  config, info, model, _ = checkpoints.load_for_inference(workdir, checkpoint)
   names = info['class_names']
 
   @tf.function

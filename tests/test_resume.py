@@ -149,8 +149,8 @@ class MirroredProcessResumeTest(ProcessResumeTest):
   test_kill_9_at_random_points_each_resumes_from_the_last_complete_checkpoint = None
 
   def assert_same_run(self, workdir):
-    _, _, model = checkpoints.load_for_inference(workdir)
-    _, _, reference = checkpoints.load_for_inference(self.reference)
+    _, _, model, _ = checkpoints.load_for_inference(workdir, 'latest')
+    _, _, reference, _ = checkpoints.load_for_inference(self.reference, 'latest')
     self.assertLen(model.weights, len(reference.weights))
     for a, b in zip(model.weights, reference.weights):
       self.assertAllClose(a.numpy(), b.numpy(), rtol=0, atol=1e-6, msg=a.path)

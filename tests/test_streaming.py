@@ -363,7 +363,7 @@ class FolderCliTest(tf.test.TestCase):
       proc = helpers.run_cli('launch.train', f'--dataset=folder:{self.images}',
                              f'--workdir={workdir}', *_FOLDER_RUN, *same, *extra)
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-      runs[name] = checkpoints.load_for_inference(workdir)[2]
+      runs[name] = checkpoints.load_for_inference(workdir, 'latest')[2]
     self.assertIn('Strategy mirrored with 2 replica(s)', proc.stderr)
     moved = False
     for a, b in zip(runs['one'].weights, runs['mirrored'].weights):

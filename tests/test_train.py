@@ -133,7 +133,7 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('top5_accuracy', _scalar_tags(os.path.join(workdir, 'validation')))
     with open(os.path.join(workdir, 'config.json')) as f:
       self.assertEqual(json.load(f)['dataset']['name'], dataset)
-    _, _, restored = checkpoints.load_for_inference(workdir)
+    _, _, restored, _ = checkpoints.load_for_inference(workdir, 'latest')
     self.assertEqual(outputs.weights_digest(restored), results['weights_digest'])
     image = os.path.join(workdir, 'inputs.png')
     (result,) = predict.predict(workdir, [image])

@@ -1,0 +1,28 @@
+"""Exports a run for serving: python -m launch.export --workdir=DIR --out=DIR [--checkpoint=best].
+
+Writes a TF SavedModel whose signatures take encoded image files (serving_default) or uint8
+batches at the run's source shape (serve_uint8) and return probabilities, class indices and
+class names; see docs/handoff.md.
+"""
+
+from absl import flags
+
+from launch import common
+from research import checkpoints
+from research import export
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to export.', required=True)
+_OUT = flags.DEFINE_string('out', None, 'Directory to write the SavedModel to.', required=True)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', checkpoints.CHECKPOINT_HELP)
+_OVERWRITE = flags.DEFINE_boolean('overwrite', False,
+                                  'Replace what --out holds (only once the new export is written).')
+
+
+def main():
+  info = export.export(_WORKDIR.value, _OUT.value, _CHECKPOINT.value, _OVERWRITE.value)
+  print(f'exported {info["checkpoint"]} to {_OUT.value} '
+        f'({len(info["class_names"])} classes; signatures serving_default, serve_uint8)')
+
+
+if __name__ == '__main__':
+  common.run(main)

@@ -1,0 +1,174 @@
+"""Exports a training run's checkpoint as a TF SavedModel for serving.
+
+Two signatures, both returning `probabilities` float32 [N, classes], `class_index` int32 [N]
+and `class_name` string [N]:
+
+- `serving_default(images)`: string [N] of encoded files (PNG, JPEG, GIF, BMP; any size, grey
+  or colour, 8 or 16 bits, alpha), decoded and brought to the source shape as `research.predict`
+  does (pad-resized for in-memory runs, centre-cropped for streamed ones);
+- `serve_uint8(images)`: uint8 [N, H, W, C] already at the run's source image shape.
+
+Both then apply the evaluation preprocessing and the model inside the graph. The SavedModel
+holds only TensorFlow functions and variables, so plain `tf.saved_model.load` serves it without
+this package or Keras objects. `assets.extra/` holds the run's config.json and export_info.json
+(class names, shapes, the checkpoint used).
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+from absl import logging
+import tensorflow as tf
+
+from research import checkpoints
+from research import config as config_lib
+from research.data import decode
+from research.data import preprocess
+from research.errors import UserError
+
+EXTRA_DIR = 'assets.extra'
+INFO_FILE = 'export_info.json'
+
+
+def _f32_div(x, y):
+  """x / y rounded to float32 as eager float32 division rounds it, computed in float64 (exact
+  for these operands after one rounding) so that Grappler's arithmetic rewrites of float32
+  division in a graph cannot shift it."""
+  return tf.cast(tf.cast(x, tf.float64) / tf.cast(y, tf.float64), tf.float32)
+
+
+def _resize_with_pad(image, height, width):
+  """tf.image.resize_with_pad(image, height, width) as it runs eagerly (research.predict runs it
+  so). In a graph, with the image's size unknown until run time, Grappler rewrites its float32
+  size arithmetic and a 41×97 image comes out 27 pixels wide instead of 28; the sizes are
+  therefore worked out here, in its order and rounding, and the resize and pad are its own ops."""
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  ratio = tf.maximum(_f32_div(w, float(width)), _f32_div(h, float(height)))
+  resized_h, resized_w = _f32_div(h, ratio), _f32_div(w, ratio)
+  size = tf.cast(tf.floor(tf.stack([resized_h, resized_w])), tf.int32)
+  pad_h = tf.maximum(0, tf.cast(tf.floor((float(height) - resized_h) / 2), tf.int32))
+  pad_w = tf.maximum(0, tf.cast(tf.floor((float(width) - resized_w) / 2), tf.int32))
+  resized = tf.image.resize(image, size, method='bilinear', antialias=False)
+  return tf.image.pad_to_bounding_box(resized, pad_h, pad_w, height, width)
+
+
+def _decode_padded(data, image_shape):
+  """research.predict.load_image's in-memory branch on bytes: load_image reads a path and checks
+  it eagerly, so it cannot run in a graph; these are its ops, in its order (the tests hold the
+  two to 1e-5)."""
+  h, w, c = image_shape
+  image = tf.io.decode_image(data, channels=c, expand_animations=False)
+  image = _resize_with_pad(tf.cast(image, tf.float32), h, w)
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+class _Serving(tf.Module):
+  """The model's variables and the two serving functions; nothing Keras is saved."""
+
+  def __init__(self, config, info, model):
+    super().__init__()
+    self._model = model  # used while tracing only; the variables below are what is saved
+    self.model_variables = list(model.variables)
+    self.class_names = tf.constant(info['class_names'])
+    self._input_size = config.model.input_size
+    self._shape = tuple(int(d) for d in info['image_shape'])
+    self._pipeline = info.get('pipeline', 'memory')
+    self._fraction = info.get('fingerprint', {}).get('crop', {}).get('eval_fraction', 0.875)
+    h, w, c = self._shape
+    self.serve_uint8 = tf.function(
+        self._outputs, input_signature=[tf.TensorSpec([None, h, w, c], tf.uint8, 'images')])
+    self.serving_default = tf.function(
+        self._from_bytes, input_signature=[tf.TensorSpec([None], tf.string, 'images')])
+
+  def _decode(self, data):
+    h, _, c = self._shape
+    if self._pipeline == 'stream':
+      return decode.eval_crop(data, h, c, self._fraction)
+    return _decode_padded(data, self._shape)
+
+  def _from_bytes(self, images):
+    decoded = tf.map_fn(self._decode, images,
+                        fn_output_signature=tf.TensorSpec(list(self._shape), tf.uint8))
+    return self._outputs(decoded)
+
+  def _outputs(self, images):
+    x = preprocess.preprocess(images, input_size=self._input_size, training=False)
+    p = tf.cast(tf.nn.softmax(self._model(x, training=False)), tf.float32)
+    index = tf.argmax(p, axis=-1, output_type=tf.int32)
+    return {'probabilities': p, 'class_index': index,
+            'class_name': tf.gather(self.class_names, index)}
+
+
+def _check_out(out, overwrite):
+  if os.path.lexists(out) and not (os.path.isdir(out) and not os.listdir(out)):
+    if not overwrite:
+      raise UserError(f'--out {out!r} already holds something: pass another --out, or '
+                      '--overwrite to replace it')
+    if not os.path.isdir(out) or os.path.islink(out):
+      raise UserError(f'--out {out!r} is not a directory: remove it or pass another --out')
+
+
+def export(workdir, out, checkpoint='best', overwrite=False):
+  """Writes the SavedModel of `workdir`'s `checkpoint` (see checkpoints.load_for_inference) to
+  `out`; refuses an `out` that holds something unless `overwrite`. Returns the export info."""
+  out = os.path.abspath(out)
+  _check_out(out, overwrite)
+  config, info, model, path = checkpoints.load_for_inference(workdir, checkpoint)
+  module = _Serving(config, info, model)
+  shape = [int(d) for d in info['image_shape']]
+  signatures = {'serving_default': module.serving_default.get_concrete_function(),
+                'serve_uint8': module.serve_uint8.get_concrete_function()}
+  export_info = {
+      'workdir': os.path.abspath(workdir),
+      'checkpoint': os.path.abspath(path),
+      'class_names': list(info['class_names']),
+      'image_shape': shape,
+      'pipeline': info.get('pipeline', 'memory'),
+      'input_size': config.model.input_size,
+      'signatures': {
+          'serving_default': 'images: string [N] encoded PNG/JPEG/GIF/BMP',
+          'serve_uint8': f'images: uint8 [N, {", ".join(map(str, shape))}]'},
+      'outputs': {'probabilities': 'float32 [N, classes]', 'class_index': 'int32 [N]',
+                  'class_name': 'string [N]'},
+  }
+  parent = os.path.dirname(out)
+  os.makedirs(parent, exist_ok=True)
+  # Everything is written beside `out` first and moved into place at the end: a failure, or a
+  # refused --out, leaves whatever was there untouched.
+  staging = tempfile.mkdtemp(prefix=os.path.basename(out) + '.export-', dir=parent)
+  try:
+    tf.saved_model.save(module, staging, signatures=signatures)
+    os.makedirs(os.path.join(staging, EXTRA_DIR), exist_ok=True)
+    with open(os.path.join(staging, EXTRA_DIR, INFO_FILE), 'w') as f:
+      json.dump(export_info, f, indent=2)
+    config_lib.save(config, os.path.join(staging, EXTRA_DIR))
+    _swap_in(staging, out)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  logging.info('Exported %s (%s classes) to %s.', path, len(info['class_names']), out)
+  return export_info
+
+
+def _swap_in(staging, out):
+  """Moves `staging` to `out`; an existing `out` is moved aside first and removed only after."""
+  old = None
+  if os.path.lexists(out):
+    if os.path.isdir(out) and not os.listdir(out):
+      os.rmdir(out)
+    else:
+      old = tempfile.mkdtemp(prefix=os.path.basename(out) + '.replaced-',
+                             dir=os.path.dirname(out))
+      os.rmdir(old)
+      os.rename(out, old)
+  try:
+    os.rename(staging, out)
+  except OSError:
+    if old is not None:
+      os.rename(old, out)
+    raise
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
