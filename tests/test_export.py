@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 import tensorflow as tf
 
 from research import checkpoints
+from research import config as config_lib
 from research import export
 from research import models
 from research import outputs
@@ -206,6 +208,38 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
                                'no_checkpoint_yet': r'no checkpoint yet: train'}[case])
     for internal in ('Unresolved', '(root)', 'VARIABLE_VALUE', 'Op:'):
       self.assertNotIn(internal, message)
+
+  def test_failed_overwrite_loses_nothing(self):
+    out = self.create_tempdir().full_path
+    with open(os.path.join(out, 'keep.txt'), 'w') as f:
+      f.write('mine')
+    with mock.patch.object(tf.saved_model, 'save', side_effect=OSError('disk full')):
+      with self.assertRaises(OSError):
+        export.export(self.workdir, out, overwrite=True)
+    self.assertEqual(os.listdir(out), ['keep.txt'])
+    self.assertEqual([d for d in os.listdir(os.path.dirname(out)) if '.export-' in d], [])
+
+
+class StreamedExportTest(tf.test.TestCase):
+
+  def test_streamed_run_serves_predicts_centre_crop(self):
+    # An image folder streams: files are centre-cropped (decode.eval_crop), not pad-resized.
+    tmp = self.create_tempdir().full_path
+    images = helpers.write_image_folder(os.path.join(tmp, 'pets'), per_class=4)
+    config = config_lib.base('cnn', 'folder:' + images)
+    config.update(dict(batch_size=4, eval_batch_size=4, num_train_steps=2, steps_per_loop=1,
+                       log_every_steps=1, image_grid_size=0, mixed_precision='float32'))
+    config.dataset.validation_size = 3
+    config.model.input_size = 32
+    trainer.train_and_evaluate(config, os.path.join(tmp, 'run'))
+    info = export.export(os.path.join(tmp, 'run'), os.path.join(tmp, 'out'))
+    self.assertEqual(info['pipeline'], 'stream')
+    files = sorted(tf.io.gfile.glob(os.path.join(images, 'train', '*', '*')))
+    served = tf.saved_model.load(os.path.join(tmp, 'out')).signatures['serving_default'](
+        images=tf.stack([tf.io.read_file(f) for f in files]))
+    expected = [_probabilities(r, info['class_names'])
+                for r in predict.predict(os.path.join(tmp, 'run'), files, top_k=10)]
+    self.assertAllClose(served['probabilities'], expected, rtol=0, atol=1e-5)
 
 
 class ExportCliTest(tf.test.TestCase):
