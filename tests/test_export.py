@@ -210,14 +210,16 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
       self.assertNotIn(internal, message)
 
   def test_failed_overwrite_loses_nothing(self):
-    out = self.create_tempdir().full_path
+    parent = self.create_tempdir().full_path
+    out = os.path.join(parent, 'out')
+    os.makedirs(out)
     with open(os.path.join(out, 'keep.txt'), 'w') as f:
       f.write('mine')
     with mock.patch.object(tf.saved_model, 'save', side_effect=OSError('disk full')):
       with self.assertRaises(OSError):
         export.export(self.workdir, out, overwrite=True)
     self.assertEqual(os.listdir(out), ['keep.txt'])
-    self.assertEqual([d for d in os.listdir(os.path.dirname(out)) if '.export-' in d], [])
+    self.assertEqual(os.listdir(parent), ['out'])  # no staging directory left behind
 
 
 class StreamedExportTest(tf.test.TestCase):
