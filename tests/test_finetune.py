@@ -97,9 +97,12 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
     for name in ('conv2', 'fc1'):
       self.assertNotAllEqual(after[name][0], self.source_weights[name][0], msg=name)
 
-  def test_resume_does_not_load_init_from_again(self):
+  def test_resume_does_not_load_init_from_again_and_keeps_freeze(self):
     workdir = self.create_tempdir().full_path
     trainer.train_and_evaluate(self.config(), workdir)
+    with self.assertRaisesRegex(UserError, r"trained with freeze=\(\), not \('conv1',\): resume "
+                                r'with --config.freeze="\(\)"'):
+      trainer.train_and_evaluate(self.config(freeze=('conv1',), num_train_steps=3), workdir)
     with mock.patch.object(init_from, 'load', side_effect=AssertionError('loaded again')):
       results = trainer.train_and_evaluate(self.config(num_train_steps=3), workdir)
     self.assertEqual(results['step'], 3)

@@ -97,10 +97,12 @@ def prepare(config, workdir):
   None (no init_from, or the workdir already has a checkpoint to resume from). `workdir` None:
   the run starts over, whatever the workdir holds."""
   check_freeze(config)
-  if not config.init_from:
-    return None
   own = workdir and checkpoints.checkpoint_paths(
       os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  if own:
+    _check_same_freeze(config, workdir)
+  if not config.init_from:
+    return None
   if own:
     # Resuming: the run's own checkpoint already holds the fine-tuned weights.
     logging.info('Ignoring init_from %s: %s has its own checkpoint to resume from.',
@@ -109,6 +111,16 @@ def prepare(config, workdir):
   source = resolve(config.init_from)
   check_architecture(source, config)
   return source
+
+
+def _check_same_freeze(config, workdir):
+  """A resumed run must freeze what its checkpoint's run froze: the optimizer holds slots for
+  the trained variables only, and another set would fail the restore less clearly."""
+  saved = list(config_lib.load(workdir).get('freeze', ()))
+  if saved != list(config.freeze):
+    raise UserError(f'workdir {workdir!r} holds a run trained with freeze={tuple(saved)!r}, not '
+                    f'{tuple(config.freeze)!r}: resume with --config.freeze="{tuple(saved)!r}", '
+                    'or pass a new --workdir')
 
 
 def check_input(source, config, data):
