@@ -108,6 +108,24 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(results['step'], 3)
     self.assertEqual(results['init_from'], self.best)  # kept from the run that started
 
+  def test_mirrored_over_two_cpu_devices(self):
+    # Logical devices must be set before TensorFlow starts: a process of its own.
+    workdir = self.create_tempdir().full_path
+    proc = helpers.run_cli(
+        'launch.train', '--config=configs/cnn_mnist.py', f'--workdir={workdir}',
+        '--strategy=mirrored', '--num_cpu_devices=2', '--mixed_precision=float32',
+        f'--config.dataset.name=folder:{self.images}', '--config.dataset.channels=1',
+        '--config.dataset.validation_size=0', '--config.model.input_size=28',
+        '--config.model.filters=(8, 8)', '--config.model.dense_units=(16,)',
+        '--config.batch_size=8', '--config.num_train_steps=2', '--config.image_grid_size=0',
+        f'--config.init_from={self.best}', "--config.freeze=('conv1',)")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn('Strategy mirrored with 2 replica(s)', proc.stderr)
+    after = _weights(checkpoints.load_for_inference(workdir)[2])
+    for got, want in zip(after['conv1'], self.source_weights['conv1'], strict=True):
+      self.assertAllEqual(got, want)
+    self.assertNotAllEqual(after['conv2'][0], self.source_weights['conv2'][0])
+
   def test_checkpoint_prefix(self):
     source = init_from.resolve(self.best)
     self.assertEqual((source.checkpoint, source.workdir, source.which),
