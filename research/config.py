@@ -81,6 +81,10 @@ def base(model='cnn', dataset='mnist'):
   c.jit_compile = False  # XLA measured 0.55x on CPU for these nets
   c.deterministic = False  # op determinism: bitwise-repeatable runs, some ops slower
   c.image_grid_size = 64  # training inputs written as inputs.png; 0 to skip
+  # Fine-tuning (docs/finetune.md): another run's workdir or checkpoint prefix to take the model
+  # weights from at step 0 ('' = from scratch), and top-level model blocks left untrained.
+  c.init_from = ''
+  c.freeze = ()
   return c
 
 

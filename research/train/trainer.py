@@ -26,6 +26,7 @@ from research.data import datasets
 from research.data import pipeline
 from research.data import preprocess
 from research.errors import UserError
+from research.train import init_from
 from research.train import optim
 from research.train import precision
 from research.train import steps
@@ -140,6 +141,7 @@ class _Run:
   steps_per_epoch: int
   total_steps: int
   precision_reason: str  # why config.mixed_precision is what it is (auto's choice, or given)
+  init_from: str = ''  # the checkpoint this run's weights started from, if it started now
 
 
 def build_state(config, strategy, num_classes, image_shape, total_steps, steps_per_epoch):
@@ -148,6 +150,7 @@ def build_state(config, strategy, num_classes, image_shape, total_steps, steps_p
   # optimizer built before the first distributed step (a lazy build inside it fails).
   with strategy.scope(), precision.scope(config.mixed_precision):
     model, table = models.build_model(config.model, num_classes, image_shape)
+    init_from.freeze(config, model)
     lr = optim.schedule(config.schedule, total_steps, steps_per_epoch)
     optimizer = optim.optimizer(config.optimizer, lr,
                                 loss_scaling=config.mixed_precision == 'mixed_float16')
@@ -161,6 +164,7 @@ def build_state(config, strategy, num_classes, image_shape, total_steps, steps_p
 def _setup(config, workdir, start_over):
   """Checks, loads data, builds model and optimizer under the strategy, restores if it can."""
   check_workdir(config, workdir, start_over)
+  source = init_from.prepare(config, None if start_over else workdir)
   strategy = strategy_lib.build(config)  # first: a multi-worker strategy must precede any op
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
@@ -169,6 +173,7 @@ def _setup(config, workdir, start_over):
   reason = _resolve_precision(config, strategy, workdir, start_over)
   # The chief alone downloads or prepares a dataset; the others load it after the barrier.
   data = _load_data(config, workdir, start_over, prepare=True) if chief else None
+  init_from.check_input(source, config, data)
   if chief:
     if start_over:
       _set_aside(workdir)
@@ -196,13 +201,14 @@ def _setup(config, workdir, start_over):
                             config.keep_checkpoints, chief,
                             strategy_lib.worker_index(strategy))
   restored = saver.restore()
+  start = init_from.load(source, model, strategy) if source and not restored else ''
   if restored:
     epoch, position = divmod(int(step.numpy()), per_epoch)
     logging.info('Resumed from %s: step %d of %d, epoch %d at batch %d of %d in its order%s.',
                  restored, step.numpy(), total, epoch, position, per_epoch,
                  _loss_scale_text(optimizer))
   return _Run(strategy, chief, data, model, optimizer, lr, step, saver, per_epoch, total,
-              reason)
+              reason, start)
 
 
 def _log_plan(config, workdir, run):
@@ -221,7 +227,8 @@ def _log_plan(config, workdir, run):
       config.strategy, replicas, '' if replicas == 1 else 's',
       f' on {workers} workers' if workers > 1 else '', config.mixed_precision, run.total_steps,
       run.total_steps / run.steps_per_epoch, config.batch_size, workdir,
-      f'resuming at step {step}' if step else 'from scratch')
+      f'resuming at step {step}' if step else
+      f'from {run.init_from}' if run.init_from else 'from scratch')
 
 
 def _loss_scale_text(optimizer):
@@ -298,6 +305,8 @@ def train_and_evaluate(config, workdir, start_over=False):
   final = dict(step=step, epoch=step / run.steps_per_epoch, train_seconds=train_seconds,
                weights_digest=outputs.weights_digest(run.model),
                precision=config.mixed_precision, precision_reason=run.precision_reason)
+  if run.init_from:
+    final['init_from'] = run.init_from
   if step < total:
     logging.warning('Stopped by %s at step %d of %d, saved: re-run the same command to resume.',
                     watcher.signal_name or 'a signal to another worker', step, total)

@@ -1,0 +1,211 @@
+"""Fine-tuning: start a run from another run's model weights, and keep chosen blocks frozen.
+
+`config.init_from` names a training run's workdir (its best checkpoint, else its latest) or one
+checkpoint prefix. Only the model's weights come over: the new run starts at step 0 with a fresh
+optimizer. A source trained on another number of classes gives everything but the classifier
+head, which keeps its fresh initialisation. Another architecture is refused.
+
+`config.freeze` names top-level blocks of the model's stack that are not trained.
+"""
+
+import dataclasses
+import json
+import os
+
+from absl import logging
+import tensorflow as tf
+
+from research import checkpoints
+from research import config as config_lib
+from research import models
+from research import outputs
+from research.errors import UserError
+from research.models import blocks
+
+# Model fields that may differ: the input size changes no weight by itself (a different input
+# shape does, and the shape check below catches that).
+_FREE_FIELDS = ('input_size',)
+
+
+@dataclasses.dataclass
+class Source:
+  """The run to start from: its checkpoint, saved config and data info."""
+  checkpoint: str
+  workdir: str
+  which: str  # 'best', 'latest' or 'given'
+  config: object
+  info: dict
+
+
+def _run_dir(path):
+  """The training run's workdir that holds `path` (itself or an ancestor), or None."""
+  path = os.path.abspath(path)
+  for _ in range(4):  # W, W/checkpoints, W/checkpoints/best, then the prefix's own directory
+    if (os.path.isfile(os.path.join(path, 'config.json'))
+        and os.path.isfile(os.path.join(path, checkpoints.DATA_INFO))):
+      return path
+    path = os.path.dirname(path)
+  return None
+
+
+def resolve(init_from):
+  """The Source `init_from` (a run's workdir or a checkpoint prefix) names; refuses anything
+  else in one line."""
+  fix = ('pass a training run\'s --workdir or a checkpoint prefix such as '
+         'W/checkpoints/ckpt-350, or drop --config.init_from to train from scratch')
+  if os.path.isdir(init_from):
+    root = os.path.join(init_from, checkpoints.CHECKPOINT_DIR)
+    best = checkpoints.checkpoint_paths(os.path.join(root, checkpoints.BEST_DIR))
+    latest = checkpoints.checkpoint_paths(root)
+    if best:
+      path, which = best[-1], 'best'
+    elif latest:
+      path, which = latest[-1], 'latest'
+    else:
+      raise UserError(f'init_from {init_from!r} holds no checkpoint of a training run: {fix}')
+  elif tf.io.gfile.exists(init_from + '.index'):
+    path, which = init_from, 'given'
+  else:
+    raise UserError(f'init_from {init_from!r} is neither a directory nor a checkpoint: {fix}')
+  workdir = _run_dir(init_from if which != 'given' else os.path.dirname(init_from))
+  if workdir is None:
+    raise UserError(f'init_from {init_from!r} is not inside a training run\'s workdir (no '
+                    f'config.json and {checkpoints.DATA_INFO} beside its checkpoints): {fix}')
+  return Source(os.path.abspath(path), workdir, which, config_lib.load(workdir),
+                outputs.read_json(os.path.join(workdir, checkpoints.DATA_INFO)))
+
+
+def _model_fields(model_config):
+  as_json = json.loads(json.dumps(model_config.to_dict()))  # tuples and lists compare equal
+  return {k: v for k, v in as_json.items() if k not in _FREE_FIELDS}
+
+
+def check_architecture(source, config):
+  """Refuses a source whose model config differs in anything that shapes a weight."""
+  old, new = _model_fields(source.config.model), _model_fields(config.model)
+  changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  if changed:
+    diff = ', '.join(f'model.{k}={json.dumps(old.get(k))} there, {json.dumps(new.get(k))} here'
+                     for k in changed)
+    raise UserError(f'init_from {source.workdir!r} is another architecture ({diff}): give this '
+                    'run the same model config (e.g. its config file), or drop '
+                    '--config.init_from')
+
+
+def prepare(config, workdir):
+  """Checks init_from and freeze before anything is written; returns the Source to load, or
+  None (no init_from, or the workdir already has a checkpoint to resume from). `workdir` None:
+  the run starts over, whatever the workdir holds."""
+  check_freeze(config)
+  own = workdir and checkpoints.checkpoint_paths(
+      os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  if own:
+    _check_same_freeze(config, workdir)
+  if not config.init_from:
+    return None
+  if own:
+    # Resuming: the run's own checkpoint already holds the fine-tuned weights.
+    logging.info('Ignoring init_from %s: %s has its own checkpoint to resume from.',
+                 config.init_from, workdir)
+    return None
+  source = resolve(config.init_from)
+  check_architecture(source, config)
+  return source
+
+
+def _check_same_freeze(config, workdir):
+  """A resumed run must freeze what its checkpoint's run froze: the optimizer holds slots for
+  the trained variables only, and another set would fail the restore less clearly."""
+  saved = list(config_lib.load(workdir).get('freeze', ()))
+  if saved != list(config.freeze):
+    raise UserError(f'workdir {workdir!r} holds a run trained with freeze={tuple(saved)!r}, not '
+                    f'{tuple(config.freeze)!r}: resume with --config.freeze="{tuple(saved)!r}", '
+                    'or pass a new --workdir')
+
+
+def check_input(source, config, data):
+  """Refuses data whose model input (size, channels) differs from the source's, which would
+  give the first layers other shapes; before the workdir is written. `data` None: not loaded
+  here (a worker other than the chief), nothing to check."""
+  if source is None or data is None:
+    return
+  there = models.input_shape(source.config.model, source.info['image_shape'])
+  here = models.input_shape(config.model, data.image_shape)
+  if tuple(there) != tuple(here):
+    raise UserError(f'init_from {source.workdir!r} was trained on {list(there)} inputs, this run '
+                    f'feeds {list(here)}: match its input (--config.model.input_size, '
+                    '--config.dataset.channels), or drop --config.init_from')
+
+
+def _stack(model):
+  return {layer.name: layer for layer in model.stack}
+
+
+def load(source, model, strategy):
+  """Copies the source's weights into `model` (built, under `strategy`) by top-level layer
+  name; the head only when the class counts agree. Returns the checkpoint path."""
+  logging.info('Initialising from the %s checkpoint of %s: %s.', source.which, source.workdir,
+               source.checkpoint)
+  src, _ = models.build_model(source.config.model, source.info['num_classes'],
+                              source.info['image_shape'])
+  # The optimizer and step in the file are not wanted; every model weight must be there.
+  status = tf.train.Checkpoint(model=src).read(source.checkpoint)
+  try:
+    status.expect_partial().assert_existing_objects_matched()
+  except (AssertionError, ValueError) as e:
+    raise UserError(f'checkpoint {source.checkpoint} does not match its own run\'s model '
+                    f'({str(e).splitlines()[0][:120]}): pass another --config.init_from') from None
+  old, new = _stack(src), _stack(model)
+  pairs, loaded, fresh = [], [], []
+  for name, layer in new.items():
+    if not layer.weights:
+      continue
+    twin = old.get(name)
+    shapes = [tuple(v.shape) for v in layer.weights]
+    twin_shapes = [tuple(v.shape) for v in twin.weights] if twin is not None else None
+    if isinstance(layer, blocks.Logits) and twin_shapes != shapes:
+      fresh.append(name)  # another class count: this head is trained from scratch
+      continue
+    if twin_shapes != shapes:
+      raise UserError(f'init_from {source.workdir!r} is another architecture: layer {name} has '
+                      f'weights {twin_shapes} there, {shapes} here (another input shape or '
+                      'channel count?): train on data of the source\'s image shape '
+                      f'{source.info["image_shape"]}, or drop --config.init_from')
+    pairs += zip(layer.weights, twin.weights)
+    loaded.append(name)
+  with strategy.scope():  # mirrored variables take the value on every replica
+    for target, value in pairs:
+      target.assign(value.numpy())
+  logging.info('Loaded layers %s from %s%s.', ', '.join(loaded), source.checkpoint,
+               f'; re-initialised {", ".join(fresh)} ({source.info["num_classes"]} classes '
+               f'there, {new[fresh[0]].num_classes} here)' if fresh else '')
+  return source.checkpoint
+
+
+def check_freeze(config):
+  """Refuses names in config.freeze that are no top-level block of the model (the model's
+  layers exist from construction: nothing is built)."""
+  if not config.freeze:
+    return
+  try:
+    names = [layer.name for layer in models.build(config.model, 2).stack]
+  except (TypeError, ValueError):
+    return  # a model config that does not build: build_model says why, in its own words
+  unknown = [n for n in config.freeze if n not in names]
+  if unknown:
+    raise UserError(f'freeze names {", ".join(map(repr, unknown))}, no block of model '
+                    f'{config.model.name!r}: choose among {", ".join(names)} '
+                    '(--config.freeze="(\'conv1\',)")')
+
+
+def freeze(config, model):
+  """Makes config.freeze's blocks untrainable (their batch norm then runs in inference mode);
+  call before the optimizer is built, which then has no slots for them."""
+  if not config.freeze:
+    return
+  stack = _stack(model)
+  for name in config.freeze:
+    stack[name].trainable = False
+  frozen = sum(stack[name].count_params() for name in config.freeze if stack[name].weights)
+  logging.info('Frozen: %s (%s parameters not trained).', ', '.join(config.freeze),
+               f'{frozen:,}')
