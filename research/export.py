@@ -140,7 +140,7 @@ def export(workdir, out, checkpoint='best', overwrite=False):
   # refused --out, leaves whatever was there untouched.
   staging = tempfile.mkdtemp(prefix=os.path.basename(out) + '.export-', dir=parent)
   try:
-    tf.saved_model.save(module, staging, signatures=signatures)
+    _save(module, staging, signatures)
     os.makedirs(os.path.join(staging, EXTRA_DIR), exist_ok=True)
     with open(os.path.join(staging, EXTRA_DIR, INFO_FILE), 'w') as f:
       json.dump(export_info, f, indent=2)
@@ -172,3 +172,18 @@ def _swap_in(staging, out):
     raise
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _save(module, directory, signatures):
+  """tf.saved_model.save, leaving the process's log level as it found it.
+
+  Saving silences absl around each object it walks and then restores the verbosity through
+  absl's flag, which pins absl's logger at WARNING when nobody had set a level: every INFO line
+  of the process after an export was lost (the training log of a notebook, a test's logs).
+  """
+  absl_logger = logging.get_absl_logger()
+  level = absl_logger.level
+  try:
+    tf.saved_model.save(module, directory, signatures=signatures)
+  finally:
+    absl_logger.setLevel(level)

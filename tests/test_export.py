@@ -2,6 +2,7 @@
 loaded by plain TensorFlow in a fresh process that cannot import this package."""
 
 import json
+import logging as std_logging
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import tempfile
 from unittest import mock
 
+from absl import logging
 from absl.testing import parameterized
 import numpy as np
 from PIL import Image
@@ -173,6 +175,16 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     if choice == 'PATH':
       _, _, latest, _ = checkpoints.load_for_inference(self.workdir, 'latest')
       self.assertNotAllEqual(outputs.weights_digest(latest), outputs.weights_digest(model))
+
+  def test_export_leaves_the_log_level_as_it_was(self):
+    absl_logger = logging.get_absl_logger()
+    level = absl_logger.level
+    absl_logger.setLevel(std_logging.NOTSET)  # a process where nobody chose a level
+    try:
+      export.export(self.workdir, os.path.join(self.create_tempdir().full_path, 'out'))
+      self.assertEqual(absl_logger.level, std_logging.NOTSET)
+    finally:
+      absl_logger.setLevel(level)
 
   def test_best_falls_back_to_latest_and_says_so(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
