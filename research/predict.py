@@ -1,18 +1,31 @@
-"""Classifies image files with a training run's checkpoint (its best by default).
+"""Classifies image files with a training run's checkpoint (its best by default) or with its
+exported SavedModel.
 
-Any PNG/JPEG/GIF/BMP, any size, grey or colour: each file is decoded, brought to the dataset's
-channels and source size (aspect kept, zero padding), and then goes through exactly the
-evaluation preprocessing.
+Any PNG/JPEG/GIF/BMP, any size, grey or colour: each file is decoded on the host, brought to the
+dataset's channels and source size (aspect kept, zero padding), and then goes through exactly the
+evaluation preprocessing, many files to a batch. Inputs may be files, directories (searched
+recursively for image extensions) or glob patterns.
 """
 
+import csv
 import dataclasses
+import glob
+import json
+import os
+import time
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from research import checkpoints
 from research.data import decode
 from research.data import preprocess
+from research.errors import UserError
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.gif', '.bmp')
+NOT_AN_IMAGE = 'not a readable image (PNG, JPEG, GIF or BMP)'
+_GLOB_CHARS = frozenset('*?[')
 
 
 @dataclasses.dataclass
@@ -22,45 +35,188 @@ class Prediction:
   error: str = ''
 
 
-def load_image(path, image_shape, pipeline='memory', eval_fraction=0.875):
-  """uint8 [H, W, C] as the run's evaluation pipeline shipped it: padded to the dataset's source
-  shape (memory), or centre-cropped to it (stream); raises ValueError naming what is wrong."""
+def _is_image_name(path):
+  return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def expand_inputs(inputs):
+  """The files to classify, in order: a file as named (always tried), a directory's image files
+  (recursively, sorted), a glob's matches (image files only). Raises UserError for a directory or
+  pattern that yields no image."""
+  paths, ignored = [], 0
+  for arg in inputs:
+    if tf.io.gfile.isdir(arg):
+      found = []
+      for root, _, files in tf.io.gfile.walk(arg):
+        images = [os.path.join(root, name) for name in files if _is_image_name(name)]
+        found.extend(images)
+        ignored += len(files) - len(images)
+      if not found:
+        raise UserError(f'{arg}: directory holds no image file ({", ".join(IMAGE_EXTENSIONS)})')
+      paths.extend(sorted(found))
+    elif _GLOB_CHARS & set(arg) and not tf.io.gfile.exists(arg):
+      matches = sorted(glob.glob(arg, recursive=True))
+      images = [m for m in matches if _is_image_name(m) and not os.path.isdir(m)]
+      ignored += len(matches) - len(images)
+      if not images:
+        raise UserError(f'{arg}: pattern matches no image file')
+      paths.extend(images)
+    else:
+      paths.append(arg)
+  if ignored:
+    logging.info('Ignored %d file(s) without an image extension (%s).', ignored,
+                 ', '.join(IMAGE_EXTENSIONS))
+  return paths, ignored
+
+
+def read_bytes(path):
+  """The file's bytes; raises ValueError in plain words when it cannot be read or is empty."""
+  if not tf.io.gfile.exists(path):
+    raise ValueError('cannot read: no such file')
+  if tf.io.gfile.isdir(path):
+    raise ValueError('cannot read: a directory')
   try:
     data = tf.io.read_file(path)
+  except tf.errors.PermissionDeniedError:
+    raise ValueError('cannot read: permission denied') from None
   except tf.errors.OpError as e:
-    raise ValueError(f'cannot read: {e.message.splitlines()[0]}') from None
+    raise ValueError(f'cannot read: {e.message.splitlines()[0][:80]}') from None
   if not int(tf.strings.length(data)):
     raise ValueError('empty file')
+  return data
+
+
+def decode_padded(data, image_shape):
+  """Encoded bytes → uint8 [H, W, C] of `image_shape`: decoded to its channels, resized into it
+  with the aspect kept and zero padding. Plain TensorFlow ops, so a SavedModel can trace them."""
   h, w, c = image_shape
-  try:
-    if pipeline == 'stream':
-      return decode.eval_crop(data, h, c, eval_fraction)
-    image = tf.io.decode_image(data, channels=c, expand_animations=False)
-  except tf.errors.OpError as e:
-    raise ValueError(f'not a readable image ({e.message.splitlines()[0][:80]})') from None
+  image = tf.io.decode_image(data, channels=c, expand_animations=False)
   image = tf.image.resize_with_pad(tf.cast(image, tf.float32), h, w)
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def predict(workdir, paths, top_k=3, checkpoint='best'):
-  """One Prediction per path; unreadable files get an error and the others go on."""
+def decode_bytes(data, image_shape, pipeline='memory', eval_fraction=0.875):
+  """uint8 [H, W, C] as the run's evaluation pipeline shipped it: padded to the dataset's source
+  shape (memory), or centre-cropped to it (stream); raises ValueError when not an image."""
+  h, _, c = image_shape
+  try:
+    if pipeline == 'stream':
+      return decode.eval_crop(data, h, c, eval_fraction)
+    return decode_padded(data, image_shape)
+  except tf.errors.OpError:
+    # TensorFlow's message names ops and internals; which of the four formats failed, or where,
+    # does not help whoever passed the file.
+    raise ValueError(NOT_AN_IMAGE) from None
+
+
+def load_image(path, image_shape, pipeline='memory', eval_fraction=0.875):
+  """decode_bytes of the file at `path`; raises ValueError naming what is wrong."""
+  return decode_bytes(read_bytes(path), image_shape, pipeline, eval_fraction)
+
+
+def _top(p, names, top_k):
+  order = np.argsort(-p)[:top_k]
+  return [(names[i], float(p[i])) for i in order]
+
+
+def _checkpoint_model(workdir, checkpoint):
   config, info, model, _ = checkpoints.load_for_inference(workdir, checkpoint)
-  names = info['class_names']
 
   @tf.function
   def probabilities(images):
     x = preprocess.preprocess(images, input_size=config.model.input_size, training=False)
     return tf.nn.softmax(model(x, training=False))
 
-  results = []
-  for path in paths:
+  fraction = info.get('fingerprint', {}).get('crop', {}).get('eval_fraction', 0.875)
+
+  def decode_one(data):
+    return decode_bytes(data, info['image_shape'], info.get('pipeline', 'memory'), fraction)
+
+  def run(batch):
+    return probabilities(tf.stack([image for _, image in batch])).numpy()
+
+  return info['class_names'], decode_one, run
+
+
+def _saved_model(directory):
+  info_file = os.path.join(directory, 'assets.extra', 'export_info.json')
+  if not tf.io.gfile.exists(info_file):
+    raise UserError(f'--saved_model={directory}: no SavedModel export (missing {info_file})')
+  with tf.io.gfile.GFile(info_file) as f:
+    info = json.load(f)
+  serve = tf.saved_model.load(directory).signatures['serving_default']
+
+  def decode_one(data):
+    # Checked here so that one bad file is reported alone instead of failing its whole batch;
+    # the model decodes the bytes again itself.
+    decode_bytes(data, info['image_shape'], info.get('pipeline', 'memory'))
+    return data
+
+  def run(batch):
+    return serve(images=tf.stack([data for data, _ in batch]))['probabilities'].numpy()
+
+  return info['class_names'], decode_one, run
+
+
+def predict(workdir, paths, top_k=3, checkpoint='best', batch_size=256, saved_model=None):
+  """One Prediction per path, in order; unreadable files get an error and the others go on.
+  Uses `saved_model` (an export directory) instead of `workdir` when given."""
+  if saved_model:
+    names, decode_one, run = _saved_model(saved_model)
+  else:
+    names, decode_one, run = _checkpoint_model(workdir, checkpoint)
+  start = time.perf_counter()
+  results = [None] * len(paths)
+  batch = []  # [(index, (bytes, decoded))]
+
+  def flush():
+    if batch:
+      for (i, _), p in zip(batch, run([item for _, item in batch])):
+        results[i] = Prediction(paths[i], _top(p, names, top_k))
+      batch.clear()
+
+  for i, path in enumerate(paths):
     try:
-      image = load_image(path, info['image_shape'], info.get('pipeline', 'memory'),
-                         info.get('fingerprint', {}).get('crop', {}).get('eval_fraction', 0.875))
+      data = read_bytes(path)
+      batch.append((i, (data, decode_one(data))))
     except ValueError as e:
-      results.append(Prediction(path, [], str(e)))
+      results[i] = Prediction(path, [], str(e))
       continue
-    p = probabilities(image[None]).numpy()[0]
-    order = np.argsort(-p)[:top_k]
-    results.append(Prediction(path, [(names[i], float(p[i])) for i in order]))
+    if len(batch) >= batch_size:
+      flush()
+  flush()
+  seconds = time.perf_counter() - start
+  logging.info('Classified %d file(s) in %.2fs (%.0f img/s, batches of %d).', len(paths),
+               seconds, len(paths) / max(seconds, 1e-9), batch_size)
+  return results
+
+
+def write_csv(results, out, top_k):
+  """One row per result: path, top-k class names and probabilities, and the error if any."""
+  header = ['path']
+  for k in range(1, top_k + 1):
+    header += [f'class_{k}', f'probability_{k}']
+  with tf.io.gfile.GFile(out, 'w') as f:
+    writer = csv.writer(f)
+    writer.writerow(header + ['error'])
+    for r in results:
+      row = [r.path]
+      for k in range(top_k):
+        row += [r.top[k][0], f'{r.top[k][1]:.6f}'] if k < len(r.top) else ['', '']
+      writer.writerow(row + [r.error])
+
+
+def run(inputs, *, workdir=None, saved_model=None, checkpoint='best', top_k=3, batch_size=256,
+        output=None):
+  """Everything launch.predict does but printing: expands `inputs`, classifies them and writes
+  `output` (CSV) when given. Returns the Predictions."""
+  if bool(workdir) == bool(saved_model):
+    raise UserError('pass exactly one of --workdir (a training run) and --saved_model (an export)')
+  if not inputs:
+    raise UserError('no image given: pass image files, directories or patterns after the flags')
+  paths, _ = expand_inputs(inputs)
+  results = predict(workdir, paths, top_k, checkpoint, batch_size, saved_model)
+  if output:
+    write_csv(results, output, top_k)
+    logging.info('Wrote %d row(s) to %s.', len(results), output)
   return results
