@@ -24,45 +24,13 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import config as config_lib
+from research import predict
 from research.data import decode
 from research.data import preprocess
 from research.errors import UserError
 
 EXTRA_DIR = 'assets.extra'
 INFO_FILE = 'export_info.json'
-
-
-def _f32_div(x, y):
-  """x / y rounded to float32 as eager float32 division rounds it, computed in float64 (exact
-  for these operands after one rounding) so that Grappler's arithmetic rewrites of float32
-  division in a graph cannot shift it."""
-  return tf.cast(tf.cast(x, tf.float64) / tf.cast(y, tf.float64), tf.float32)
-
-
-def _resize_with_pad(image, height, width):
-  """tf.image.resize_with_pad(image, height, width) as it runs eagerly (research.predict runs it
-  so). In a graph, with the image's size unknown until run time, Grappler rewrites its float32
-  size arithmetic and a 41×97 image comes out 27 pixels wide instead of 28; the sizes are
-  therefore worked out here, in its order and rounding, and the resize and pad are its own ops."""
-  shape = tf.shape(image)
-  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-  ratio = tf.maximum(_f32_div(w, float(width)), _f32_div(h, float(height)))
-  resized_h, resized_w = _f32_div(h, ratio), _f32_div(w, ratio)
-  size = tf.cast(tf.floor(tf.stack([resized_h, resized_w])), tf.int32)
-  pad_h = tf.maximum(0, tf.cast(tf.floor((float(height) - resized_h) / 2), tf.int32))
-  pad_w = tf.maximum(0, tf.cast(tf.floor((float(width) - resized_w) / 2), tf.int32))
-  resized = tf.image.resize(image, size, method='bilinear', antialias=False)
-  return tf.image.pad_to_bounding_box(resized, pad_h, pad_w, height, width)
-
-
-def _decode_padded(data, image_shape):
-  """research.predict.load_image's in-memory branch on bytes: load_image reads a path and checks
-  it eagerly, so it cannot run in a graph; these are its ops, in its order (the tests hold the
-  two to 1e-5)."""
-  h, w, c = image_shape
-  image = tf.io.decode_image(data, channels=c, expand_animations=False)
-  image = _resize_with_pad(tf.cast(image, tf.float32), h, w)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
 class _Serving(tf.Module):
@@ -87,7 +55,7 @@ class _Serving(tf.Module):
     h, _, c = self._shape
     if self._pipeline == 'stream':
       return decode.eval_crop(data, h, c, self._fraction)
-    return _decode_padded(data, self._shape)
+    return predict.decode_padded(data, self._shape)
 
   def _from_bytes(self, images):
     decoded = tf.map_fn(self._decode, images,

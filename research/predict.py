@@ -86,12 +86,48 @@ def read_bytes(path):
   return data
 
 
+def _f32_div(x, y):
+  """x / y rounded to float32 as eager float32 division rounds it, computed in float64 (exact
+  for these operands after one rounding) so that Grappler's arithmetic rewrites of float32
+  division in a graph cannot shift it."""
+  return tf.cast(tf.cast(x, tf.float64) / tf.cast(y, tf.float64), tf.float32)
+
+
+def _resize_with_pad(image, height, width):
+  """tf.image.resize_with_pad(image, height, width) as it runs eagerly. In a graph, with the
+  image's size unknown until run time, Grappler rewrites its float32 size arithmetic and a 41×97
+  image comes out 27 pixels wide instead of 28; the sizes are therefore worked out here, in its
+  order and rounding, and the resize and pad are its own ops."""
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  ratio = tf.maximum(_f32_div(w, float(width)), _f32_div(h, float(height)))
+  resized_h, resized_w = _f32_div(h, ratio), _f32_div(w, ratio)
+  size = tf.cast(tf.floor(tf.stack([resized_h, resized_w])), tf.int32)
+  pad_h = tf.maximum(0, tf.cast(tf.floor((float(height) - resized_h) / 2), tf.int32))
+  pad_w = tf.maximum(0, tf.cast(tf.floor((float(width) - resized_w) / 2), tf.int32))
+  resized = tf.image.resize(image, size, method='bilinear', antialias=False)
+  return tf.image.pad_to_bounding_box(resized, pad_h, pad_w, height, width)
+
+
+def _decode(data, channels):
+  """uint8 [H, W, channels]. TensorFlow's GIF and BMP decoders give 3 or 4 channels only, so
+  those are decoded as colour and made grey here for a 1-channel dataset."""
+  def decode(c):
+    return lambda: tf.io.decode_image(data, channels=c, expand_animations=False)
+
+  if channels != 1:
+    return decode(channels)()
+  head = tf.strings.substr(data, 0, 2)
+  colour_only = tf.logical_or(tf.equal(head, 'GI'), tf.equal(head, 'BM'))
+  return tf.cond(colour_only, lambda: tf.image.rgb_to_grayscale(decode(3)()), decode(1))
+
+
 def decode_padded(data, image_shape):
   """Encoded bytes → uint8 [H, W, C] of `image_shape`: decoded to its channels, resized into it
-  with the aspect kept and zero padding. Plain TensorFlow ops, so a SavedModel can trace them."""
+  with the aspect kept and zero padding. Graph-safe, so that the export traces the same ops and
+  gets the same pixels as this module does eagerly."""
   h, w, c = image_shape
-  image = tf.io.decode_image(data, channels=c, expand_animations=False)
-  image = tf.image.resize_with_pad(tf.cast(image, tf.float32), h, w)
+  image = _resize_with_pad(tf.cast(_decode(data, c), tf.float32), h, w)
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
@@ -114,6 +150,21 @@ def load_image(path, image_shape, pipeline='memory', eval_fraction=0.875):
   return decode_bytes(read_bytes(path), image_shape, pipeline, eval_fraction)
 
 
+def _decoder(image_shape, pipeline='memory', eval_fraction=0.875):
+  """decode_bytes as one traced function: a file's dozen small ops cost several times more run
+  eagerly one by one, and the graph-safe ops give the same pixels."""
+  traced = tf.function(lambda data: decode_bytes(data, image_shape, pipeline, eval_fraction),
+                       input_signature=[tf.TensorSpec([], tf.string)])
+
+  def decode_one(data):
+    try:
+      return traced(data)
+    except tf.errors.OpError:
+      raise ValueError(NOT_AN_IMAGE) from None
+
+  return decode_one
+
+
 def _top(p, names, top_k):
   order = np.argsort(-p)[:top_k]
   return [(names[i], float(p[i])) for i in order]
@@ -128,9 +179,7 @@ def _checkpoint_model(workdir, checkpoint):
     return tf.nn.softmax(model(x, training=False))
 
   fraction = info.get('fingerprint', {}).get('crop', {}).get('eval_fraction', 0.875)
-
-  def decode_one(data):
-    return decode_bytes(data, info['image_shape'], info.get('pipeline', 'memory'), fraction)
+  decode_one = _decoder(info['image_shape'], info.get('pipeline', 'memory'), fraction)
 
   def run(batch):
     return probabilities(tf.stack([image for _, image in batch])).numpy()
@@ -145,11 +194,12 @@ def _saved_model(directory):
   with tf.io.gfile.GFile(info_file) as f:
     info = json.load(f)
   serve = tf.saved_model.load(directory).signatures['serving_default']
+  check = _decoder(info['image_shape'], info.get('pipeline', 'memory'))
 
   def decode_one(data):
     # Checked here so that one bad file is reported alone instead of failing its whole batch;
     # the model decodes the bytes again itself.
-    decode_bytes(data, info['image_shape'], info.get('pipeline', 'memory'))
+    check(data)
     return data
 
   def run(batch):

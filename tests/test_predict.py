@@ -47,8 +47,8 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
     cls.files = [
         _image(os.path.join(cls.images, 'a.png'), 0),
         _image(os.path.join(cls.images, 'b.JPG'), 1, (40, 31), colour=True),
-        _image(os.path.join(cls.images, 'sub', 'c.PNG'), 2),
-        _image(os.path.join(cls.images, 'sub', 'd.jpg'), 3, (17, 50)),
+        _image(os.path.join(cls.images, 'sub', 'c.bmp'), 2),
+        _image(os.path.join(cls.images, 'sub', 'd.gif'), 3, (17, 50)),
         _image(os.path.join(cls.images, 'sub', 'deeper', 'e.jpeg'), 4, colour=True),
         _image(os.path.join(cls.images, 'sub', 'deeper', 'f.png'), 5, (60, 60)),
         _image(os.path.join(cls.images, 'sub', 'deeper', 'g.png'), 6),
