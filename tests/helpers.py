@@ -8,6 +8,7 @@ import sys
 import unittest
 from unittest import mock
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from research import config as config_lib
@@ -151,3 +152,9 @@ def streaming_mnist():
   arrayrecord.convert_to_array_record(target)
   _STREAMING_MNIST.append(root)
   return root
+
+
+def class_probabilities(prediction, names):
+  """A research.predict Prediction's probabilities in class order (its top must hold them all)."""
+  p = dict(prediction.top)
+  return np.array([p[n] for n in names])

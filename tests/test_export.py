@@ -79,11 +79,6 @@ def _write_images(directory):
   return files
 
 
-def _probabilities(result, names):
-  p = dict(result.top)
-  return np.array([p[n] for n in names])
-
-
 class ExportTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
@@ -101,7 +96,7 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     cls.names = cls.info['class_names']
     order = list(cls.files)
     cls.expected = dict(zip(order, (
-        _probabilities(r, cls.names)
+        helpers.class_probabilities(r, cls.names)
         for r in predict.predict(cls.workdir, [cls.files[k] for k in order], top_k=10))))
     cls.uint8 = predict.load_image(cls.files['grey'], [28, 28, 1]).numpy()[None]
     np.save(os.path.join(cls.tmp, 'uint8.npy'), cls.uint8)
@@ -251,7 +246,7 @@ class StreamedExportTest(tf.test.TestCase):
     files = sorted(tf.io.gfile.glob(os.path.join(images, 'train', '*', '*')))
     served = tf.saved_model.load(os.path.join(tmp, 'out')).signatures['serving_default'](
         images=tf.stack([tf.io.read_file(f) for f in files]))
-    expected = [_probabilities(r, info['class_names'])
+    expected = [helpers.class_probabilities(r, info['class_names'])
                 for r in predict.predict(os.path.join(tmp, 'run'), files, top_k=10)]
     self.assertAllClose(served['probabilities'], expected, rtol=0, atol=1e-5)
 

@@ -25,11 +25,6 @@ def _image(path, seed, size=(28, 28), colour=False):
   return path
 
 
-def _probabilities(result, names):
-  p = dict(result.top)
-  return np.array([p[n] for n in names])
-
-
 class PredictTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
@@ -160,8 +155,8 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
     batched = predict.predict(self.workdir, self.files, top_k=10, batch_size=batch_size)
     for a, b in zip(one, batched):
       self.assertEqual(a.path, b.path)
-      self.assertAllClose(_probabilities(a, self.names), _probabilities(b, self.names),
-                          rtol=0, atol=1e-6)
+      self.assertAllClose(helpers.class_probabilities(a, self.names),
+                          helpers.class_probabilities(b, self.names), rtol=0, atol=1e-6)
 
   def test_saved_model_equals_checkpoint(self):
     bad, _ = self._bad_files()['text']
@@ -172,8 +167,8 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(from_checkpoint[:-1], served[:-1]):
       self.assertEqual(a.path, b.path)
       self.assertEqual(b.error, '')
-      self.assertAllClose(_probabilities(a, self.names), _probabilities(b, self.names),
-                          rtol=0, atol=1e-5)
+      self.assertAllClose(helpers.class_probabilities(a, self.names),
+                          helpers.class_probabilities(b, self.names), rtol=0, atol=1e-5)
 
 
 if __name__ == '__main__':
