@@ -90,11 +90,10 @@ def _barrier(strategy, value):
 
 def _resolve_precision(config, strategy, workdir, start_over):
   """Replaces config.mixed_precision `auto` by this run's precision; returns the reason."""
-  saved = os.path.join(workdir, 'config.json')
-  saved = (config_lib.load(workdir).get('mixed_precision')
-           if not start_over and os.path.exists(saved) else None)
-  if saved not in (None, config.mixed_precision, precision.AUTO) and (
-      config.mixed_precision != precision.AUTO):
+  resuming = not start_over and os.path.exists(os.path.join(workdir, 'config.json'))
+  saved = config_lib.load(workdir).get('mixed_precision') if resuming else None
+  changed = config.mixed_precision not in (precision.AUTO, saved)
+  if changed and saved not in (None, precision.AUTO):
     logging.warning('Resuming a run trained in %s in %s, as --mixed_precision asks.', saved,
                     config.mixed_precision)
   config.mixed_precision, reason = precision.resolve(
