@@ -18,6 +18,7 @@ from absl import flags
 from launch import common
 from launch import train
 from research import argv as argv_lib
+from research import workdir_lock
 from research.errors import UserError
 from research.submit import job as job_lib
 from research.submit import kubernetes
@@ -41,8 +42,8 @@ _PVC = flags.DEFINE_string('pvc', '', 'Kubernetes: PersistentVolumeClaim holding
 _MOUNT_PATH = flags.DEFINE_string('mount_path', '/runs', 'Kubernetes: where the claim is '
                                   'mounted in the pods; the workdir must lie under it.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print what would be submitted; submit nothing.')
-_STATUS = flags.DEFINE_bool('status', False, 'Report the state and last progress line of the '
-                            'job of --workdir instead of submitting.')
+_STATUS = flags.DEFINE_bool('status', False, 'Report who holds --workdir\'s lock, and the state '
+                            'and last progress line of its job, instead of submitting.')
 
 _OWN = (_CLUSTER, _NODES, _TASKS_PER_NODE, _GPUS_PER_NODE, _TIME, _PARTITION, _NAME, _IMAGE,
         _NAMESPACE, _PVC, _MOUNT_PATH, _DRY_RUN, _STATUS)
@@ -85,6 +86,7 @@ def _job(train_args):
 def main(train_args):
   if _STATUS.value:
     workdir = flags.FLAGS.workdir
+    print(workdir_lock.status(workdir))
     if _CLUSTER.value == 'kubernetes':
       print(kubernetes.status(workdir, _NAME.value, _NAMESPACE.value))
     else:

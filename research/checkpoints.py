@@ -72,9 +72,10 @@ class Saver:
   the others write to a temporary directory that `close` removes.
   """
 
-  def __init__(self, checkpoint, workdir, keep, chief=True, worker=0):
+  def __init__(self, checkpoint, workdir, keep, chief=True, worker=0, lock=None):
     self.checkpoint = checkpoint
     self.chief = chief
+    self.lock = lock  # the workdir's (research.workdir_lock), checked before every save
     self.shared = os.path.join(workdir, CHECKPOINT_DIR)  # what every worker restores from
     if chief:
       root = self.shared
@@ -100,14 +101,36 @@ class Saver:
     return restore_newest_readable(self.checkpoint, checkpoint_paths(self.shared))
 
   def save(self, step):
-    return self.latest.save(checkpoint_number=step)
+    return self._write(self.latest, step)
+
+  def _write(self, manager, step):
+    """manager.save, or on a failed write (disk full, quota) a one-line UserError that names
+    the file and the errno, with the partial files removed and the earlier checkpoints kept."""
+    if self.lock is not None:
+      self.lock.check()  # another run took the workdir over: write nothing more
+    try:
+      return manager.save(checkpoint_number=step)
+    except (tf.errors.OpError, OSError) as e:
+      prefix = os.path.join(manager.directory, f'ckpt-{step}')
+      if prefix not in checkpoint_paths(manager.directory):
+        for partial in tf.io.gfile.glob(prefix + '_temp*') + tf.io.gfile.glob(prefix + '.*'):
+          _remove(partial)
+      raise outputs.write_error('checkpoint', prefix, e, self.kept()) from None
+
+  def kept(self):
+    """What a run that fails now leaves to resume from, in words (for its last line)."""
+    listed = checkpoint_paths(self.shared)
+    if not listed:
+      return 'no checkpoint was saved yet: make room (or fix the cause), then re-run'
+    return (f'the latest checkpoint, {listed[-1]}, is complete: make room (or fix the cause), '
+            'then re-run to resume from it')
 
   def save_if_best(self, step, accuracy):
     """Saves into best/ when `accuracy` beats every earlier one; returns whether it did."""
     if accuracy <= self.best_accuracy:
       return False
     self.best_accuracy = accuracy
-    self.best.save(checkpoint_number=step)
+    self._write(self.best, step)
     outputs.write_json(os.path.join(self.root, BEST_DIR, 'best.json'),
                        {'step': step, 'validation_accuracy': accuracy})
     return True
@@ -115,6 +138,13 @@ class Saver:
   def close(self):
     if not self.chief:
       shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _remove(path):
+  if tf.io.gfile.isdir(path):
+    tf.io.gfile.rmtree(path)
+  else:
+    tf.io.gfile.remove(path)
 
 
 # The entry points' --checkpoint help: one text for evaluate, predict and export.

@@ -25,6 +25,7 @@ import tensorflow as tf
 from research import checkpoints
 from research import config as config_lib
 from research import predict
+from research import workdir_lock
 from research.data import decode
 from research.data import preprocess
 from research.errors import UserError
@@ -84,6 +85,17 @@ def export(workdir, out, checkpoint='best', overwrite=False):
   `out`; refuses an `out` that holds something unless `overwrite`. Returns the export info."""
   out = os.path.abspath(out)
   _check_out(out, overwrite)
+  # Exporting into the workdir writes there: not while a training run holds it.
+  inside = os.path.commonpath([out, os.path.abspath(workdir)]) == os.path.abspath(workdir)
+  lock = workdir_lock.WorkdirLock(workdir).acquire() if inside else None
+  try:
+    return _export(workdir, out, checkpoint)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _export(workdir, out, checkpoint):
   config, info, model, path = checkpoints.load_for_inference(workdir, checkpoint)
   module = _Serving(config, info, model)
   shape = [int(d) for d in info['image_shape']]

@@ -1,11 +1,16 @@
 """What a run leaves in its workdir besides checkpoints: JSON files, PNGs, the layer table."""
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from research.errors import UserError
 
 # The run record: step, metrics, seconds and weights digest, rewritten at the end of every run.
 RESULTS = 'results.json'
@@ -13,13 +18,52 @@ RESULTS = 'results.json'
 _FORMER_RESULTS = 'train_summary.json'
 
 
+# TensorFlow's file errors end in "<path>; <strerror>" (tsl's IOError), without the errno.
+_TF_FILE_ERROR = re.compile(r'(/[^;{}]*); ([^;\[\n]+?)\s*(?:\[Op:|$)', re.M)
+_ERRNO_OF = {os.strerror(code): code for code in errno.errorcode}
+
+
+def write_error(what, path, error, consequence=''):
+  """A UserError for a write that failed (disk full, quota, read-only, I/O error): one line
+  naming the file (`path`, or None for the one the error names), the system's reason and its
+  errno, and what the run left behind."""
+  reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  code = getattr(error, 'errno', None)
+  if isinstance(error, OSError):
+    path = error.filename or path
+    reason = error.strerror or reason
+  else:
+    match = _TF_FILE_ERROR.search(str(error))
+    if match:
+      path, reason = path or match.group(1), match.group(2).strip()
+      code = _ERRNO_OF.get(reason)
+  if code in errno.errorcode:
+    reason = f'{reason} ({errno.errorcode[code]}, errno {code})'
+  return UserError(f'could not write {what} {path}: {reason}'
+                   + (f'; {consequence}' if consequence else ''))
+
+
 def write_json(path, obj):
-  """Atomic: a crash leaves the old file or the new one, never half of one."""
+  """Atomic: a crash leaves the old file or the new one, never half of one. A failed write
+  (disk full) leaves the old one and no temporary file, and raises a one-line UserError."""
   tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+      f.write('\n')
+    os.replace(tmp, path)
+  except OSError as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise write_error('file', path, e,
+                      'the previous version is unchanged' if os.path.exists(path) else '') from None
+
+
+def _save_image(image, path):
+  try:
+    image.save(path)
+  except OSError as e:
+    raise write_error('image', path, e) from None
 
 
 def read_json(path):
@@ -69,7 +113,7 @@ def image_grid(images, labels, class_names, path, cols=8, scale=3):
     x, y = (i % cols) * cell_w, (i // cols) * cell_h
     grid.paste(tile.resize((w * scale, h * scale), Image.NEAREST), (x, y + 12))
     draw.text((x + 2, y), str(class_names[labels[i]])[:w * scale // 6], fill='black')
-  grid.save(path)
+  _save_image(grid, path)
   return np.asarray(grid)
 
 
@@ -91,4 +135,4 @@ def confusion_png(matrix, class_names, path, cell=36):
       draw.text((box[0] + 3, box[1] + cell // 3), str(int(matrix[i, j])),
                 fill='white' if shade < 128 else 'black')
   draw.text((2, 2), 'rows: true class, columns: predicted', fill='black')
-  img.save(path)
+  _save_image(img, path)

@@ -5,6 +5,7 @@ random points) and resumed must end with bitwise-equal weights: the checkpoint h
 that shapes training, and nothing else needs restoring.
 """
 
+import glob
 import os
 import random
 import re
@@ -71,7 +72,7 @@ class ProcessResumeTest(tf.test.TestCase):
 
   CONFIG = 'configs/cnn_mnist.py'  # batch norm and augmentation
   EXTRA = ()
-  KILLS = 5
+  KILLS = 10  # ~2 minutes of CI: a start-up and a resume each
 
   def assert_same_run(self, workdir):
     """Bitwise-equal weights on one device."""
@@ -112,19 +113,47 @@ class ProcessResumeTest(tf.test.TestCase):
     self.assertEqual(resumed['preempted'], '')
     self.assert_same_run(workdir)
 
+  def _kill(self, proc, kind, rng, directory):
+    """SIGKILLs `proc` at a point of `kind`; returns where, in words."""
+    if kind == 'start-up':  # importing, loading data, building, restoring
+      time.sleep(rng.uniform(0.0, 4.0))
+    elif kind == 'training':  # once it trains: steps, logging, saving
+      _wait_for(proc, rf'step \d+/{_STEPS}')
+      time.sleep(rng.uniform(0.0, 3.0))
+    elif kind == 'checkpoint write':
+      partial = _stop_inside_a_checkpoint_write(proc, directory)
+      proc.kill()
+      return f'inside the write of {partial}' if partial else 'at the end (no write caught)'
+    elif kind == 'final evaluation':  # validation of 55,000 examples, saves, test, results
+      _wait_for(proc, rf'step {_STEPS}/{_STEPS}|Resumed from .*ckpt-{_STEPS}:', timeout=300)
+      time.sleep(rng.uniform(0.0, 1.0))
+    proc.kill()
+    return kind
+
   def test_kill_9_at_random_points_each_resumes_from_the_last_complete_checkpoint(self):
     workdir = os.path.join(self.tmp, 'kill9')
     directory = os.path.join(workdir, 'checkpoints')
     rng = random.Random(0)
-    for _ in range(self.KILLS):
+    kinds = ['training'] * self.KILLS
+    if self.KILLS >= 4:  # one of each special point; the final evaluation comes last
+      kinds[:3] = ['start-up', 'checkpoint write', 'training']
+      rng.shuffle(kinds)
+      kinds.remove('training')
+      kinds.append('final evaluation')
+    for i, kind in enumerate(kinds):
       before = checkpoints.checkpoint_paths(directory)
       proc = _start(workdir, self.CONFIG, self.EXTRA)
-      # From start-up (data loading, restoring) to training and saving: ~6 s of training left.
-      _wait_for(proc, r'Strategy ')
-      time.sleep(rng.uniform(0.0, 6.0))
-      proc.kill()
+      where = self._kill(proc, kind, rng, directory)
       out = _finish(proc)
+      after = checkpoints.checkpoint_paths(directory)
+      print(f'kill -9 #{i + 1}: {where}; latest checkpoint before the start '
+            f'{os.path.basename(before[-1]) if before else "none"}, after the kill '
+            f'{os.path.basename(after[-1]) if after else "none"}')
       self.assertEqual(proc.returncode, -signal.SIGKILL, out[-2000:])
+      if kind == 'checkpoint write':
+        self.assertStartsWith(where, 'inside the write of')
+      if kind == 'final evaluation':
+        self.assertNotIn('Test: accuracy', out)
       if before and 'Resumed from' in out:
         self.assertIn(f'Resumed from {before[-1]}: ', out)
     last = checkpoints.checkpoint_paths(directory)
@@ -133,6 +162,23 @@ class ProcessResumeTest(tf.test.TestCase):
       self.assertIn(f'Resumed from {last[-1]}: ', out)
     self.assertEqual(_results(workdir)['step'], _STEPS)
     self.assert_same_run(workdir)
+
+
+def _stop_inside_a_checkpoint_write(proc, directory, timeout=300):
+  """Watches `directory` for a checkpoint's temporary files and stops `proc` (SIGSTOP) the
+  moment they appear; returns their path if they are still there once it is stopped, i.e. the
+  process is frozen inside that write. None when the process ends first."""
+  deadline = time.time() + timeout
+  patterns = [os.path.join(directory, '*_temp'), os.path.join(directory, 'best', '*_temp')]
+  while proc.poll() is None and time.time() < deadline:
+    partial = [p for pattern in patterns for p in glob.glob(pattern)]
+    if partial:
+      proc.send_signal(signal.SIGSTOP)
+      still = [p for p in partial if os.path.exists(p)]
+      if still:
+        return still[0]
+      proc.send_signal(signal.SIGCONT)
+  return None
 
 
 class DropoutProcessResumeTest(ProcessResumeTest):

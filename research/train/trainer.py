@@ -6,6 +6,7 @@ all the data position there is, and Dropout's generator states are saved with th
 A preemption signal stops the loop after the current step; it saves and returns.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -22,6 +23,7 @@ from research import models
 from research import outputs
 from research import preemption
 from research import strategy as strategy_lib
+from research import workdir_lock
 from research.data import datasets
 from research.data import pipeline
 from research.data import preprocess
@@ -47,12 +49,15 @@ def check_workdir(config, workdir, start_over):
                     '--workdir')
 
 
-def _set_aside(workdir):
-  """Start over without losing anything: the old run moves to a sibling directory."""
-  if not os.path.isdir(workdir) or not os.listdir(workdir):
+def _set_aside(workdir, lock):
+  """Start over without losing anything: the old run moves to a sibling directory, and `lock`
+  (held on `workdir`, so no run is using it) to the new, empty workdir."""
+  if set(os.listdir(workdir)) <= set(workdir_lock.FILES):
     return
   aside = f'{workdir.rstrip(os.sep)}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
   os.rename(workdir, aside)
+  os.makedirs(workdir)
+  lock.follow(aside)
   logging.warning('Starting over: the previous run in %s moved to %s.', workdir, aside)
 
 
@@ -106,7 +111,7 @@ def _next_stop(step, total, intervals):
   return min([total] + [(step // k + 1) * k for k in intervals if k > 0])
 
 
-def _write_input_grid(config, data, step, writer, workdir):
+def _write_input_grid(config, data, step, writer, workdir, saver):
   """The first training batch as the model sees it (augmented, resized) with its labels."""
   n = min(config.image_grid_size, config.batch_size)
   batches = pipeline.train_dataset(data.train, config.batch_size, config.seed, start_step=step)
@@ -116,12 +121,22 @@ def _write_input_grid(config, data, step, writer, workdir):
                             seed=steps.augment_seed(config.seed, step))
   grid = outputs.image_grid(x.numpy(), labels[:n].numpy(), data.class_names,
                             os.path.join(workdir, 'inputs.png'))
-  with writer.as_default():
+  with _summary_writes(saver), writer.as_default():
     tf.summary.image('inputs', grid[None], step=step)
 
 
-def _scalars(writer, step, values):
-  with writer.as_default():
+@contextlib.contextmanager
+def _summary_writes(saver):
+  """A TensorBoard write that fails (disk full: raised by the op that flushes) ends the run in
+  one line; events files are append-only, and TensorBoard reads up to their last whole record."""
+  try:
+    yield
+  except tf.errors.OpError as e:
+    raise outputs.write_error('TensorBoard events file', None, e, saver.kept()) from None
+
+
+def _scalars(writer, step, values, saver):
+  with _summary_writes(saver), writer.as_default():
     for name, value in values.items():
       tf.summary.scalar(name, value, step=step)
 
@@ -141,6 +156,7 @@ class _Run:
   total_steps: int
   precision_reason: str  # why config.mixed_precision is what it is (auto's choice, or given)
   init_from: str = ''  # the checkpoint this run's weights started from, if it started now
+  lock: workdir_lock.WorkdirLock = None  # the chief's hold on the workdir
 
 
 def build_state(config, strategy, num_classes, image_shape, total_steps, steps_per_epoch):
@@ -160,8 +176,29 @@ def build_state(config, strategy, num_classes, image_shape, total_steps, steps_p
   return model, optimizer, lr, step
 
 
+def _take_lock(strategy, chief, workdir, start_over):
+  """The chief takes the workdir's lock (and moves an old run aside when starting over) before
+  anything is written; every worker learns whether it could. Returns the lock (None elsewhere)."""
+  lock, refusal = None, None
+  if chief:
+    try:
+      lock = workdir_lock.WorkdirLock(workdir).acquire()
+      if start_over:
+        _set_aside(workdir, lock)
+    except UserError as e:
+      refusal = e
+  # The other workers wait for the chief at its first collective: they must hear of a refusal.
+  if _barrier(strategy, int(refusal is not None)):
+    if lock is not None:
+      lock.release()
+    raise refusal or UserError(f'the chief could not take the lock of workdir {workdir!r}: see '
+                               'its error')
+  return lock
+
+
 def _setup(config, workdir, start_over):
-  """Checks, loads data, builds model and optimizer under the strategy, restores if it can."""
+  """Checks, takes the workdir, loads data, builds model and optimizer under the strategy,
+  restores if it can."""
   check_workdir(config, workdir, start_over)
   source = init_from.prepare(config, None if start_over else workdir)
   strategy = strategy_lib.build(config)  # first: a multi-worker strategy must precede any op
@@ -170,18 +207,19 @@ def _setup(config, workdir, start_over):
   keras.utils.set_random_seed(config.seed)
   chief = strategy_lib.is_chief(strategy)
   reason = _resolve_precision(config, strategy, workdir, start_over)
+  lock = _take_lock(strategy, chief, workdir, start_over)
+  try:
+    return _build_run(config, workdir, start_over, strategy, chief, reason, source, lock)
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
+
+
+def _build_run(config, workdir, start_over, strategy, chief, reason, source, lock):
   # The chief alone downloads or prepares a dataset; the others load it after the barrier.
   data = _load_data(config, workdir, start_over, prepare=True) if chief else None
   init_from.check_input(source, config, data)
-  if chief:
-    if start_over:
-      _set_aside(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    config_lib.save(config, workdir)
-    outputs.write_json(os.path.join(workdir, checkpoints.DATA_INFO), {
-        'num_classes': data.num_classes, 'class_names': list(data.class_names),
-        'image_shape': list(data.image_shape), 'pipeline': data.pipeline,
-        'fingerprint': data.fingerprint})
   # Every worker computes in the chief's precision, whatever its own hardware would pick.
   chosen = precision.PRECISIONS[_barrier(strategy, precision.PRECISIONS.index(
       config.mixed_precision))]
@@ -198,7 +236,7 @@ def _setup(config, workdir, start_over):
                                            data.image_shape, total, per_epoch)
   saver = checkpoints.Saver(checkpoints.training_checkpoint(model, optimizer, step), workdir,
                             config.keep_checkpoints, chief,
-                            strategy_lib.worker_index(strategy))
+                            strategy_lib.worker_index(strategy), lock)
   restored = saver.restore()
   start = init_from.load(source, model, strategy) if source and not restored else ''
   if restored:
@@ -206,8 +244,15 @@ def _setup(config, workdir, start_over):
     logging.info('Resumed from %s: step %d of %d, epoch %d at batch %d of %d in its order%s.',
                  restored, step.numpy(), total, epoch, position, per_epoch,
                  _loss_scale_text(optimizer))
+  if chief:
+    # Only now: a run that cannot resume (a checkpoint of another model) changes nothing.
+    config_lib.save(config, workdir)
+    outputs.write_json(os.path.join(workdir, checkpoints.DATA_INFO), {
+        'num_classes': data.num_classes, 'class_names': list(data.class_names),
+        'image_shape': list(data.image_shape), 'pipeline': data.pipeline,
+        'fingerprint': data.fingerprint})
   return _Run(strategy, chief, data, model, optimizer, lr, step, saver, per_epoch, total,
-              reason, start)
+              reason, start, lock)
 
 
 def _log_plan(config, workdir, run):
@@ -245,6 +290,16 @@ def train_and_evaluate(config, workdir, start_over=False):
   """
   wall_start = time.time()
   run = _setup(config, workdir, start_over)
+  try:
+    return _train(config, workdir, run, wall_start)
+  finally:
+    run.saver.close()
+    if run.lock is not None:
+      run.lock.release()
+
+
+def _train(config, workdir, run, wall_start):
+  """The loop of train_and_evaluate over a set-up run."""
   _log_plan(config, workdir, run)
   previous = _previous_results(workdir)
   strategy, data, total = run.strategy, run.data, run.total_steps
@@ -269,7 +324,7 @@ def train_and_evaluate(config, workdir, start_over=False):
       tf.summary.create_file_writer(os.path.join(workdir, name)) if run.chief
       else tf.summary.create_noop_writer() for name in ('train', 'validation'))
   if config.image_grid_size and step < total and run.chief:
-    _write_input_grid(config, data, step, train_writer, workdir)
+    _write_input_grid(config, data, step, train_writer, workdir, run.saver)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
   sums, window_start, window_step = tf.zeros([3]), time.time(), step
   train_start, results, stopped = time.time(), {}, False
@@ -284,7 +339,8 @@ def train_and_evaluate(config, workdir, start_over=False):
       sums += chunk[:3]
       if step % config.log_every_steps == 0 or step == total or stopped:
         results.update(_log_window(sums, time.time() - window_start, step, window_step, run))
-        _scalars(train_writer, step, {tag: results[k] for tag, k in _TRAIN_SCALARS.items()})
+        _scalars(train_writer, step, {tag: results[k] for tag, k in _TRAIN_SCALARS.items()},
+                 run.saver)
         sums, window_start, window_step = tf.zeros([3]), time.time(), step
       if data.validation is not None and (step % eval_every == 0 or step == total):
         val = evaluate(data.validation)
@@ -294,13 +350,14 @@ def train_and_evaluate(config, workdir, start_over=False):
                      step, val['loss'], val['accuracy'], val['top5_accuracy'],
                      val['images_per_sec'])
         _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy'],
-                                    'top5_accuracy': val['top5_accuracy']})
+                                    'top5_accuracy': val['top5_accuracy']}, run.saver)
         run.saver.save_if_best(step, val['accuracy'])
       if step % config.checkpoint_every_steps == 0 or step == total or stopped:
         run.saver.save(step)
   train_seconds = time.time() - train_start
-  for writer in (train_writer, val_writer):
-    writer.flush()
+  with _summary_writes(run.saver):
+    for writer in (train_writer, val_writer):
+      writer.flush()
   final = dict(step=step, epoch=step / run.steps_per_epoch, train_seconds=train_seconds,
                weights_digest=outputs.weights_digest(run.model),
                precision=config.mixed_precision, precision_reason=run.precision_reason)
@@ -317,7 +374,6 @@ def train_and_evaluate(config, workdir, start_over=False):
                  test['images_per_sec'])
     final.update(test_accuracy=test['accuracy'], test_top5_accuracy=test['top5_accuracy'],
                  test_loss=test['loss'], preempted='')
-  run.saver.close()
   final['wall_seconds'] = time.time() - wall_start
   return _write_results(workdir, previous, results, run.chief, **final)
 

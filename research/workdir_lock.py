@@ -1,0 +1,211 @@
+"""One writer per workdir: an exclusive lock file in the workdir that names its holder.
+
+Two trainers on one workdir (a job requeued while its first copy still runs, a command typed
+twice) would write over each other's checkpoints. The chief takes `lock.json` before it writes
+anything and keeps it until the run ends; the other workers of a multi-worker job write nothing
+to the workdir and share it. A second run finds the lock and stops with one line naming the
+holder. A lock whose holder is gone is taken over with a warning:
+
+* the holder ran on this host and its process is no longer running (a kill -9, a crash);
+* the holder was an earlier start of this same scheduler job (Slurm keeps the job id when it
+  requeues a job, and starts it again only after the first start ended);
+* the holder has not refreshed the lock for STALE_SECONDS (its host vanished): the holder
+  touches the file every HEARTBEAT_SECONDS while it runs.
+
+Deciding and replacing happen under an fcntl lock on a guard file beside it, so two runs that
+start at once cannot both take over the same stale lock.
+"""
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+
+from absl import logging
+
+from research.errors import UserError
+
+LOCK_FILE = 'lock.json'
+GUARD_FILE = '.lock.guard'
+# What the lock leaves in a workdir: a workdir holding only these holds no run.
+FILES = (LOCK_FILE, GUARD_FILE)
+HEARTBEAT_SECONDS = 30
+# A lock from another host not refreshed for this long belongs to a run that is gone.
+STALE_SECONDS = 300
+# A scheduler job's id: the same for every start of the job (Slurm's survives a requeue).
+JOB_ID_ENVS = ('SLURM_JOB_ID', 'RESEARCH_JOB_ID')
+
+
+def _process_start(pid):
+  """The process' start time in clock ticks since boot (Linux), or None: with the PID it names
+  one process, not a later one that happens to reuse the PID."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return int(f.read().rsplit(')', 1)[1].split()[19])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _alive(pid, start):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass  # another user's process: it exists
+  now = _process_start(pid)
+  return start is None or now is None or now == start
+
+
+def _job_id():
+  return next((os.environ[k] for k in JOB_ID_ENVS if os.environ.get(k)), '')
+
+
+def me():
+  """This process as a lock holder."""
+  return {'host': socket.gethostname(), 'pid': os.getpid(),
+          'pid_start': _process_start(os.getpid()), 'job_id': _job_id(),
+          'since': datetime.datetime.now().astimezone().isoformat(timespec='seconds')}
+
+
+def read(workdir):
+  """The holder recorded in `workdir`'s lock, with `age` (seconds since it was refreshed); None
+  when there is no lock."""
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    with open(path) as f:
+      holder = json.load(f)
+    holder['age'] = max(time.time() - os.stat(path).st_mtime, 0.0)
+    return holder
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    # A lock being written this instant, or truncated by a crash: taken as old and anonymous.
+    return {'host': '?', 'pid': -1, 'age': float('inf')}
+
+
+def describe_holder(holder):
+  job = f', job {holder["job_id"]}' if holder.get('job_id') else ''
+  return (f'pid {holder.get("pid")} on {holder.get("host")}{job}, since '
+          f'{holder.get("since", "?")}, refreshed {holder["age"]:.0f}s ago')
+
+
+def status(workdir):
+  """One line for `launch.submit --status`: who holds the workdir, if anyone."""
+  holder = read(workdir)
+  if holder is None:
+    return f'workdir lock: free (no run holds {workdir})'
+  return f'workdir lock: held by {describe_holder(holder)}'
+
+
+def _gone(holder, stale_seconds):
+  """Why `holder` no longer runs (a reason to take its lock over), or '' when it may."""
+  if holder.get('host') == socket.gethostname() and holder.get('pid', -1) > 0 and not _alive(
+      holder['pid'], holder.get('pid_start')):
+    return 'its process is no longer running'
+  if holder.get('job_id') and holder['job_id'] == _job_id():
+    return 'it was an earlier start of this job'
+  if holder['age'] > stale_seconds:
+    return f'it was not refreshed for {holder["age"]:.0f}s'
+  return ''
+
+
+@contextlib.contextmanager
+def _guard(workdir):
+  with open(os.path.join(workdir, GUARD_FILE), 'a') as f:
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.lockf(f, fcntl.LOCK_UN)
+
+
+def _write(path, holder):
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(holder, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+class WorkdirLock:
+  """Holds `workdir`'s lock from `acquire` to `release`; a thread refreshes it meanwhile."""
+
+  def __init__(self, workdir, stale_seconds=STALE_SECONDS, heartbeat_seconds=HEARTBEAT_SECONDS):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self.stale_seconds = stale_seconds
+    self.heartbeat_seconds = heartbeat_seconds
+    self.holder = None
+    self._stop = threading.Event()
+    self._thread = None
+
+  def acquire(self, what='train in'):
+    """Takes the lock or raises UserError naming its holder; `what` words the refusal."""
+    os.makedirs(self.workdir, exist_ok=True)
+    with _guard(self.workdir):
+      held = read(self.workdir)
+      if held is not None and not self._mine(held):
+        reason = _gone(held, self.stale_seconds)
+        if not reason:
+          raise UserError(
+              f'workdir {self.workdir!r} is in use by another run ({describe_holder(held)}): '
+              f'wait for it to end or stop it, or pass another --workdir (nothing was changed; '
+              f'a lock not refreshed for {self.stale_seconds}s is taken over)')
+        logging.warning('Taking over the lock of %s from %s: %s.', self.workdir,
+                        describe_holder(held), reason)
+      self.holder = me()
+      _write(self.path, self.holder)
+    self._thread = threading.Thread(target=self._refresh, daemon=True, name='workdir-lock')
+    self._thread.start()
+    return self
+
+  def _mine(self, holder):
+    return (holder.get('host') == socket.gethostname() and holder.get('pid') == os.getpid())
+
+  def _refresh(self):
+    while not self._stop.wait(self.heartbeat_seconds):
+      try:
+        os.utime(self.path)
+      except OSError:
+        pass  # check() reports a lock that is gone; a failing disk shows at the next write
+
+  def check(self):
+    """Raises UserError when another run has taken the lock over: nothing more may be written."""
+    held = read(self.workdir)
+    if held is None or not self._mine(held):
+      taker = 'it was removed' if held is None else f'now {describe_holder(held)}'
+      raise UserError(f'lost the lock of workdir {self.workdir!r} ({taker}): stopped without '
+                      'writing more; check that only one run uses this workdir, then re-run')
+
+  def follow(self, moved_to):
+    """The locked workdir was just renamed to `moved_to` (starting over), its lock with it: drops
+    that one and takes the lock of the workdir's new, empty directory."""
+    self._stop_refreshing()
+    for name in FILES:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(moved_to, name))
+    self.holder = None
+    self.acquire()
+
+  def _stop_refreshing(self):
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join(timeout=5)
+      self._thread = None
+    self._stop = threading.Event()
+
+  def release(self):
+    """Drops the lock if this process still holds it."""
+    self._stop_refreshing()
+    if self.holder is None:
+      return
+    with contextlib.suppress(OSError), _guard(self.workdir):
+      held = read(self.workdir)
+      if held is not None and self._mine(held):
+        os.remove(self.path)
+    self.holder = None
