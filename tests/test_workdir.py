@@ -296,3 +296,26 @@ class FullDiskProcessTest(tf.test.TestCase):
       self.assertEqual(checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints')), [])
       self.assertIsNone(workdir_lock.read(workdir))
       self.assertTrue(os.path.exists(os.path.join(workdir, 'config.json')))
+
+
+class MultiWorkerLockTest(tf.test.TestCase):
+  """Workers of one job share the chief's lock, and all of them hear of a refusal."""
+
+  def test_a_held_workdir_stops_every_worker_of_a_local_cluster(self):
+    helpers.require_real_data()
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CONFIG' and not k.startswith('SLURM')}
+    with _sleeper() as holder:
+      _write_holder(workdir, pid=holder.pid, pid_start=workdir_lock._process_start(holder.pid))
+      proc = subprocess.run(
+          [sys.executable, '-m', 'launch.train', f'--workdir={workdir}',
+           '--strategy=multi_worker_mirrored', '--local_workers=2', '--config.batch_size=16',
+           '--config.num_train_steps=4', '--config.dataset.validation_size=100'],
+          cwd=helpers.ROOT, env={**env, 'TF_CPP_MIN_LOG_LEVEL': '2'}, capture_output=True,
+          text=True, timeout=300)
+    self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+    self.assertRegex(proc.stderr, rf'\[worker 0\] error: workdir .* is in use by another run '
+                     rf'\(pid {holder.pid} ')
+    self.assertRegex(proc.stderr, r'\[worker 1\] error: the chief could not take the lock of '
+                     'workdir')
+    self.assertEqual(sorted(os.listdir(workdir)), sorted(workdir_lock.FILES))  # nothing written
