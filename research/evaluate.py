@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import outputs
+from research import plots
 from research.data import datasets
 from research.data import pipeline
 from research.errors import UserError
@@ -33,8 +34,8 @@ def evaluate(workdir, split='test', data_dir=None, checkpoint='best'):
       lambda ctx: pipeline.eval_dataset(examples, config.eval_batch_size, ctx))
   metrics = steps.evaluate_split(strategy, eval_fn, ds)
   confusion = metrics.pop('confusion')
-  outputs.confusion_png(confusion, info['class_names'],
-                        os.path.join(workdir, f'confusion_{split}.png'))
+  plots.confusion(confusion, info['class_names'], os.path.join(workdir, f'confusion_{split}.png'),
+                  title=f'{config.model.name} on {config.dataset.name} {split}')
   outputs.write_json(os.path.join(workdir, f'eval_{split}.json'),
                      {**metrics, 'split': split, 'confusion_matrix': confusion.tolist()})
   logging.info('Evaluated %s on %s: accuracy %.4f top-5 %.4f loss %.4f (%d examples).',

@@ -1,4 +1,5 @@
-"""What a run leaves in its workdir besides checkpoints: JSON files, PNGs, the layer table."""
+"""What a run leaves in its workdir besides checkpoints and pictures: JSON files, the weights'
+digest, the layer table; and the one-line error of a failed write."""
 
 import contextlib
 import errno
@@ -8,7 +9,6 @@ import os
 import re
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from research.errors import UserError
 
@@ -59,13 +59,6 @@ def write_json(path, obj):
                       'the previous version is unchanged' if os.path.exists(path) else '') from None
 
 
-def _save_image(image, path):
-  try:
-    image.save(path)
-  except OSError as e:
-    raise write_error('image', path, e) from None
-
-
 def read_json(path):
   with open(path) as f:
     return json.load(f)
@@ -98,41 +91,3 @@ def layer_table(model, input_shape):
   lines += [f'{name:<14}{str(shape):<22}{params:>14,}' for name, shape, params in rows]
   lines += ['-' * 50, f'{"total":<36}{model.count_params():>14,}']
   return '\n'.join(lines)
-
-
-def image_grid(images, labels, class_names, path, cols=8, scale=3):
-  """Saves float images in [-1, 1] (as the model sees them) as a labelled PNG grid."""
-  images = np.clip((np.asarray(images) + 1.0) * 127.5, 0, 255).astype(np.uint8)
-  n, h, w, c = images.shape
-  rows = -(-n // cols)
-  cell_h, cell_w = h * scale + 12, w * scale
-  grid = Image.new('RGB', (cols * cell_w, rows * cell_h), 'white')
-  draw = ImageDraw.Draw(grid)
-  for i in range(n):
-    tile = Image.fromarray(images[i, ..., 0] if c == 1 else images[i]).convert('RGB')
-    x, y = (i % cols) * cell_w, (i // cols) * cell_h
-    grid.paste(tile.resize((w * scale, h * scale), Image.NEAREST), (x, y + 12))
-    draw.text((x + 2, y), str(class_names[labels[i]])[:w * scale // 6], fill='black')
-  _save_image(grid, path)
-  return np.asarray(grid)
-
-
-def confusion_png(matrix, class_names, path, cell=36):
-  """A confusion matrix (rows true, columns predicted) with counts, shaded by row fraction."""
-  k = len(matrix)
-  margin = 80
-  img = Image.new('RGB', (margin + k * cell, margin + k * cell), 'white')
-  draw = ImageDraw.Draw(img)
-  frac = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-  for i in range(k):
-    draw.text((2, margin + i * cell + cell // 3), str(class_names[i])[:12], fill='black')
-    draw.text((margin + i * cell + 2, margin - 14), str(class_names[i])[:5], fill='black')
-    for j in range(k):
-      shade = int(255 * (1 - frac[i, j]))
-      box = [margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1,
-             margin + (i + 1) * cell - 1]
-      draw.rectangle(box, fill=(shade, shade, 255))
-      draw.text((box[0] + 3, box[1] + cell // 3), str(int(matrix[i, j])),
-                fill='white' if shade < 128 else 'black')
-  draw.text((2, 2), 'rows: true class, columns: predicted', fill='black')
-  _save_image(img, path)

@@ -12,8 +12,8 @@ holder. A lock whose holder is gone is taken over with a warning:
 * the holder has not refreshed the lock for STALE_SECONDS (its host vanished): the holder
   touches the file every HEARTBEAT_SECONDS while it runs.
 
-Deciding and replacing happen under an fcntl lock on a guard file beside it, so two runs that
-start at once cannot both take over the same stale lock.
+Deciding and replacing happen under a flock of the workdir, so two runs that start at once
+cannot both take over the same stale lock.
 """
 
 import contextlib
@@ -30,9 +30,6 @@ from absl import logging
 from research.errors import UserError
 
 LOCK_FILE = 'lock.json'
-GUARD_FILE = '.lock.guard'
-# What the lock leaves in a workdir: a workdir holding only these holds no run.
-FILES = (LOCK_FILE, GUARD_FILE)
 HEARTBEAT_SECONDS = 30
 # A lock from another host not refreshed for this long belongs to a run that is gone.
 STALE_SECONDS = 300
@@ -116,12 +113,17 @@ def _gone(holder, stale_seconds):
 
 @contextlib.contextmanager
 def _guard(workdir):
-  with open(os.path.join(workdir, GUARD_FILE), 'a') as f:
-    fcntl.lockf(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.lockf(f, fcntl.LOCK_UN)
+  """Serializes reading, deciding and replacing the lock among runs that start at once: flock
+  on the workdir itself, which leaves no file behind. A filesystem that refuses it (NFS emulates
+  flock with write locks, which a directory cannot take) goes without: the rules still hold,
+  only two simultaneous take-overs of one stale lock could both proceed."""
+  fd = os.open(workdir, os.O_RDONLY)
+  try:
+    with contextlib.suppress(OSError):
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # releases the flock
 
 
 def _write(path, holder):
@@ -143,9 +145,11 @@ class WorkdirLock:
     self.holder = None
     self._stop = threading.Event()
     self._thread = None
+    self._created = False  # by acquire: a run refused before writing leaves no empty workdir
 
   def acquire(self, what='train in'):
     """Takes the lock or raises UserError naming its holder; `what` words the refusal."""
+    self._created = self._created or not os.path.isdir(self.workdir)
     os.makedirs(self.workdir, exist_ok=True)
     with _guard(self.workdir):
       held = read(self.workdir)
@@ -186,9 +190,8 @@ class WorkdirLock:
     """The locked workdir was just renamed to `moved_to` (starting over), its lock with it: drops
     that one and takes the lock of the workdir's new, empty directory."""
     self._stop_refreshing()
-    for name in FILES:
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(moved_to, name))
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(moved_to, LOCK_FILE))
     self.holder = None
     self.acquire()
 
@@ -209,3 +212,6 @@ class WorkdirLock:
       if held is not None and self._mine(held):
         os.remove(self.path)
     self.holder = None
+    if self._created:
+      with contextlib.suppress(OSError):
+        os.rmdir(self.workdir)  # only if the run wrote nothing into it

@@ -21,6 +21,7 @@ from research import checkpoints
 from research import config as config_lib
 from research import models
 from research import outputs
+from research import plots
 from research import preemption
 from research import strategy as strategy_lib
 from research import workdir_lock
@@ -52,7 +53,7 @@ def check_workdir(config, workdir, start_over):
 def _set_aside(workdir, lock):
   """Start over without losing anything: the old run moves to a sibling directory, and `lock`
   (held on `workdir`, so no run is using it) to the new, empty workdir."""
-  if set(os.listdir(workdir)) <= set(workdir_lock.FILES):
+  if os.listdir(workdir) == [workdir_lock.LOCK_FILE]:
     return
   aside = f'{workdir.rstrip(os.sep)}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
   os.rename(workdir, aside)
@@ -119,8 +120,8 @@ def _write_input_grid(config, data, step, writer, workdir, saver):
   x = preprocess.preprocess(images[:n], input_size=config.model.input_size, training=True,
                             augment=config.augment if config.augment.enabled else None,
                             seed=steps.augment_seed(config.seed, step))
-  grid = outputs.image_grid(x.numpy(), labels[:n].numpy(), data.class_names,
-                            os.path.join(workdir, 'inputs.png'))
+  grid = plots.input_grid(x.numpy(), labels[:n].numpy(), data.class_names,
+                          os.path.join(workdir, 'inputs.png'))
   with _summary_writes(saver), writer.as_default():
     tf.summary.image('inputs', grid[None], step=step)
 
