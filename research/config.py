@@ -53,7 +53,10 @@ def base(model='cnn', dataset='mnist'):
       # and range of aspect ratios for training, the centre `eval_crop` of the shorter side for
       # evaluation, both resized to model.input_size.
       crop_area=(0.08, 1.0), crop_aspect=(0.75, 4 / 3), eval_crop=0.875,
-      test_fraction=0.1))  # of an image folder's train/, held out when it has no test folder
+      test_fraction=0.1,  # of an image folder's train/, held out when it has no test folder
+      # A streamed example that fails to read or decode: False stops the run naming it; True
+      # trains on without it (weight 0 in its batches), counted in the log and results.
+      skip_bad_examples=False))
   c.augment = ml_collections.ConfigDict(dict(enabled=True, **augment_preset(dataset)))
   c.batch_size = 128  # global, across all replicas
   c.eval_batch_size = 1000

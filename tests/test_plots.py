@@ -20,16 +20,22 @@ def _confusion(k, seed=0):
 
 def _texts(fig):
   """Every visible text of the figure, tick labels included."""
-  texts = [t for t in fig.findobj(lambda a: hasattr(a, 'get_text') and hasattr(a, 'get_fontsize'))
-           if t.get_visible() and t.get_text().strip()]
-  return texts
+  def is_text(artist):
+    return hasattr(artist, 'get_text') and hasattr(artist, 'get_fontsize')
+
+  return [t for t in fig.findobj(is_text) if t.get_visible() and t.get_text().strip()]
 
 
 def _overlapping(texts, renderer):
+  """Pairs of texts that share more than a pixel's width and height."""
   boxes = [t.get_window_extent(renderer) for t in texts]
+
+  def overlap(a, b):
+    both = a.intersection(a, b)
+    return both is not None and both.width > 1 and both.height > 1
+
   return [(a.get_text(), b.get_text()) for i, a in enumerate(texts) for j, b in enumerate(texts)
-          if i < j and boxes[i].overlaps(boxes[j]) and boxes[i].intersection(
-              boxes[i], boxes[j]).width > 1 and boxes[i].intersection(boxes[i], boxes[j]).height > 1]
+          if i < j and overlap(boxes[i], boxes[j])]
 
 
 def _tick_labels(fig):

@@ -81,6 +81,11 @@ def _prepare_command(path, info):
   return f'python -m launch.prepare --dataset={dataset} --data_dir={data_dir}'
 
 
+def prepare_command(version_dir):  # pylint: disable=redefined-outer-name
+  """The command that prepares the dataset in `version_dir` again, once it is deleted."""
+  return _prepare_command(version_dir, _read_info(version_dir))
+
+
 def _copy_shard(src, dst, num_records):
   """Copies the tfrecord shard `src` into the ArrayRecord shard `dst`, in record order.
 
@@ -193,6 +198,17 @@ def open_source(version_dir, split):  # pylint: disable=redefined-outer-name
   return builder.as_data_source(split=split,
                                 deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
                                 file_format=_ARRAY_RECORD)
+
+
+def read_shard(path):
+  """Every record of one ArrayRecord shard, in order (a check that it reads whole)."""
+  reader = array_record_module.ArrayRecordReader(path)
+  try:
+    if not reader.ok():
+      raise ValueError(f'cannot open {path}')
+    return reader.read_all()
+  finally:
+    reader.close()
 
 
 def parse(serialized):

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from research.data import arrayrecord
 from research.data import folder
+from research.data import pipeline
 from research.data import sources
 from research.errors import UserError
 
@@ -128,12 +129,34 @@ def _read(b, split, channels):
 
   ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(4096).prefetch(2)
   images, labels = [], []
-  for x, y in ds.as_numpy_iterator():
-    images.append(x)
-    labels.append(y)
+  try:
+    for x, y in ds.as_numpy_iterator():
+      images.append(x)
+      labels.append(y)
+  except tf.errors.OpError as e:
+    paths = [i.filename for i in b.info.splits[split].file_instructions]
+    bad = [p for p in paths if not _shard_readable(p, b.info.file_format)]
+    named = ', '.join(bad or paths[:3]) + ('' if bad or len(paths) <= 3 else ', ...')
+    raise UserError(f'split {split!r} of {b.name!r} has a corrupt or cut-short shard ({named}: '
+                    f'{pipeline.error_text(e)}): prepare the dataset again: delete '
+                    f'{arrayrecord.version_dir(b)}, then run '
+                    f'{arrayrecord.prepare_command(arrayrecord.version_dir(b))}') from None
   if not images:
     raise UserError(f'split {split!r} of {b.name!r} is empty: check the split name')
   return sources.ArraySource(np.concatenate(images), np.concatenate(labels))
+
+
+def _shard_readable(path, file_format):
+  """Whether every record of one tfrecord or ArrayRecord shard reads and parses."""
+  try:
+    if file_format == tfds.core.file_adapters.FileFormat.ARRAY_RECORD:
+      records = arrayrecord.read_shard(path)
+    else:
+      records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+    arrayrecord.parse(tf.constant(records, tf.string))
+  except (tf.errors.OpError, RuntimeError, ValueError):
+    return False
+  return True
 
 
 def _channels(dataset_config, native):
@@ -204,7 +227,8 @@ def _load_tfds(dataset_config, splits, input_size, prepare):
     c = crop(dataset_config, input_size, shape)
     version_dir = arrayrecord.version_dir(b)
     read = lambda split: sources.RecordSource(  # noqa: E731
-        arrayrecord.open_source(version_dir, split), arrayrecord.parse, c)
+        arrayrecord.open_source(version_dir, split), arrayrecord.parse, c,
+        dataset_config.skip_bad_examples)
     image_shape = (c.size, c.size, c.channels)
     fingerprint = {'crop': dataclasses.asdict(c)}
   loaded = {name: read(name) for name in wanted}
@@ -227,7 +251,8 @@ def _load_folder(dataset_config, splits, input_size):
     raise UserError('image folders stream (their images vary in size): drop '
                     '--config.dataset.pipeline=memory or set it to stream or auto')
   c = crop(dataset_config, input_size, (None, None, dataset_config.channels or 3))
-  source = lambda split: sources.FileSource(*listing.splits[split], c)  # noqa: E731
+  source = lambda split: sources.FileSource(  # noqa: E731
+      *listing.splits[split], c, dataset_config.skip_bad_examples)
   train = validation = test = None
   if 'train' in splits or 'validation' in splits:
     train, validation = _with_validation(dataset_config, source('train'))

@@ -6,15 +6,46 @@ rows p, p+k, ... of each. So exact resume needs only the step, and each worker r
 rows. In-memory sources are gathered whole (normalisation, resizing and augmentation happen on
 the device inside the compiled step, preprocess.py); streaming sources read a batch of records,
 then decode and crop each example on the host (decode.py), keyed by (seed, epoch, index).
+
+A streamed example that cannot be read or decoded (a file cut short or replaced after the listing,
+a corrupt record) fails the batch that holds it; `raise_if_bad_example` then names it and the step.
+A source with `skip_bad` set instead turns such an example into a placeholder of weight 0 (zero
+image, label 0) in its place, so every other example keeps its place and resume stays exact.
 """
 
+import re
+import threading
+
+from absl import logging
 import numpy as np
 import tensorflow as tf
+
+from research.errors import UserError
+
+# Skipped examples named in a warning, per process; the rest are counted in the training log.
+_WARN_AT_MOST = 10
+_warned = set()
+_warned_lock = threading.Lock()
 
 
 def steps_per_epoch(num_examples, global_batch_size):
   """Full batches per epoch; each epoch's remainder is dropped (a different one every epoch)."""
   return num_examples // global_batch_size
+
+
+def epoch_order(n, global_batch_size, seed, epoch):
+  """Epoch `epoch`'s global batches of example indices: int64 [steps per epoch, batch]."""
+  per_epoch = steps_per_epoch(n, global_batch_size)
+  order = tf.random.experimental.stateless_shuffle(
+      tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+  return tf.reshape(order[:per_epoch * global_batch_size], [per_epoch, global_batch_size])
+
+
+def step_batch(n, global_batch_size, seed, step):
+  """(epoch, example indices) of the global batch that training step `step` reads: the step
+  that takes the step counter from `step` - 1 to `step`."""
+  epoch, position = divmod(step - 1, steps_per_epoch(n, global_batch_size))
+  return epoch, epoch_order(n, global_batch_size, seed, tf.constant(epoch, tf.int64))[position]
 
 
 def _per_replica(batches, global_batch_size, input_context):
@@ -41,23 +72,117 @@ def example_seed(seed, epoch, index):
   return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
 
 
+def _decode(source, seed, epoch, index, payload):
+  """One streamed example's pixels: its training crop keyed by (seed, epoch, index), or without
+  a seed evaluation's centre crop."""
+  key = None if seed is None else example_seed(seed, epoch, index)
+  return source.decode(payload, key)
+
+
 def _fetch(source, batches, per_replica, seed=None):
-  """(epoch, indices) per-replica batches → (images, labels) from `source`."""
+  """(epoch, indices) per-replica batches → (images, labels) from `source`; (images, labels,
+  weights) from a source that skips bad examples."""
   if not source.streaming:
     gather = source.gather_fn()
     return batches.map(lambda _, idx: gather(idx), num_parallel_calls=tf.data.AUTOTUNE)
+  if getattr(source, 'skip_bad', False):
+    return _fetch_skipping(source, batches, per_replica, seed)
 
   def read(epoch, idx):
     payload, labels = source.read(idx)
     return tf.fill(tf.shape(idx), epoch), idx, payload, labels
 
   def decode(epoch, index, payload, label):
-    key = None if seed is None else example_seed(seed, epoch, index)
-    return source.decode(payload, key), label
+    return _decode(source, seed, epoch, index, payload), label
 
   ds = batches.map(read, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
   ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(per_replica, drop_remainder=True)
+
+
+def _fetch_skipping(source, batches, per_replica, seed):
+  """_fetch's streaming path where each example is read and decoded alone and one that fails
+  becomes a placeholder of weight 0: (images, labels, weights) batches of the same shape, every
+  example at its place. A separate path, so that the default one keeps its batched reads."""
+  c = source.crop
+  blank = (tf.zeros([c.size, c.size, c.channels], tf.uint8), tf.constant(0, tf.int32),
+           tf.constant(0.0))
+
+  def example(epoch, index):
+    payload, label = source.read(index[None])
+    return _decode(source, seed, epoch, index, payload[0]), label[0], tf.constant(1.0)
+
+  def placeholder(epoch, index):
+    warned = tf.py_function(lambda e, i: _warn_skipped(source, seed, int(e), int(i)),
+                            [epoch, index], tf.int64)
+    with tf.control_dependencies([warned]):
+      return tf.nest.map_structure(tf.identity, blank)
+
+  def one(epoch, index):
+    # Errors drop the example's own element only; the placeholder then takes its place.
+    pair = tf.data.Dataset.from_tensors((epoch, index))
+    return pair.map(example).ignore_errors().concatenate(pair.map(placeholder)).take(1)
+
+  ds = batches.map(lambda epoch, idx: (tf.fill(tf.shape(idx), epoch), idx)).unbatch()
+  # One element per example, block_length 1, deterministic: the output keeps the input's order.
+  ds = ds.interleave(one, cycle_length=per_replica, block_length=1,
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(per_replica, drop_remainder=True)
+
+
+def example_problem(source, seed, epoch, index):
+  """Why example `index` of a streaming source fails to read or decode as `_fetch` does it in
+  `epoch` (its crop depends on the epoch: a JPEG cut short may crop fine from its top rows),
+  or '' when it reads and decodes."""
+  try:
+    payload, _ = source.read(tf.constant([index], tf.int64))
+    _decode(source, seed, tf.constant(epoch, tf.int64), tf.constant(index, tf.int64), payload[0])
+  except (tf.errors.OpError, ValueError) as e:
+    return error_text(e)
+  return ''
+
+
+def error_text(error):
+  """A TensorFlow error's own words on one line, without the graph's node and function names."""
+  text = str(getattr(error, 'message', error))
+  text = re.sub(r'\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\].*$', ' ', text, flags=re.S)
+  text = re.sub(r'Error in user-defined function passed to .*? iterator: \S+: ', '', text)
+  return ' '.join(text.split())[:300]
+
+
+def _warn_skipped(source, seed, epoch, index):
+  """Names the first few bad examples a skipping pipeline meets, with why (at most once each)."""
+  name = source.describe(index)
+  with _warned_lock:
+    if name in _warned or len(_warned) >= _WARN_AT_MOST:
+      return index
+    _warned.add(name)
+    count = len(_warned)
+  logging.warning('Skipping example %d (%s): %s; it weighs 0 in every batch that holds it '
+                  '(config.dataset.skip_bad_examples)%s.', index, name,
+                  example_problem(source, seed, epoch, index) or 'it failed to read or decode',
+                  '' if count < _WARN_AT_MOST else '; further ones are only counted in the '
+                  'training log')
+  return index
+
+
+def raise_if_bad_example(error, source, global_batch_size, seed, step, checkpoint):
+  """Raises a one-line UserError naming the example whose failure `error` is, when the batch of
+  training step `step` holds an example that fails alone; returns otherwise (another error).
+
+  `checkpoint` is the latest one saved (or None): nothing after it was saved.
+  """
+  if not getattr(source, 'streaming', False):
+    return  # decoded at load: nothing is read while training
+  epoch, indices = step_batch(len(source), global_batch_size, seed, step)
+  for index in (int(i) for i in indices.numpy()):
+    why = example_problem(source, seed, epoch, index)
+    if why:
+      raise UserError(
+          f'training example {index} ({source.describe(index)}) read for step {step} is '
+          f'corrupt ({why}): remove or replace it, or set config.dataset.skip_bad_examples=True;'
+          f' nothing was saved from step {step} on; the last checkpoint is '
+          f'{checkpoint or "none (no save yet)"}') from error
 
 
 def train_dataset(source, global_batch_size, seed, start_step=0, input_context=None):
@@ -73,9 +198,7 @@ def train_dataset(source, global_batch_size, seed, start_step=0, input_context=N
   first_epoch, skip_steps = divmod(start_step, per_epoch)
 
   def epoch_batches(epoch):
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    rows = tf.reshape(order[:per_epoch * global_batch_size], [per_epoch, global_batch_size])
+    rows = epoch_order(n, global_batch_size, seed, epoch)
     return tf.data.Dataset.from_tensor_slices((tf.fill([per_epoch], epoch), rows))
 
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
@@ -110,5 +233,9 @@ def eval_dataset(source, global_batch_size, input_context=None):
   ds = ds.map(lambda e, idx: ((e, tf.minimum(idx, n - 1)), tf.cast(idx < n, tf.float32)))
   masks = ds.map(lambda _, mask: mask)
   examples = _fetch(source, ds.map(lambda pair, _: pair), per_replica)
-  return tf.data.Dataset.zip((examples, masks)).map(
-      lambda example, mask: (*example, mask)).prefetch(tf.data.AUTOTUNE)
+
+  def with_mask(example, mask):
+    images, labels, *weights = example
+    return images, labels, mask * weights[0] if weights else mask  # skipped ones: as padding
+
+  return tf.data.Dataset.zip((examples, masks)).map(with_mask).prefetch(tf.data.AUTOTUNE)

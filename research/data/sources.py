@@ -49,11 +49,12 @@ class Crop:
 
 class _Streaming:
   """Shared by the streaming sources: a window [start, start + length) of a longer listing,
-  read in batches (`read`) and decoded per example (`decode`)."""
+  read in batches (`read`) and decoded per example (`decode`). With `skip_bad` the pipeline
+  masks out an example that fails to read or decode instead of stopping (pipeline.py)."""
   streaming = True
 
-  def __init__(self, crop, start, length):
-    self.crop, self.start, self.length = crop, start, length
+  def __init__(self, crop, start, length, skip_bad=False):
+    self.crop, self.start, self.length, self.skip_bad = crop, start, length, skip_bad
 
   def __len__(self):
     return self.length
@@ -72,6 +73,10 @@ class _Streaming:
     """One payload → its encoded image bytes."""
     return payload
 
+  def describe(self, index):
+    """Where example `index` (within this window) is stored, for a message naming it."""
+    raise NotImplementedError
+
   def decode(self, payload, seed=None):
     """Encoded bytes → uint8 [size, size, channels]: a random-resized crop keyed by `seed`
     (shape [2]) when given, else evaluation's centre crop."""
@@ -84,8 +89,8 @@ class _Streaming:
 class FileSource(_Streaming):
   """Image files by path; `tf.io.read_file` is random access already."""
 
-  def __init__(self, paths, labels, crop):
-    super().__init__(crop, 0, len(paths))
+  def __init__(self, paths, labels, crop, skip_bad=False):
+    super().__init__(crop, 0, len(paths), skip_bad)
     # Made once, eagerly: every pipeline's functions capture the same two tensors.
     with tf.init_scope():
       self.paths, self.labels = tf.constant(list(paths)), tf.constant(labels, tf.int32)
@@ -97,14 +102,30 @@ class FileSource(_Streaming):
   def load(self, payload):
     return tf.io.read_file(payload)
 
+  def describe(self, index):
+    with tf.init_scope():
+      return self.paths[index + self.start].numpy().decode()
+
 
 class RecordSource(_Streaming):
   """A tfds ArrayRecord data source: serialized examples by index, a batch per read (the
   reader fetches a batch with its own threads), parsed in TF; nothing decodes in Python."""
 
-  def __init__(self, data_source, parse, crop):
-    super().__init__(crop, 0, len(data_source))
+  def __init__(self, data_source, parse, crop, skip_bad=False):
+    super().__init__(crop, 0, len(data_source), skip_bad)
     self.data_source, self.parse = data_source, parse
+
+  def describe(self, index):
+    key = index + self.start
+    split = getattr(self.data_source, 'split', None)
+    text = f'record {key}' + (f' of split {split}' if split else '')
+    try:  # the shard and the record within it: array_record's reader keeps them privately
+      reader = self.data_source.data_source
+      shard, position = reader._reader_idx_and_position(key)  # pylint: disable=protected-access
+      path = reader._read_instructions[shard].filename  # pylint: disable=protected-access
+    except (AttributeError, IndexError, TypeError, ValueError):
+      return text
+    return f'{text}: {path}, record {position}'
 
   def _fetch(self, idx):
     records = self.data_source.__getitems__([int(i) + self.start for i in idx])

@@ -34,7 +34,8 @@ def augment_seed(seed, step, replica=0):
 
 def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
   """Returns train(iterator, num_steps) → [loss sum, correct, count, stop] over the steps it
-  ran; stop > 0 when it ended early.
+  ran; stop > 0 when it ended early. Batches may carry per-example weights (a skipped bad
+  example weighs 0): count then sums the weights.
 
   `step` (an int64 variable made under the strategy) counts the steps taken; it keys the
   augmentation and is saved in checkpoints. The call ends early, after the current step, once
@@ -49,7 +50,8 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
   if config.jit_compile:
     forward = tf.function(forward, jit_compile=True)
 
-  def replica_step(images, labels):
+  def replica_step(images, labels, weights=None):
+    # `weights`: 0 for a bad example the pipeline skipped (research/data/pipeline.py), else 1.
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     seed = augment_seed(config.seed, step, replica)
     x = preprocess.preprocess(images, input_size=config.model.input_size, training=True,
@@ -57,6 +59,8 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
     with tf.GradientTape() as tape:
       logits = forward(x)
       per_example = cross_entropy(labels, logits, config.label_smoothing)
+      if weights is not None:
+        per_example *= weights
       # Divide by the global batch, not the replica's: the optimizer sums gradients across
       # replicas, and that sum is then the mean over the global batch for any replica count.
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
@@ -64,9 +68,11 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
         loss = optimizer.scale_loss(loss)
     grads = tape.gradient(loss, model.trainable_variables)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels,
-                                    tf.float32))
-    count = tf.cast(tf.shape(labels)[0], tf.float32)
+    hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels, tf.float32)
+    if weights is None:
+      correct, count = tf.reduce_sum(hits), tf.cast(tf.shape(labels)[0], tf.float32)
+    else:  # count: the examples trained on; the trainer counts the rest as skipped
+      correct, count = tf.reduce_sum(hits * weights), tf.reduce_sum(weights)
     return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value()])
 
   @tf.function
@@ -75,8 +81,13 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
     totals = tf.zeros([4])
     for _ in tf.range(num_steps):
       sums = strategy.reduce(_SUM, strategy.run(replica_step, args=next(iterator)), axis=None)
+      # The counter moves once this step's batch is in, and the next batch is fetched after it
+      # moved: when a batch fails to arrive (a corrupt example) it holds the steps done.
+      with tf.control_dependencies([sums]):
+        counted = step.assign_add(1, read_value=False)
+      with tf.control_dependencies([counted]):
+        sums = tf.identity(sums)
       totals += sums
-      step.assign_add(1)
       # The stop flags ride along in the metrics' all-reduce: every worker sees the same sum
       # after the same step, so all of them stop there, and no collective is left waiting.
       if sums[3] > 0:

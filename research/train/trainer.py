@@ -116,7 +116,10 @@ def _write_input_grid(config, data, step, writer, workdir, saver):
   """The first training batch as the model sees it (augmented, resized) with its labels."""
   n = min(config.image_grid_size, config.batch_size)
   batches = pipeline.train_dataset(data.train, config.batch_size, config.seed, start_step=step)
-  images, labels = next(iter(batches))
+  try:
+    images, labels = next(iter(batches))[:2]
+  except tf.errors.OpError:
+    return  # a bad example: training reads this batch next and names it (or skips it)
   x = preprocess.preprocess(images[:n], input_size=config.model.input_size, training=True,
                             augment=config.augment if config.augment.enabled else None,
                             seed=steps.augment_seed(config.seed, step))
@@ -329,20 +332,28 @@ def _train(config, workdir, run, wall_start):
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
   sums, window_start, window_step = tf.zeros([3]), time.time(), step
   train_start, results, stopped = time.time(), {}, False
+  skipped = window_skipped = 0  # bad examples skipped (config.dataset.skip_bad_examples)
   with watcher.watching():
     while step < total and not stopped:
       n = _next_stop(step, total, (config.steps_per_loop, config.log_every_steps, eval_every,
                                    config.checkpoint_every_steps)) - step
-      chunk = train_fn(train_iter, tf.constant(n))
+      try:
+        chunk = train_fn(train_iter, tf.constant(n))
+      except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
+        pipeline.raise_if_bad_example(e, data.train, config.batch_size, config.seed,
+                                      int(run.step.numpy()) + 1, run.saver.latest.latest_checkpoint)
+        raise
       first, step = step, int(run.step.numpy())
+      skipped += (step - first) * config.batch_size - int(chunk[2])  # weight-0 examples
       stopped = bool(chunk[3] > 0)  # a preemption signal reached a worker: all stopped here
       _check_finite(chunk, first, step, run.saver)
       sums += chunk[:3]
       if step % config.log_every_steps == 0 or step == total or stopped:
-        results.update(_log_window(sums, time.time() - window_start, step, window_step, run))
+        results.update(_log_window(sums, time.time() - window_start, step, window_step, run,
+                                   skipped - window_skipped))
         _scalars(train_writer, step, {tag: results[k] for tag, k in _TRAIN_SCALARS.items()},
                  run.saver)
-        sums, window_start, window_step = tf.zeros([3]), time.time(), step
+        sums, window_start, window_step, window_skipped = tf.zeros([3]), time.time(), step, skipped
       if data.validation is not None and (step % eval_every == 0 or step == total):
         val = evaluate(data.validation)
         results['validation_accuracy'] = val['accuracy']
@@ -361,7 +372,8 @@ def _train(config, workdir, run, wall_start):
       writer.flush()
   final = dict(step=step, epoch=step / run.steps_per_epoch, train_seconds=train_seconds,
                weights_digest=outputs.weights_digest(run.model),
-               precision=config.mixed_precision, precision_reason=run.precision_reason)
+               precision=config.mixed_precision, precision_reason=run.precision_reason,
+               bad_examples_skipped=skipped)
   if run.init_from:
     final['init_from'] = run.init_from
   if step < total:
@@ -391,18 +403,21 @@ def _check_finite(sums, first, step, saver):
 
 # TensorBoard tag -> results key; train/ and validation/ share the tags loss and accuracy.
 _TRAIN_SCALARS = {'loss': 'train_loss', 'accuracy': 'train_accuracy',
-                  'learning_rate': 'learning_rate', 'images_per_sec': 'images_per_sec'}
+                  'learning_rate': 'learning_rate', 'images_per_sec': 'images_per_sec',
+                  'bad_examples': 'bad_examples'}
 
 
-def _log_window(sums, seconds, step, window_start_step, run):
+def _log_window(sums, seconds, step, window_start_step, run, bad=0):
   """Logs the metrics of the steps since the last log line; returns them."""
   loss_sum, correct, count = (float(v) for v in sums.numpy())
   m = {'train_loss': loss_sum / count, 'train_accuracy': correct / count,
-       'images_per_sec': count / seconds, 'learning_rate': float(run.lr(step - 1))}
+       'images_per_sec': count / seconds, 'learning_rate': float(run.lr(step - 1)),
+       'bad_examples': bad}
   eta = (run.total_steps - step) * seconds / (step - window_start_step)
-  logging.info('step %d/%d epoch %.2f: loss %.4f accuracy %.4f lr %.2e %.0f img/s ETA %.0fs',
+  logging.info('step %d/%d epoch %.2f: loss %.4f accuracy %.4f lr %.2e %.0f img/s ETA %.0fs%s',
                step, run.total_steps, step / run.steps_per_epoch, m['train_loss'],
-               m['train_accuracy'], m['learning_rate'], m['images_per_sec'], eta)
+               m['train_accuracy'], m['learning_rate'], m['images_per_sec'], eta,
+               f', {bad} bad examples skipped' if bad else '')
   return m
 
 
@@ -413,10 +428,10 @@ def _previous_results(workdir):
 
 
 def _write_results(workdir, previous, latest, chief, **final):
-  """results.json (the chief's); over resumed runs the seconds add up and the last train
-  metrics seen are kept (a re-run of a finished run only re-evaluates)."""
-  for key in ('train_seconds', 'wall_seconds'):
-    final[key] += previous.get(key, 0.0)
+  """results.json (the chief's); over resumed runs the seconds and the skipped bad examples add
+  up and the last train metrics seen are kept (a re-run of a finished run only re-evaluates)."""
+  for key in ('train_seconds', 'wall_seconds', 'bad_examples_skipped'):
+    final[key] += previous.get(key, 0)
   results = {**previous, **latest, **final}
   if chief:
     outputs.write_json(os.path.join(workdir, outputs.RESULTS), results)
