@@ -21,7 +21,7 @@ def evaluate(workdir, split='test', data_dir=None, checkpoint='best'):
   """Writes eval_<split>.json and confusion_<split>.png into `workdir`; returns the metrics."""
   if split not in SPLITS:
     raise UserError(f'unknown split {split!r}: use one of {", ".join(SPLITS)}')
-  config, info, model, _ = checkpoints.load_for_inference(workdir, checkpoint)
+  config, info, model, path = checkpoints.load_for_inference(workdir, checkpoint)
   if data_dir is not None:
     config.dataset.data_dir = data_dir
   data = datasets.load(config.dataset, splits=(split,), input_size=config.model.input_size)
@@ -32,7 +32,11 @@ def evaluate(workdir, split='test', data_dir=None, checkpoint='best'):
   eval_fn = steps.make_eval_fn(strategy, model, config, info['num_classes'])
   ds = strategy.distribute_datasets_from_function(
       lambda ctx: pipeline.eval_dataset(examples, config.eval_batch_size, ctx))
-  metrics = steps.evaluate_split(strategy, eval_fn, ds)
+  try:
+    metrics = steps.evaluate_split(strategy, eval_fn, ds)
+  except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
+    pipeline.raise_if_bad_eval_example(e, examples, split, path)
+    raise
   confusion = metrics.pop('confusion')
   plots.confusion(confusion, info['class_names'], os.path.join(workdir, f'confusion_{split}.png'),
                   title=f'{config.model.name} on {config.dataset.name} {split}')

@@ -236,6 +236,17 @@ class RecordSourceTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(clean_mask, np.ones(40))
     self.assertAllEqual(mask, [0.0 if i in self.bad else 1.0 for i in range(40)])
 
+  def test_evaluation_error_names_the_first_bad_record(self):
+    source = self._source(skip_bad=False)
+    with self.assertRaises(tf.errors.OpError) as failed:
+      list(pipeline.eval_dataset(source, 40))
+    with self.assertRaisesRegex(
+        UserError, r'^validation example 5 \(record 5 of split train: .*\) is corrupt \(.+\): '
+        r'remove or replace it.*the latest is none\): re-run to evaluate again$'):
+      pipeline.raise_if_bad_eval_example(failed.exception, source, 'validation', None)
+    pipeline.raise_if_bad_eval_example(failed.exception, self._source(False, corrupt=False),
+                                       'validation', None)  # nothing bad: the caller re-raises
+
 
 class SkippingPipelineTest(tf.test.TestCase, parameterized.TestCase):
   """Image files one of which is corrupt, streamed in skip mode: the stream stays a pure

@@ -185,6 +185,32 @@ def raise_if_bad_example(error, source, global_batch_size, seed, step, checkpoin
           f'{checkpoint or "none (no save yet)"}') from error
 
 
+def raise_if_bad_eval_example(error, source, split, checkpoint):
+  """The evaluation counterpart of raise_if_bad_example: finds the first example of the
+  `split` source that fails to read or decode alone (one parallel pass, as fast as evaluating)
+  and raises a one-line UserError naming it; returns when none does (another error)."""
+  if not getattr(source, 'streaming', False):
+    return
+
+  def read_one(index):
+    payload, _ = source.read(index[None])
+    # Returned, so that the decode is not pruned from the graph.
+    return index, _decode(source, None, tf.constant(-1, tf.int64), index, payload[0])
+
+  readable = tf.data.Dataset.range(len(source)).map(
+      read_one, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+  good = {int(i) for i, _ in readable.as_numpy_iterator()}
+  bad = next((i for i in range(len(source)) if i not in good), None)
+  if bad is None:
+    return
+  raise UserError(
+      f'{split} example {bad} ({source.describe(bad)}) is corrupt '
+      f'({example_problem(source, None, -1, bad)}): remove or replace it, or set '
+      'config.dataset.skip_bad_examples=True (it then counts as padding); the training '
+      f'checkpoints are kept (the latest is {checkpoint or "none"}): re-run to evaluate again'
+  ) from error
+
+
 def train_dataset(source, global_batch_size, seed, start_step=0, input_context=None):
   """An endless stream of (images uint8, labels int32) per-replica batches from `start_step` on.
 

@@ -316,11 +316,15 @@ def _train(config, workdir, run, wall_start):
                                  watcher.flag)
   eval_fn = steps.make_eval_fn(strategy, run.model, config, data.num_classes)
 
-  def evaluate(split):
+  def evaluate(split, name):
     start = time.time()
     ds = strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.eval_dataset(split, config.eval_batch_size, ctx))
-    result = steps.evaluate_split(strategy, eval_fn, ds)
+    try:
+      result = steps.evaluate_split(strategy, eval_fn, ds)
+    except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
+      pipeline.raise_if_bad_eval_example(e, split, name, run.saver.latest.latest_checkpoint)
+      raise
     result['images_per_sec'] = result['num_examples'] / (time.time() - start)
     return result
 
@@ -355,7 +359,7 @@ def _train(config, workdir, run, wall_start):
                  run.saver)
         sums, window_start, window_step, window_skipped = tf.zeros([3]), time.time(), step, skipped
       if data.validation is not None and (step % eval_every == 0 or step == total):
-        val = evaluate(data.validation)
+        val = evaluate(data.validation, 'validation')
         results['validation_accuracy'] = val['accuracy']
         results['validation_top5_accuracy'] = val['top5_accuracy']
         logging.info('step %d validation: loss %.4f accuracy %.4f top-5 %.4f (%.0f img/s)',
@@ -381,7 +385,7 @@ def _train(config, workdir, run, wall_start):
                     watcher.signal_name or 'a signal to another worker', step, total)
     final['preempted'] = watcher.signal_name or 'another worker'
   else:
-    test = evaluate(data.test)
+    test = evaluate(data.test, 'test')
     logging.info('Test: accuracy %.4f top-5 %.4f loss %.4f over %d examples (%.0f img/s).',
                  test['accuracy'], test['top5_accuracy'], test['loss'], test['num_examples'],
                  test['images_per_sec'])
