@@ -1,12 +1,14 @@
 """Evaluates a training run's checkpoint (its best by default) on a split: exact top-1 and top-5
-accuracy, loss, confusion."""
+accuracy, loss, confusion; and on corrupted copies of the split (research.corruptions)."""
 
 import os
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from research import checkpoints
+from research import corruptions
 from research import outputs
 from research import plots
 from research.data import datasets
@@ -17,32 +19,81 @@ from research.train import steps
 SPLITS = ('train', 'validation', 'test')
 
 
+class _Evaluator:
+  """A run's restored model over one split, evaluated with or without a corruption."""
+
+  def __init__(self, workdir, split, data_dir, checkpoint):
+    if split not in SPLITS:
+      raise UserError(f'unknown split {split!r}: use one of {", ".join(SPLITS)}')
+    self.split = split
+    self.config, self.info, self.model, self.path = checkpoints.load_for_inference(
+        workdir, checkpoint)
+    if data_dir is not None:
+      self.config.dataset.data_dir = data_dir
+    data = datasets.load(self.config.dataset, splits=(split,),
+                         input_size=self.config.model.input_size)
+    self.examples = getattr(data, split)
+    if self.examples is None:
+      raise UserError(f'the run has no {split} split (validation_size is 0): pick another split')
+    self.strategy = tf.distribute.get_strategy()
+    self.eval_fn = steps.make_eval_fn(self.strategy, self.model, self.config,
+                                      self.info['num_classes'])
+
+  def run(self, corrupt=None):
+    """Metrics over the split; `corrupt(images, index)` changes each uint8 batch first."""
+    batch = self.config.eval_batch_size
+
+    def dataset(ctx):
+      ds = pipeline.eval_dataset(self.examples, batch, ctx)
+      if corrupt is None:
+        return ds
+      # One input pipeline on one device: batch b holds examples b·batch .. b·batch + batch - 1.
+      return ds.enumerate().map(lambda b, e: (
+          corrupt(e[0], b * batch + tf.range(batch, dtype=tf.int64)), *e[1:]))
+
+    ds = self.strategy.distribute_datasets_from_function(dataset)
+    try:
+      return steps.evaluate_split(self.strategy, self.eval_fn, ds)
+    except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
+      pipeline.raise_if_bad_eval_example(e, self.examples, self.split, self.path)
+      raise
+
+
 def evaluate(workdir, split='test', data_dir=None, checkpoint='best'):
   """Writes eval_<split>.json and confusion_<split>.png into `workdir`; returns the metrics."""
-  if split not in SPLITS:
-    raise UserError(f'unknown split {split!r}: use one of {", ".join(SPLITS)}')
-  config, info, model, path = checkpoints.load_for_inference(workdir, checkpoint)
-  if data_dir is not None:
-    config.dataset.data_dir = data_dir
-  data = datasets.load(config.dataset, splits=(split,), input_size=config.model.input_size)
-  examples = getattr(data, split)
-  if examples is None:
-    raise UserError(f'the run has no {split} split (validation_size is 0): pick another split')
-  strategy = tf.distribute.get_strategy()
-  eval_fn = steps.make_eval_fn(strategy, model, config, info['num_classes'])
-  ds = strategy.distribute_datasets_from_function(
-      lambda ctx: pipeline.eval_dataset(examples, config.eval_batch_size, ctx))
-  try:
-    metrics = steps.evaluate_split(strategy, eval_fn, ds)
-  except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
-    pipeline.raise_if_bad_eval_example(e, examples, split, path)
-    raise
+  ev = _Evaluator(workdir, split, data_dir, checkpoint)
+  metrics = ev.run()
   confusion = metrics.pop('confusion')
-  plots.confusion(confusion, info['class_names'], os.path.join(workdir, f'confusion_{split}.png'),
-                  title=f'{config.model.name} on {config.dataset.name} {split}')
+  plots.confusion(confusion, ev.info['class_names'],
+                  os.path.join(workdir, f'confusion_{split}.png'),
+                  title=f'{ev.config.model.name} on {ev.config.dataset.name} {split}')
   outputs.write_json(os.path.join(workdir, f'eval_{split}.json'),
-                     {**metrics, 'split': split, 'confusion_matrix': confusion.tolist()})
+                     {**metrics, 'split': split, 'checkpoint': ev.path,
+                      'confusion_matrix': confusion.tolist()})
   logging.info('Evaluated %s on %s: accuracy %.4f top-5 %.4f loss %.4f (%d examples).',
                workdir, split, metrics['accuracy'], metrics['top5_accuracy'], metrics['loss'],
                metrics['num_examples'])
   return metrics
+
+
+def evaluate_corrupted(workdir, names, split='test', data_dir=None, checkpoint='best'):
+  """Accuracy on `split` under each corruption of `names` at each severity; writes
+  eval_<split>_corrupt.json and corrupt_<split>.png into `workdir` and returns the record."""
+  names = corruptions.parse(','.join(names))
+  ev = _Evaluator(workdir, split, data_dir, checkpoint)
+  clean = ev.run()['accuracy']
+  logging.info('%s clean: accuracy %.4f', split, clean)
+  table = {}
+  for name in names:
+    table[name] = {}
+    for severity in corruptions.severities(name):
+      m = ev.run(lambda x, index, n=name, s=severity: corruptions.apply(n, x, s, index))
+      table[name][str(severity)] = m['accuracy']
+      logging.info('%s %s severity %d: accuracy %.4f', split, name, severity, m['accuracy'])
+  record = {'split': split, 'checkpoint': ev.path, 'clean_accuracy': clean,
+            'accuracy': table,
+            'mean_accuracy': float(np.mean([a for t in table.values() for a in t.values()]))}
+  outputs.write_json(os.path.join(workdir, f'eval_{split}_corrupt.json'), record)
+  plots.corruption_chart(clean, table, os.path.join(workdir, f'corrupt_{split}.png'),
+                         title=f'{ev.config.model.name} on {ev.config.dataset.name} {split}')
+  return record

@@ -136,3 +136,37 @@ def _pairs_figure(matrix, class_names, title):
 def confusion(matrix, class_names, path, title=''):
   """Saves the confusion picture as a PNG; returns its pixels."""
   return _finish(confusion_figure(matrix, class_names, title), path)
+
+
+def corruption_chart_figure(clean, table, title=''):
+  """Accuracy against severity, a line per corruption ({name: {severity: accuracy}}); the clean
+  accuracy as a dashed line above them."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(8.5, 4.8), dpi=DPI)
+  ax.axhline(clean, color='black', linestyle='--', linewidth=1)
+  ax.text(5.05, clean, f'clean {clean:.1%}', va='center', fontsize=9)
+  cmap = plt.get_cmap('tab10')
+  for i, (name, levels) in enumerate(table.items()):
+    severities = [int(s) for s in levels]
+    values = [levels[s] for s in levels]
+    ax.plot(severities, values, marker='o', color=cmap(i % 10), label=name,
+            linestyle='-' if len(values) > 1 else 'none')
+  ax.set_xticks([1, 2, 3, 4, 5])
+  ax.set_xlim(0.7, 5.9)
+  ax.set_ylim(0.0, 1.02)
+  ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
+  ax.tick_params(labelsize=9)
+  ax.set_xlabel('severity', fontsize=10)
+  ax.set_ylabel('accuracy', fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=9, loc='center left', bbox_to_anchor=(1.02, 0.5), frameon=False)
+  mean = np.mean([a for levels in table.values() for a in levels.values()])
+  ax.set_title(f'{title + ": " if title else ""}accuracy under corruption (mean {mean:.1%})',
+               fontsize=11)
+  fig.tight_layout()
+  return fig
+
+
+def corruption_chart(clean, table, path, title=''):
+  """Saves the corruption chart as a PNG; returns its pixels."""
+  return _finish(corruption_chart_figure(clean, table, title), path)
