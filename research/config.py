@@ -84,6 +84,8 @@ def base(model='cnn', dataset='mnist'):
   c.jit_compile = False  # XLA measured 0.55x on CPU for these nets
   c.deterministic = False  # op determinism: bitwise-repeatable runs, some ops slower
   c.image_grid_size = 64  # training inputs written as inputs.png; 0 to skip
+  # (start, stop): a TensorBoard profile trace of steps start+1 .. stop in train/; (0, 0) = none
+  c.profile_steps = (0, 0)
   # Fine-tuning (docs/finetune.md): another run's workdir or checkpoint prefix to take the model
   # weights from at step 0 ('' = from scratch), and top-level model blocks left untrained.
   c.init_from = ''
@@ -97,6 +99,11 @@ def _leaves(d, prefix=''):
       yield from _leaves(value, f'{prefix}{key}.')
     else:
       yield f'{prefix}{key}', value
+
+
+def flatten(config):
+  """{'dataset.name': 'mnist', ...}: every field of the config by its dotted name."""
+  return dict(_leaves(config))
 
 
 def check_types(config):

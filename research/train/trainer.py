@@ -107,9 +107,43 @@ def _resolve_precision(config, strategy, workdir, start_over):
   return reason
 
 
-def _next_stop(step, total, intervals):
-  """The next step at which the loop must surface: a multiple of any interval, or the end."""
-  return min([total] + [(step // k + 1) * k for k in intervals if k > 0])
+def _next_stop(step, total, intervals, marks=()):
+  """The next step at which the loop must surface: a multiple of any interval, a mark after
+  `step`, or the end."""
+  return min([total] + [(step // k + 1) * k for k in intervals if k > 0]
+             + [m for m in marks if m > step])
+
+
+def check_profile_steps(config, total):
+  """config.profile_steps must lie inside the run: one line before anything is written."""
+  start, stop = (int(v) for v in config.profile_steps)
+  if (start, stop) != (0, 0) and not 0 <= start < stop <= total:
+    raise UserError(f'config.profile_steps=({start}, {stop}) is outside the run: give (start, '
+                    f'stop) with 0 <= start < stop <= {total} (its steps), or (0, 0) for none')
+
+
+class _Profiler:
+  """The TensorBoard profile trace of config.profile_steps, on the chief, into train/."""
+
+  def __init__(self, config, logdir, chief):
+    self.start, self.stop = (int(v) for v in config.profile_steps)
+    self.logdir, self.on = logdir, False
+    self.marks = (self.start, self.stop) if chief and self.stop else ()
+
+  def at(self, step):
+    """Called before each chunk and after the last: starts or stops the trace at `step`."""
+    if self.marks and step == self.start and not self.on:
+      tf.profiler.experimental.start(self.logdir)
+      self.on = True
+    elif self.on and step >= self.stop:
+      self.end()
+      logging.info('Profile of steps %d-%d written to %s (TensorBoard: Profile).',
+                   self.start + 1, self.stop, self.logdir)
+
+  def end(self):
+    if self.on:
+      tf.profiler.experimental.stop()
+      self.on = False
 
 
 def _write_input_grid(config, data, step, writer, workdir, saver):
@@ -236,6 +270,7 @@ def _build_run(config, workdir, start_over, strategy, chief, reason, source, loc
   per_epoch = pipeline.steps_per_epoch(len(data.train), config.batch_size)
   total = (config.num_train_steps if config.num_train_steps > 0
            else int(round(config.num_epochs * per_epoch)))
+  check_profile_steps(config, total)
   model, optimizer, lr, step = build_state(config, strategy, data.num_classes,
                                            data.image_shape, total, per_epoch)
   saver = checkpoints.Saver(checkpoints.training_checkpoint(model, optimizer, step), workdir,
@@ -333,14 +368,19 @@ def _train(config, workdir, run, wall_start):
       else tf.summary.create_noop_writer() for name in ('train', 'validation'))
   if config.image_grid_size and step < total and run.chief:
     _write_input_grid(config, data, step, train_writer, workdir, run.saver)
+  if run.chief:
+    _write_hparams(config, train_writer, run.saver)
+  profiler = _Profiler(config, os.path.join(workdir, 'train'), run.chief)
+  train_tags = _train_tags(config)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
   sums, window_start, window_step = tf.zeros([3]), time.time(), step
   train_start, results, stopped = time.time(), {}, False
   skipped = window_skipped = 0  # bad examples skipped (config.dataset.skip_bad_examples)
   with watcher.watching():
     while step < total and not stopped:
+      profiler.at(step)
       n = _next_stop(step, total, (config.steps_per_loop, config.log_every_steps, eval_every,
-                                   config.checkpoint_every_steps)) - step
+                                   config.checkpoint_every_steps), profiler.marks) - step
       try:
         chunk = train_fn(train_iter, tf.constant(n))
       except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
@@ -355,7 +395,7 @@ def _train(config, workdir, run, wall_start):
       if step % config.log_every_steps == 0 or step == total or stopped:
         results.update(_log_window(sums, time.time() - window_start, step, window_step, run,
                                    skipped - window_skipped))
-        _scalars(train_writer, step, {tag: results[k] for tag, k in _TRAIN_SCALARS.items()},
+        _scalars(train_writer, step, {tag: results[k] for tag, k in train_tags.items()},
                  run.saver)
         sums, window_start, window_step, window_skipped = tf.zeros([3]), time.time(), step, skipped
       if data.validation is not None and (step % eval_every == 0 or step == total):
@@ -370,6 +410,8 @@ def _train(config, workdir, run, wall_start):
         run.saver.save_if_best(step, val['accuracy'])
       if step % config.checkpoint_every_steps == 0 or step == total or stopped:
         run.saver.save(step)
+  profiler.at(step)
+  profiler.end()
   train_seconds = time.time() - train_start
   with _summary_writes(run.saver):
     for writer in (train_writer, val_writer):
@@ -391,6 +433,12 @@ def _train(config, workdir, run, wall_start):
                  test['images_per_sec'])
     final.update(test_accuracy=test['accuracy'], test_top5_accuracy=test['top5_accuracy'],
                  test_loss=test['loss'], preempted='')
+    if run.chief:
+      test_writer = tf.summary.create_file_writer(os.path.join(workdir, 'test'))
+      _scalars(test_writer, step, {k: test[k] for k in ('loss', 'accuracy', 'top5_accuracy')},
+               run.saver)
+      with _summary_writes(run.saver):
+        test_writer.flush()
   final['wall_seconds'] = time.time() - wall_start
   return _write_results(workdir, previous, results, run.chief, **final)
 
@@ -405,10 +453,22 @@ def _check_finite(sums, first, step, saver):
                     '. Lower the learning rate or check the data, then re-run to resume from it')
 
 
-# TensorBoard tag -> results key; train/ and validation/ share the tags loss and accuracy.
-_TRAIN_SCALARS = {'loss': 'train_loss', 'accuracy': 'train_accuracy',
-                  'learning_rate': 'learning_rate', 'images_per_sec': 'images_per_sec',
-                  'bad_examples': 'bad_examples'}
+def _train_tags(config):
+  """TensorBoard tag -> results key of the training scalars. train/, validation/ and test/
+  share the tags accuracy and loss, except that a training loss with label smoothing is not the
+  cross-entropy the others report and says so in its tag."""
+  loss = 'loss_with_label_smoothing' if config.label_smoothing else 'loss'
+  return {loss: 'train_loss', 'accuracy': 'train_accuracy', 'learning_rate': 'learning_rate',
+          'images_per_sec': 'images_per_sec', 'bad_examples': 'bad_examples'}
+
+
+def _write_hparams(config, writer, saver):
+  """The run's config as TensorBoard hyperparameters (HParams tab): every field, flattened."""
+  from tensorboard.plugins.hparams import api as hparams  # pylint: disable=import-outside-toplevel
+  values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in config_lib.flatten(config).items()}
+  with _summary_writes(saver), writer.as_default():
+    hparams.hparams(values)
 
 
 def _log_window(sums, seconds, step, window_start_step, run, bad=0):
