@@ -81,9 +81,12 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
     srun = _srun_line(slurm.script(_job('/my runs/a')))
     self.assertIn("'--workdir=/my runs/a'", srun)
 
-  @parameterized.parameters((143, True), (0, False), (1, False))
-  def test_requeues_only_after_a_saved_stop(self, status, requeued):
+  @parameterized.parameters((job_lib.PREEMPTED_EXIT_CODE, 'saved after a signal'),
+                            (job_lib.LOST_WORKER_EXIT_CODE, 'lost a worker'), (0, None),
+                            (1, None), (2, None), (128 + 9, None))
+  def test_requeues_only_after_a_saved_stop_or_a_lost_worker(self, status, why):
     """The script's own logic, with srun and scontrol stood in for."""
+    requeued = why is not None
     tmp = self.get_temp_dir()
     bin_dir = os.path.join(tmp, f'bin{status}')
     helpers.fake_command(bin_dir, 'srun', status=status)
@@ -96,6 +99,11 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(proc.returncode, status)
     self.assertLen(helpers.fake_calls(bin_dir, 'srun'), 1)
     self.assertEqual(helpers.fake_calls(bin_dir, 'scontrol'), ['requeue 77'] if requeued else [])
+    said = [line for line in proc.stdout.splitlines() if 'requeueing' in line]
+    self.assertEqual(said, [f'{why} (exit {status}): requeueing job 77'
+                            + (' to resume from the last checkpoint'
+                               if status == job_lib.LOST_WORKER_EXIT_CODE else '')]
+                     if requeued else [])
 
 
 class SubmitTest(tf.test.TestCase):

@@ -4,8 +4,9 @@
 `python -m launch.train ...` and builds its place in the cluster from Slurm's environment
 (research.strategy). A signal (`--signal=USR1@120` before the time limit, `scancel --signal=USR1`,
 a preemption's SIGTERM) makes every worker save at the same step and exit with
-job.PREEMPTED_EXIT_CODE; the batch script then requeues the job, and its next start resumes from
-the workdir. The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
+job.PREEMPTED_EXIT_CODE; a worker that vanishes makes the others exit with
+job.LOST_WORKER_EXIT_CODE. On either status the batch script requeues the job, and its next start
+resumes from the workdir. The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
 restarts.
 """
 
@@ -45,7 +46,6 @@ def script(job):
                  '--requeue', f'--signal=USR1@{SIGNAL_SECONDS}']
   train = ' '.join(shlex.quote(a) for a in
                    [job.python, '-m', 'launch.train', *job_lib.worker_args(job)])
-  code = job_lib.PREEMPTED_EXIT_CODE
   return '\n'.join([
       '#!/bin/bash',
       f'# {job.name}: {job.workers} worker(s), written by launch.submit for {w}.',
@@ -60,13 +60,22 @@ def script(job):
       '# One task per worker; each finds its place in the cluster from the Slurm environment.',
       f'srun --label {train}',
       'status=$?',
-      f'if [ "$status" -eq {code} ]; then',
-      '  # A signal stopped the workers and they saved: back into the queue, the next start',
-      '  # resumes from the workdir. (Slurm requeues a job it preempts itself, not one that',
-      '  # reaches its time limit.)',
-      '  echo "saved after a signal: requeueing job $SLURM_JOB_ID"',
-      '  scontrol requeue "$SLURM_JOB_ID"',
-      'fi',
+      '# Back into the queue after a stop that the next start recovers from: it resumes from',
+      '# the workdir\'s last checkpoint. Any other failure (a bug, a bad setting) ends the job.',
+      'case "$status" in',
+      f'  {job_lib.PREEMPTED_EXIT_CODE})',
+      '    # A signal stopped the workers and they saved. (Slurm requeues a job it preempts',
+      '    # itself, not one that reaches its time limit.)',
+      '    echo "saved after a signal (exit $status): requeueing job $SLURM_JOB_ID"',
+      '    scontrol requeue "$SLURM_JOB_ID" ;;',
+      f'  {job_lib.LOST_WORKER_EXIT_CODE})',
+      '    # A worker vanished (killed, frozen, its node gone) and the others stopped without',
+      '    # saving; srun exits with the highest of its tasks\' statuses, so a SIGKILLed one (137)',
+      '    # does not hide this.',
+      '    echo "lost a worker (exit $status): requeueing job $SLURM_JOB_ID to resume from the '
+      'last checkpoint"',
+      '    scontrol requeue "$SLURM_JOB_ID" ;;',
+      'esac',
       'exit "$status"',
       ''])
 
