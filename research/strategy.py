@@ -31,11 +31,12 @@ from research.errors import UserError
 NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
 
 # The coordination service's heartbeat timeout T, as a fraction of config.worker_lost_seconds.
-# A lost worker stops heartbeating; the service notices after T and at most a second, and the
-# others learn it at their next heartbeat (every T/2), which aborts their collectives: at most
-# 1.5 T + 1 s, i.e. half the bound and a second (measured: 6.6 s for T = 4 s). A lost leader
-# (the first worker, which hosts the service) fails the others' next heartbeat within T, or at
-# once when its connections close. The default bound, 30 s, keeps TensorFlow's own T = 10 s.
+# A lost worker stops heartbeating; once the service (on the leader) has missed its heartbeats
+# for T, the others' collectives abort. Measured from a SIGSTOP to the survivor's exit: 17.6 s
+# for T = 10 s, 6.1-6.6 s for T = 4 s; a kill -9 closes connections and fails them sooner (2.5
+# s). A lost leader (the first worker, which hosts the service) fails the others' heartbeats
+# within T (measured 10.1 s), or at once when its connections close (1.5 s). A third leaves the
+# bound almost twice what was measured; the default bound, 30 s, keeps TensorFlow's T = 10 s.
 HEARTBEAT_FRACTION = 1 / 3
 # TensorFlow's errors from the collectives and heartbeats of a worker whose peer vanished.
 LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
