@@ -81,29 +81,53 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
     srun = _srun_line(slurm.script(_job('/my runs/a')))
     self.assertIn("'--workdir=/my runs/a'", srun)
 
-  @parameterized.parameters((job_lib.PREEMPTED_EXIT_CODE, 'saved after a signal'),
-                            (job_lib.LOST_WORKER_EXIT_CODE, 'lost a worker'), (0, None),
-                            (1, None), (2, None), (128 + 9, None))
-  def test_requeues_only_after_a_saved_stop_or_a_lost_worker(self, status, why):
-    """The script's own logic, with srun and scontrol stood in for."""
-    requeued = why is not None
-    tmp = self.get_temp_dir()
-    bin_dir = os.path.join(tmp, f'bin{status}')
+  def run_script(self, status, workdir):
+    """The script's own logic, with srun (exiting `status`) and scontrol stood in for; returns
+    (its exit status, what it printed, scontrol's calls)."""
+    bin_dir = os.path.join(self.create_tempdir().full_path, 'bin')
     helpers.fake_command(bin_dir, 'srun', status=status)
     helpers.fake_command(bin_dir, 'scontrol')
-    path = os.path.join(tmp, f'job{status}.sh')
+    path = os.path.join(bin_dir, 'job.sh')
     with open(path, 'w') as f:
-      f.write(slurm.script(_job('/w')))
+      f.write(slurm.script(_job(workdir)))
     env = {'PATH': f'{bin_dir}:/usr/bin:/bin', 'SLURM_JOB_ID': '77'}
     proc = subprocess.run(['bash', path], env=env, capture_output=True, text=True, timeout=30)
-    self.assertEqual(proc.returncode, status)
     self.assertLen(helpers.fake_calls(bin_dir, 'srun'), 1)
-    self.assertEqual(helpers.fake_calls(bin_dir, 'scontrol'), ['requeue 77'] if requeued else [])
-    said = [line for line in proc.stdout.splitlines() if 'requeueing' in line]
-    self.assertEqual(said, [f'{why} (exit {status}): requeueing job 77'
-                            + (' to resume from the last checkpoint'
-                               if status == job_lib.LOST_WORKER_EXIT_CODE else '')]
-                     if requeued else [])
+    return proc.returncode, proc.stdout, helpers.fake_calls(bin_dir, 'scontrol')
+
+  @parameterized.parameters(
+      (job_lib.PREEMPTED_EXIT_CODE, 'saved after a signal (exit 143): requeueing job 77'),
+      (job_lib.LOST_WORKER_EXIT_CODE, 'lost a worker (exit 200): requeueing job 77 to resume '
+       'from the last checkpoint'),
+      (0, None), (1, None), (2, None), (128 + 9, None))
+  def test_requeues_only_after_a_saved_stop_or_a_lost_worker(self, status, said):
+    workdir = self.create_tempdir().full_path
+    os.makedirs(os.path.join(workdir, 'submit'))
+    code, out, scontrol = self.run_script(status, workdir)
+    self.assertEqual(code, status)
+    self.assertEqual(scontrol, ['requeue 77'] if said else [])
+    self.assertEqual([line for line in out.splitlines() if 'requeu' in line],
+                     [said] if said else [])
+
+  def test_a_second_loss_before_a_new_checkpoint_ends_the_job(self):
+    # A worker failing alone with a bug makes the others exit 200 too: it must not requeue
+    # forever.
+    workdir = self.create_tempdir().full_path
+    os.makedirs(os.path.join(workdir, 'submit'))
+    lost = job_lib.LOST_WORKER_EXIT_CODE
+    for latest, requeued in (('', True), ('', False), ('ckpt-40', True), ('ckpt-40', False),
+                             ('ckpt-80', True)):
+      if latest:
+        os.makedirs(os.path.join(workdir, 'checkpoints'), exist_ok=True)
+        with open(os.path.join(workdir, 'checkpoints', 'checkpoint'), 'w') as f:
+          f.write(f'model_checkpoint_path: "{latest}"\nall_model_checkpoint_paths: '
+                  f'"{latest}"\n')
+      code, out, scontrol = self.run_script(lost, workdir)
+      self.assertEqual(code, lost)
+      self.assertEqual(scontrol, ['requeue 77'] if requeued else [], (latest, out))
+      if not requeued:
+        self.assertIn(f'lost a worker again before a new checkpoint (exit {lost}): not '
+                      'requeueing', out)
 
 
 class SubmitTest(tf.test.TestCase):
@@ -135,6 +159,15 @@ class SubmitTest(tf.test.TestCase):
     self.assertEqual((record['cluster'], record['job_id']), ('slurm', '42'))
     self.assertIn('submitted Slurm job 42', message)
     self.assertIn(os.path.join(self.workdir, 'submit', 'slurm-42.out'), message)
+
+  def test_a_new_submission_forgets_the_last_lost_worker(self):
+    helpers.fake_command(self.bin, 'sbatch', stdout='42\n')
+    lost_at = os.path.join(self.workdir, 'submit', slurm.LOST_AT_NAME)
+    os.makedirs(os.path.dirname(lost_at))
+    with open(lost_at, 'w') as f:
+      f.write('model_checkpoint_path: "ckpt-40"\n')
+    slurm.submit(_job(self.workdir))
+    self.assertFalse(os.path.exists(lost_at))
 
   def test_dry_run_submits_and_writes_nothing(self):
     helpers.fake_command(self.bin, 'sbatch', stdout='42\n')

@@ -6,7 +6,7 @@
 a preemption's SIGTERM) makes every worker save at the same step and exit with
 job.PREEMPTED_EXIT_CODE; a worker that vanishes makes the others exit with
 job.LOST_WORKER_EXIT_CODE. On either status the batch script requeues the job, and its next start
-resumes from the workdir. The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
+resumes from the workdir (after a lost worker only if the chief checkpointed since the last loss). The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
 restarts.
 """
 
@@ -14,11 +14,15 @@ import os
 import shlex
 import shutil
 
+from research import checkpoints
 from research.errors import UserError
 from research.submit import job as job_lib
 from research.train import trainer
 
 SCRIPT_NAME = 'slurm.sbatch'
+# The chief's latest checkpoint when the job last lost a worker: a second loss at the same one
+# ends the job (see `script`).
+LOST_AT_NAME = 'lost-worker-at'
 # Seconds before the time limit at which Slurm signals the workers: enough to finish the steps
 # under way and write a checkpoint (seconds for these models), with room for a slow filesystem.
 SIGNAL_SECONDS = 120
@@ -44,6 +48,8 @@ def script(job):
   directives += [f'--partition={job.partition}'] if job.partition else []
   directives += [f'--output={log_path(w)}', '--open-mode=append', f'--chdir={job.chdir}',
                  '--requeue', f'--signal=USR1@{SIGNAL_SECONDS}']
+  state = os.path.join(w, checkpoints.CHECKPOINT_DIR, 'checkpoint')  # names the latest first
+  lost_at = os.path.join(w, job_lib.SUBMIT_DIR, LOST_AT_NAME)
   train = ' '.join(shlex.quote(a) for a in
                    [job.python, '-m', 'launch.train', *job_lib.worker_args(job)])
   return '\n'.join([
@@ -71,10 +77,18 @@ def script(job):
       f'  {job_lib.LOST_WORKER_EXIT_CODE})',
       '    # A worker vanished (killed, frozen, its node gone) and the others stopped without',
       '    # saving; srun exits with the highest of its tasks\' statuses, so a SIGKILLed one (137)',
-      '    # does not hide this.',
-      '    echo "lost a worker (exit $status): requeueing job $SLURM_JOB_ID to resume from the '
-      'last checkpoint"',
-      '    scontrol requeue "$SLURM_JOB_ID" ;;',
+      '    # does not hide this. A worker failing alone (a bug: 1) looks the same to the others:',
+      '    # a second loss before a new checkpoint ends the job rather than requeue it forever.',
+      f'    latest=$(head -n 1 {shlex.quote(state)} 2>/dev/null)',
+      f'    if [ "$(cat {shlex.quote(lost_at)} 2>/dev/null || echo none)" = "$latest" ]; then',
+      '      echo "lost a worker again before a new checkpoint (exit $status): not requeueing; '
+      'see the workers\' errors above"',
+      '    else',
+      f'      echo "$latest" > {shlex.quote(lost_at)}',
+      '      echo "lost a worker (exit $status): requeueing job $SLURM_JOB_ID to resume from '
+      'the last checkpoint"',
+      '      scontrol requeue "$SLURM_JOB_ID"',
+      '    fi ;;',
       'esac',
       'exit "$status"',
       ''])
@@ -144,6 +158,10 @@ def submit(job, dry_run=False):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     f.write(text)
+  # A new submission gets its own chance after a lost worker.
+  lost_at = os.path.join(job.workdir, job_lib.SUBMIT_DIR, LOST_AT_NAME)
+  if os.path.exists(lost_at):
+    os.remove(lost_at)
   out = _run(['sbatch', '--parsable', path])
   if out.returncode != 0:
     raise UserError(f'sbatch rejected the job: {_first_line(out.stderr or out.stdout)} '
