@@ -34,7 +34,8 @@ def _job(workdir, nodes=1, tasks_per_node=2, gpus_per_node=0, train_args=(), **f
                      tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
                      train_args=['--config=configs/cnn_mnist.py', f'--workdir={workdir}',
                                  *train_args],
-                     name='exp', python='/venv/bin/python', chdir='/repo', **fields)
+                     **{'name': 'exp', 'python': '/venv/bin/python', 'chdir': '/repo',
+                        **fields})
 
 
 def _directives(text):
@@ -99,7 +100,9 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
       (job_lib.PREEMPTED_EXIT_CODE, 'saved after a signal (exit 143): requeueing job 77'),
       (job_lib.LOST_WORKER_EXIT_CODE, 'lost a worker (exit 200): requeueing job 77 to resume '
        'from the last checkpoint'),
-      (0, None), (1, None), (2, None), (128 + 9, None))
+      # srun's status when a worker was SIGKILLed (or frozen, then killed by srun --wait)
+      (128 + 9, 'lost a worker (exit 137): requeueing job 77 to resume from the last checkpoint'),
+      (0, None), (1, None), (2, None), (128 + 11, None))
   def test_requeues_only_after_a_saved_stop_or_a_lost_worker(self, status, said):
     workdir = self.create_tempdir().full_path
     os.makedirs(os.path.join(workdir, 'submit'))
@@ -300,13 +303,12 @@ def _slurm_missing():
   return None
 
 
-class SlurmClusterTest(tf.test.TestCase):
-  """Real jobs on a single-node Slurm: a 2-worker run, and one preempted then requeued."""
+class _RealSlurmTest(tf.test.TestCase):
+  """Starts a single-node Slurm for the class, and stops it."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    helpers.require_real_data()
     missing = _slurm_missing()
     if missing:
       if os.environ.get('RESEARCH_REQUIRE_SLURM'):
@@ -322,8 +324,6 @@ class SlurmClusterTest(tf.test.TestCase):
     cls.env = mock.patch.dict(os.environ, {
         'SLURM_CONF': os.path.join(cls.slurm_dir, 'etc', 'slurm.conf')})
     cls.env.start()
-    cls.reference = cls._submit('reference')
-    cls.reference_state = cls._wait(cls.reference)
 
   @classmethod
   def tearDownClass(cls):
@@ -333,6 +333,50 @@ class SlurmClusterTest(tf.test.TestCase):
       cls.env.stop()
     shutil.rmtree(getattr(cls, 'tmp', ''), ignore_errors=True)
     super().tearDownClass()
+
+
+# A stand-in for `python -m launch.train` in a job of 2 tasks: task 1 is lost to the signal named
+# by $LOSE (kill -9, or frozen), task 0 notices and exits with the lost-worker status.
+_LOST_WORKER = f"""#!/bin/bash
+if [ "$SLURM_PROCID" = 1 ]; then sleep 1; kill -$LOSE $$; sleep 60; fi
+sleep 3; exit {job_lib.LOST_WORKER_EXIT_CODE}
+"""
+
+
+class SlurmLostWorkerTest(_RealSlurmTest, parameterized.TestCase):
+  """The script under a real srun with stand-in workers (seconds): what srun reports when a
+  worker is lost, and that the script requeues on it."""
+
+  @parameterized.parameters('KILL', 'STOP')
+  def test_lost_worker_requeues_the_job(self, signal_name):
+    workdir = os.path.join(self.tmp, signal_name)
+    python = os.path.join(self.tmp, 'lost-worker-python')
+    with open(python, 'w') as f:
+      f.write(_LOST_WORKER)
+    os.chmod(python, 0o755)
+    job = _job(workdir, python=python, chdir=helpers.ROOT)
+    with mock.patch.object(slurm, 'SRUN_WAIT_SECONDS', 3), \
+        mock.patch.dict(os.environ, {'LOSE': signal_name}):
+      slurm.submit(job)
+    record = job_lib.read_record(workdir)
+    self.addCleanup(subprocess.run, ['scancel', record['job_id']], timeout=60)
+    deadline = time.time() + 120
+    while 'requeueing' not in _read(record['log']):
+      self.assertLess(time.time(), deadline, _tail(record['log']))
+      time.sleep(0.5)
+    self.assertIn(f'lost a worker (exit 137): requeueing job {record["job_id"]} to resume from '
+                  'the last checkpoint', _read(record['log']))
+
+
+class SlurmClusterTest(_RealSlurmTest):
+  """Real jobs on a single-node Slurm: a 2-worker run, and one preempted then requeued."""
+
+  @classmethod
+  def setUpClass(cls):
+    helpers.require_real_data()
+    super().setUpClass()
+    cls.reference = cls._submit('reference')
+    cls.reference_state = cls._wait(cls.reference)
 
   @classmethod
   def _submit(cls, name):

@@ -24,12 +24,10 @@ from research.errors import UserError
 PREEMPTED_EXIT_CODE = 143
 # launch.train's exit status when another worker vanished mid-run (killed, frozen, its node gone;
 # research.strategy.WorkerLostError): nothing was saved after the last checkpoint, so the job
-# should start again and resume from it, like after a preemption. >= 128 for the same restart
-# policy; above 128 + every signal number (64) so that no one reads it as a death by a signal,
-# and so that srun, which exits with the highest of its tasks' statuses (a task killed by
-# signal N counting as 128 + N), reports it even when a worker was SIGKILLed.
+# should start again and resume from it, like after a preemption: >= 128 for the same restart
+# policy, and above 128 + every signal number (64) so that no one reads it as a death by a signal.
 LOST_WORKER_EXIT_CODE = 200
-# The statuses on which a job goes back into the queue (Slurm) or its pod is replaced (TFJob).
+# launch.train's statuses on which a TFJob's pod is replaced and a Slurm job requeued.
 RESTART_EXIT_CODES = (PREEMPTED_EXIT_CODE, LOST_WORKER_EXIT_CODE)
 # Slurm: the sbatch script, job.json and the job's output live here in the workdir.
 SUBMIT_DIR = 'submit'

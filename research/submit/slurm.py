@@ -13,6 +13,7 @@ restarts.
 import os
 import shlex
 import shutil
+import signal
 
 from research import checkpoints
 from research.errors import UserError
@@ -20,6 +21,13 @@ from research.submit import job as job_lib
 from research.train import trainer
 
 SCRIPT_NAME = 'slurm.sbatch'
+# Once a task has ended, srun gives the others this long, then kills them: a frozen worker never
+# ends by itself, and the others end within seconds of each other (the chief's last writes).
+SRUN_WAIT_SECONDS = 60
+# srun's statuses after a lost worker. Measured (Slurm 22.05): one task exiting 200 and the other
+# SIGKILLed, or frozen and killed by --wait, make srun exit 137; one exiting 200 and the other 1,
+# 200: srun reports a task killed by a signal before the highest exit status.
+LOST_STATUSES = (job_lib.LOST_WORKER_EXIT_CODE, 128 + signal.SIGKILL)
 # The chief's latest checkpoint when the job last lost a worker: a second loss at the same one
 # ends the job (see `script`).
 LOST_AT_NAME = 'lost-worker-at'
@@ -64,7 +72,9 @@ def script(job):
       '# The workers save on SIGTERM too (scancel, preemption): let them, then end normally.',
       'trap \'echo "batch shell: SIGTERM, waiting for the workers to save"\' TERM',
       '# One task per worker; each finds its place in the cluster from the Slurm environment.',
-      f'srun --label {train}',
+      '# After a task ends the others get a while, then are killed (a frozen one never ends);',
+      '# a task failing does not stop the others, whatever the site\'s KillOnBadExit.',
+      f'srun --label --wait={SRUN_WAIT_SECONDS} --kill-on-bad-exit=0 {train}',
       'status=$?',
       '# Back into the queue after a stop that the next start recovers from: it resumes from',
       '# the workdir\'s last checkpoint. Any other failure (a bug, a bad setting) ends the job.',
@@ -74,11 +84,11 @@ def script(job):
       '    # itself, not one that reaches its time limit.)',
       '    echo "saved after a signal (exit $status): requeueing job $SLURM_JOB_ID"',
       '    scontrol requeue "$SLURM_JOB_ID" ;;',
-      f'  {job_lib.LOST_WORKER_EXIT_CODE})',
+      f'  {"|".join(str(c) for c in LOST_STATUSES)})',
       '    # A worker vanished (killed, frozen, its node gone) and the others stopped without',
-      '    # saving; srun exits with the highest of its tasks\' statuses, so a SIGKILLed one (137)',
-      '    # does not hide this. A worker failing alone (a bug: 1) looks the same to the others:',
-      '    # a second loss before a new checkpoint ends the job rather than requeue it forever.',
+      '    # saving (200; srun reports 137 when a task was SIGKILLed). A worker failing alone',
+      '    # (a bug: 1) looks the same to the others, and srun reports their 200: a second loss',
+      '    # before a new checkpoint ends the job rather than requeue it forever.',
       f'    latest=$(head -n 1 {shlex.quote(state)} 2>/dev/null)',
       f'    if [ "$(cat {shlex.quote(lost_at)} 2>/dev/null || echo none)" = "$latest" ]; then',
       '      echo "lost a worker again before a new checkpoint (exit $status): not requeueing; '
