@@ -150,8 +150,8 @@ class DuringTrainingTest(tf.test.TestCase):
       time.sleep(0.1)
     pids = [int(p) for p in re.search(r'Started 2 workers \(pids \[(\d+), (\d+)\]\)',
                                       ''.join(lines)).groups()]
-    self.addCleanup(lambda: [helpers.alive(pid) and os.kill(pid, signal.SIGKILL)
-                             for pid in pids])
+    for pid in pids:  # a frozen worker left behind by a failed test
+      self.addCleanup(lambda pid=pid: helpers.alive(pid) and os.kill(pid, signal.SIGKILL))
     return proc, lines, pids
 
   def checkpoints(self):

@@ -5,8 +5,9 @@
 (research.strategy). A signal (`--signal=USR1@120` before the time limit, `scancel --signal=USR1`,
 a preemption's SIGTERM) makes every worker save at the same step and exit with
 job.PREEMPTED_EXIT_CODE; a worker that vanishes makes the others exit with
-job.LOST_WORKER_EXIT_CODE. On either status the batch script requeues the job, and its next start
-resumes from the workdir (after a lost worker only if the chief checkpointed since the last loss). The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
+job.LOST_WORKER_EXIT_CODE. On either status the batch script requeues the job (after a lost
+worker, only if the chief checkpointed since the job's last loss), and its next start resumes
+from the workdir. The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
 restarts.
 """
 
