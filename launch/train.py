@@ -16,6 +16,7 @@ from launch import common
 from research import local_cluster
 from research import strategy as strategy_lib
 from research.errors import UserError
+from research.submit import job as job_lib
 from research.train import precision
 from research.train import trainer
 
@@ -77,8 +78,14 @@ def main():
   if _LOCAL_WORKERS.value:
     # The workers parse the same flags (TF_CONFIG tells each its place); this process only
     # supervises them.
-    return local_cluster.run_local_workers(sys.argv[1:], _LOCAL_WORKERS.value)
-  results = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value)
+    return local_cluster.run_local_workers(sys.argv[1:], _LOCAL_WORKERS.value,
+                                           lost_seconds=config.worker_lost_seconds)
+  try:
+    results = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value)
+  except strategy_lib.WorkerLostError as e:
+    # A distinct status: schedulers restart the job (a lost node) rather than fail it (a bug).
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return job_lib.LOST_WORKER_EXIT_CODE
   # Every worker prints its own: equal digests show the workers' weights stayed in sync.
   print(f'weights digest {results["weights_digest"]}')
   if results['preempted']:  # a requeued job with the same command resumes

@@ -77,6 +77,9 @@ def base(model='cnn', dataset='mnist'):
   c.num_gpus = -1  # GPUs per worker to use: -1 all visible, 0 none (the CPU)
   c.num_cpu_devices = 0  # > 0 splits the host CPU into N logical devices (tests, mirrored on CPU)
   c.cluster_timeout_seconds = 300.0  # multi-worker: all workers must connect within this
+  # multi-worker: a worker that vanishes mid-run (killed, frozen, its node gone) makes the others
+  # exit with the lost-worker status within this (docs/cluster.md)
+  c.worker_lost_seconds = 30.0
   c.tpu = ''  # the TPU's name or grpc:// address for strategy=tpu; '' = the local TPU
   # auto (bfloat16 where the hardware has it, else float32), float32, mixed_float16 (dynamic loss
   # scaling) or mixed_bfloat16

@@ -7,10 +7,16 @@ TF_CONFIG over free localhost ports, and supervises them:
 * their output comes through line by line, each line prefixed with `[worker i] `;
 * SIGTERM, SIGINT and SIGUSR1 sent to the supervisor go to every worker (how a preemption
   notice reaches them), and the supervisor waits for them; a second SIGINT kills them;
-* when a worker fails (non-zero exit or a signal) the others can only hang or fail in their
-  next collective, so they get SIGTERM and, after a grace period, SIGKILL: a TensorFlow worker
-  catches SIGTERM (a preemption notice to it) and a worker blocked in a collective reacts to
-  nothing else. The supervisor then exits non-zero with one line naming the worker.
+* when a worker dies (killed by a signal) or exits with the lost-worker status, the others
+  notice the loss themselves within `lost_seconds` (config.worker_lost_seconds) and exit with
+  that status (research.strategy.WorkerLostError): they are left to it, and get SIGKILL only if
+  still running after `lost_seconds` plus a grace period. The supervisor then exits with the
+  lost-worker status too, so that it reads as a lost node, not as a bug;
+* when a worker exits with another non-zero status (a bug, a bad setting) the others get SIGTERM
+  at once (a worker still starting exits on it) and SIGKILL after the same wait; the supervisor
+  exits with that worker's status.
+
+Either way it ends with one line naming the worker.
 
 Nothing here imports TensorFlow: the supervisor stays light and quick to start.
 """
@@ -29,9 +35,11 @@ from absl import logging
 
 from research import argv as argv_lib
 from research.errors import UserError
+from research.submit import job as job_lib
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-# After a worker failed, how long the others get between SIGTERM and SIGKILL.
+# After a worker failed, how long the others get beyond `lost_seconds` before SIGKILL: to exit
+# after they noticed the loss.
 GRACE_SECONDS = 10.0
 _POLL_SECONDS = 0.1
 # Output readers end when a worker's pipes close; a grandchild holding them open must not
@@ -96,9 +104,18 @@ def _describe(returncode):
   return f'exited with status {returncode}'
 
 
-def _exit_status(returncode):
-  """The supervisor's status for a worker's: its own, or 128 + signal as a shell reports it."""
-  return returncode if returncode > 0 else 128 - returncode
+def _lost(returncode):
+  """Whether a worker's end means a lost worker: its own death by a signal, or it lost one."""
+  return returncode < 0 or returncode == job_lib.LOST_WORKER_EXIT_CODE
+
+
+def _stopped(pid):
+  """Whether process `pid` is stopped (SIGSTOP; Linux /proc), a frozen worker."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] in ('T', 't')
+  except (OSError, IndexError):
+    return False
 
 
 class _Workers:
@@ -142,10 +159,12 @@ class _Workers:
       t.join(max(deadline - time.monotonic(), 0))
 
 
-def run_local_workers(argv, num_workers, command=None, grace_seconds=GRACE_SECONDS,
+def run_local_workers(argv, num_workers, lost_seconds, command=None, grace_seconds=GRACE_SECONDS,
                       host='127.0.0.1', stdout=None, stderr=None):
   """Runs `command + argv` (default `python -m launch.train`) as `num_workers` workers of one
-  TF_CONFIG cluster on `host`; returns 0 when all exit 0, else the failed worker's status.
+  TF_CONFIG cluster on `host`; returns 0 when all exit 0, job.LOST_WORKER_EXIT_CODE when a worker
+  was lost, else the failed worker's status. `lost_seconds`: how long the workers take to notice
+  a lost one (config.worker_lost_seconds).
 
   `argv` loses its --local_workers flag. Must be called from the main thread (signal handlers;
   the workers die with the thread that started them).
@@ -168,7 +187,7 @@ def run_local_workers(argv, num_workers, command=None, grace_seconds=GRACE_SECON
     workers.start([command + argv] * num_workers, envs, stdout, stderr)
     logging.info('Started %d workers (pids %s) on %s.', num_workers,
                  [p.pid for p in workers.procs], addresses)
-    return _supervise(workers, received, grace_seconds, stderr)
+    return _supervise(workers, received, lost_seconds + grace_seconds, stderr)
   finally:
     for proc in workers.live():  # only on an exception in the supervisor itself
       proc.kill()
@@ -179,8 +198,10 @@ def run_local_workers(argv, num_workers, command=None, grace_seconds=GRACE_SECON
       signal.signal(s, handler)
 
 
-def _supervise(workers, received, grace_seconds, stderr):
-  failure, kill_at, interrupts = None, None, 0
+def _supervise(workers, received, wait_seconds, stderr):
+  """Waits for the workers; after a failure, SIGKILLs those still running `wait_seconds` later
+  (or at once when, after a loss, all of them are stopped)."""
+  failure, kill_at, interrupts, killed_text = None, None, 0, ''
   while True:
     while received:
       signum = received.pop(0)
@@ -193,19 +214,33 @@ def _supervise(workers, received, grace_seconds, stderr):
         logging.info('Forwarding %s to the workers.', signal.Signals(signum).name)
         workers.signal(signum)
     codes = [p.poll() for p in workers.procs]
-    failed = [(code >= 0, i) for i, code in enumerate(codes) if code not in (None, 0)]
+    failed = [((code >= 0, code == job_lib.LOST_WORKER_EXIT_CODE), i)
+              for i, code in enumerate(codes) if code not in (None, 0)]
     if failure is None and failed:
       # Several seen at once: one killed by a signal is likelier the cause than one that
-      # exited with an error after its peer vanished.
+      # exited with an error after its peer vanished, and either than one that lost a peer.
       i = min(failed)[1]
       failure = (i, codes[i])
-      logging.warning('Worker %d %s: stopping the others.', i, _describe(codes[i]))
-      workers.signal(signal.SIGTERM)
-      kill_at = time.monotonic() + grace_seconds
+      kill_at = time.monotonic() + wait_seconds
+      if _lost(codes[i]):
+        logging.warning('Worker %d %s: the others should notice and exit by themselves.', i,
+                        _describe(codes[i]))
+      else:
+        logging.warning('Worker %d %s: stopping the others.', i, _describe(codes[i]))
+        workers.signal(signal.SIGTERM)
     if all(code is not None for code in codes):
       break
-    if kill_at is not None and time.monotonic() >= kill_at:
-      logging.warning('Workers still running %.0fs after SIGTERM: SIGKILL.', grace_seconds)
+    live = [j for j, p in enumerate(workers.procs) if p.poll() is None]
+    # After a loss, workers that are all stopped (SIGSTOP) are the lost ones: nothing to wait for.
+    frozen = (kill_at is not None and _lost(failure[1])
+              and all(_stopped(workers.procs[j].pid) for j in live))
+    if kill_at is not None and (frozen or time.monotonic() >= kill_at):
+      killed = [(j, _stopped(workers.procs[j].pid)) for j in live]
+      killed_text = ', '.join(f'worker {j}' + (' (stopped)' if stopped else '')
+                              for j, stopped in killed)
+      if not frozen:
+        killed_text += f' still running {wait_seconds:.0f}s later'
+      logging.warning('Worker %d failed; SIGKILL to %s.', failure[0], killed_text)
       workers.signal(signal.SIGKILL)
       kill_at = None
     time.sleep(_POLL_SECONDS)
@@ -216,7 +251,13 @@ def _supervise(workers, received, grace_seconds, stderr):
   with workers.lock:
     if index is None:
       print('error: interrupted twice: killed the workers', file=stderr, flush=True)
-    else:
-      print(f'error: worker {index} (pid {workers.procs[index].pid}) {_describe(code)}; '
-            'stopped the other workers', file=stderr, flush=True)
-  return _exit_status(code)
+      return 128 + signal.SIGINT
+    pid = workers.procs[index].pid
+    if not _lost(code):
+      print(f'error: worker {index} (pid {pid}) {_describe(code)}; stopped the other workers',
+            file=stderr, flush=True)
+      return code
+    others = f'killed {killed_text}' if killed_text else 'the others exited by themselves'
+    print(f'error: worker {index} (pid {pid}) {_describe(code)}; {others}: a lost worker, exit '
+          f'status {job_lib.LOST_WORKER_EXIT_CODE}', file=stderr, flush=True)
+  return job_lib.LOST_WORKER_EXIT_CODE

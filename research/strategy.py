@@ -9,8 +9,10 @@ worker per task of an `srun` step); `python -m launch.train --local_workers=N` s
 workers with their own TF_CONFIG (research.local_cluster).
 """
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -28,9 +30,17 @@ from research.errors import UserError
 
 NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
 
-# A worker that stops heartbeating (hung, stopped, its host gone) fails the others' collectives
-# after this; a worker that dies outright fails them at once (connection refused). TF's default.
-HEARTBEAT_TIMEOUT_SECONDS = 10
+# The coordination service's heartbeat timeout T, as a fraction of config.worker_lost_seconds.
+# A lost worker stops heartbeating; once the service (on the leader) has missed its heartbeats
+# for T, the others' collectives abort. Measured from a SIGSTOP to the survivor's exit: 17.6 s
+# for T = 10 s, 6.1-6.6 s for T = 4 s; a kill -9 closes connections and fails them sooner (2.5
+# s). A lost leader (the first worker, which hosts the service) fails the others' heartbeats
+# within T (measured 10.1 s), or at once when its connections close (1.5 s). A third leaves the
+# bound almost twice what was measured; the default bound, 30 s, keeps TensorFlow's T = 10 s.
+HEARTBEAT_FRACTION = 1 / 3
+# TensorFlow's errors from the collectives and heartbeats of a worker whose peer vanished.
+LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                      tf.errors.AbortedError, tf.errors.CancelledError)
 # Under Slurm, worker k of a node listens on port base + k. Jobs sharing a node must not share a
 # base: by default it comes from the job id, or set this variable (the same for every task).
 PORT_BASE_ENV = 'RESEARCH_PORT_BASE'
@@ -145,9 +155,10 @@ def cluster_resolver(num_gpus=0, environ=None):
       num_accelerators={'GPU': num_gpus} if num_gpus else {}, rpc_layer='grpc')
 
 
-def _bound_cluster_wait(spec, timeout_seconds):
+def _configure_coordination(spec, timeout_seconds, lost_seconds):
   """Makes the workers' start a barrier that fails after `timeout_seconds` when a worker is
-  missing (TensorFlow's default: an hour, on the leader without any message)."""
+  missing (TensorFlow's default: an hour, on the leader without any message), and a worker that
+  vanishes later fail the others' collectives within `lost_seconds`."""
   ctx = context.context()
   if ctx.coordination_service is not None:
     return  # already configured in this process (a second strategy): it cannot change
@@ -156,7 +167,7 @@ def _bound_cluster_wait(spec, timeout_seconds):
   ctx.configure_coordination_service(
       service_type='standalone', service_leader=multi_worker_util.coordination_leader(spec),
       coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(timeout_seconds * 1000),
-      heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_SECONDS * 1000)
+      heartbeat_timeout_in_ms=int(lost_seconds * HEARTBEAT_FRACTION * 1000))
   # Without the barrier the timeout bounds only the non-leaders' connection attempts; the
   # leader would still wait an hour for a worker that never comes.
   ctx.coordination_service.cluster_register_with_barrier = True
@@ -168,7 +179,10 @@ def _multi_worker(config, num_gpus):
   # Without a bound TensorFlow waits an hour for every worker to connect: a worker that never
   # starts would look like a hang.
   timeout = config.cluster_timeout_seconds
-  _bound_cluster_wait(spec, timeout)
+  if config.worker_lost_seconds * HEARTBEAT_FRACTION < 1:
+    raise UserError(f'worker_lost_seconds={config.worker_lost_seconds} is too short for the '
+                    f'heartbeats: give {1 / HEARTBEAT_FRACTION:g} or more')
+  _configure_coordination(spec, timeout, config.worker_lost_seconds)
   sigterm = signal.getsignal(signal.SIGTERM)
   try:
     strategy = tf.distribute.MultiWorkerMirroredStrategy(resolver)
@@ -300,3 +314,50 @@ def num_workers(strategy):
     return 1
   cluster = task[0]
   return len(cluster.get('chief', ())) + len(cluster.get('worker', ()))
+
+
+class WorkerLostError(Exception):
+  """Another worker of this multi-worker run vanished (killed, frozen, its node gone): this one
+  cannot go on, and the run's last checkpoint is the place to resume from."""
+
+  def __init__(self, lost, reason):
+    self.lost = lost  # e.g. 'worker 1', or '' when TensorFlow's message names none
+    super().__init__(f'lost {lost or "another worker"} ({reason}): stopped without saving; '
+                     're-run the same command to resume from the last checkpoint')
+
+
+def _task_names(text):
+  """The tasks TensorFlow names in `text` ('/job:worker/replica:0/task:1'), as {'worker 1'}."""
+  return {f'{job} {int(index)}' for job, index in
+          re.findall(r'/job:(\w+)(?:/replica:\d+)?/task:(\d+)', text)}
+
+
+def _lost(message, own, leader):
+  """(the lost task, e.g. 'worker 1' or '' if unknown, why it counts as lost) from the message
+  of TensorFlow's error on this worker (`own`), the coordination service on `leader`."""
+  others = _task_names(message) - {own}
+  if 'unhealthy' in message:  # the service missed the task's heartbeats
+    return (others.pop() if len(others) == 1 else ''), 'its heartbeats stopped'
+  if not others and 'CoordinationService/Heartbeat' in message:
+    # This worker's heartbeats went unanswered: the leader, which hosts the service, is gone.
+    return leader, 'it stopped answering heartbeats'
+  detail = message.split('aborted by: ', 1)[-1].strip()
+  detail = (detail.splitlines() or ['no message'])[0][:100]
+  return (others.pop() if len(others) == 1 else ''), detail
+
+
+@contextlib.contextmanager
+def lost_worker_errors(strategy):
+  """Turns TensorFlow's errors of a vanished peer into WorkerLostError (multi-worker only):
+  the collectives abort once the coordination service misses the peer's heartbeats."""
+  task = _task(strategy)
+  if task is None:
+    yield
+    return
+  cluster, task_type, task_id = task
+  try:
+    yield
+  except LOST_WORKER_ERRORS as e:
+    leader = _task_names(multi_worker_util.coordination_leader(tf.train.ClusterSpec(cluster)))
+    lost, why = _lost(str(e), f'{task_type} {task_id}', leader.pop())
+    raise WorkerLostError(lost, f'{type(e).__name__}: {why}') from None

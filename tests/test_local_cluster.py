@@ -1,5 +1,6 @@
 """The local-workers supervisor, with small stand-in workers (`python -c`) so that each case
-takes about a second: output, exit codes, a failed worker stopping the rest, signals."""
+takes about a second: output, exit codes, a failed worker stopping the rest, a lost worker
+left to the others, signals."""
 
 import io
 import json
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from research import local_cluster
 from research.errors import UserError
+from research.submit import job
 from tests import helpers
 
 # A stand-in worker: behaviour by index from the JSON in argv[1] ({index: action}).
@@ -29,9 +31,13 @@ if action == 'ok':
 if action.startswith('exit'):
   time.sleep(0.3)
   sys.exit(int(action[4:]))
-if action == 'sigkill':
+if action in ('sigkill', 'sigstop'):
   time.sleep(0.3)
-  os.kill(os.getpid(), signal.SIGKILL)
+  os.kill(os.getpid(), getattr(signal, action.upper()))
+if action == 'notice':  # a TensorFlow worker that lost its peer: exits by itself, signal or not
+  signal.signal(signal.SIGTERM, lambda signum, frame: print('got SIGTERM', flush=True))
+  time.sleep(1.5)
+  sys.exit(LOST_WORKER_EXIT_CODE)
 if action in ('hang', 'stubborn', 'wait_signal', 'ignore_sigint'):
   got = []
   def handler(signum, frame):
@@ -51,6 +57,7 @@ if action in ('hang', 'stubborn', 'wait_signal', 'ignore_sigint'):
   sys.exit(5)
 '''
 
+_WORKER = _WORKER.replace('LOST_WORKER_EXIT_CODE', str(job.LOST_WORKER_EXIT_CODE))
 _COMMAND = [sys.executable, '-c', _WORKER]
 
 
@@ -61,12 +68,12 @@ def _pids(text):
 
 class RunLocalWorkersTest(tf.test.TestCase, parameterized.TestCase):
 
-  def run_workers(self, actions, num_workers=2, argv=(), **kwargs):
+  def run_workers(self, actions, num_workers=2, argv=(), lost_seconds=1.0, **kwargs):
     out, err = io.StringIO(), io.StringIO()
     start = time.time()
     code = local_cluster.run_local_workers(
-        [json.dumps(actions), *argv], num_workers, command=_COMMAND, stdout=out, stderr=err,
-        **kwargs)
+        [json.dumps(actions), *argv], num_workers, lost_seconds, command=_COMMAND, stdout=out,
+        stderr=err, **kwargs)
     return code, out.getvalue(), err.getvalue(), time.time() - start
 
   def test_all_succeed_with_prefixed_output_and_own_tf_config(self):
@@ -91,38 +98,67 @@ class RunLocalWorkersTest(tf.test.TestCase, parameterized.TestCase):
     self.assertCountEqual([line for line in err.splitlines() if line.startswith('[worker')],
                           [f'[worker {i}] note from {i}' for i in range(3)])
 
-  def test_failed_worker_stops_the_others_within_the_grace(self):
-    # Worker 0 catches SIGTERM and goes on, as a TensorFlow worker does: it needs SIGKILL.
+  def test_failed_worker_stops_the_others_within_the_wait(self):
+    # Worker 0 catches SIGTERM and goes on, as a TensorFlow worker does: it needs SIGKILL, after
+    # the time the others get to notice a lost worker, plus the grace.
     code, out, err, seconds = self.run_workers({'0': 'stubborn', '1': 'exit3'},
-                                               grace_seconds=1.0)
+                                               lost_seconds=1.0, grace_seconds=1.0)
     self.assertEqual(code, 3)
     pids = _pids(out)
     self.assertEqual(err.strip().splitlines()[-1],
                      f'error: worker 1 (pid {pids[1]}) exited with status 3; stopped the other '
                      'workers')
     self.assertIn('[worker 0] got SIGTERM', out)
-    self.assertBetween(seconds, 1.0, 10.0)
+    self.assertBetween(seconds, 2.0, 10.0)
     self.assertFalse(helpers.alive(pids[0]))
 
-  def test_worker_killed_by_a_signal(self):
-    code, out, err, seconds = self.run_workers({'0': 'hang', '1': 'sigkill'})
-    self.assertEqual(code, 128 + signal.SIGKILL)
+  def test_killed_worker_leaves_the_others_to_notice_the_loss(self):
+    # Worker 0 exits with the lost-worker status 1.5 s after it started, well within the wait.
+    code, out, err, seconds = self.run_workers({'0': 'notice', '1': 'sigkill'},
+                                               lost_seconds=5.0, grace_seconds=5.0)
+    self.assertEqual(code, job.LOST_WORKER_EXIT_CODE)
+    self.assertNotIn('got SIGTERM', out)
     self.assertEqual(err.strip().splitlines()[-1],
-                     f'error: worker 1 (pid {_pids(out)[1]}) was killed by SIGKILL; stopped the '
-                     'other workers')
-    self.assertLess(seconds, 10.0)  # worker 0 dies of the SIGTERM: no grace needed
+                     f'error: worker 1 (pid {_pids(out)[1]}) was killed by SIGKILL; the others '
+                     f'exited by themselves: a lost worker, exit status '
+                     f'{job.LOST_WORKER_EXIT_CODE}')
+    self.assertLess(seconds, 5.0)
+
+  def test_worker_that_does_not_notice_is_killed_after_the_wait(self):
+    code, out, err, seconds = self.run_workers({'0': 'hang', '1': 'sigkill'},
+                                               lost_seconds=1.0, grace_seconds=1.0)
+    self.assertEqual(code, job.LOST_WORKER_EXIT_CODE)
+    pids = _pids(out)
+    self.assertEqual(err.strip().splitlines()[-1],
+                     f'error: worker 1 (pid {pids[1]}) was killed by SIGKILL; killed worker 0 '
+                     f'still running 2s later: a lost worker, exit status '
+                     f'{job.LOST_WORKER_EXIT_CODE}')
+    self.assertBetween(seconds, 2.0, 10.0)
+    self.assertFalse(helpers.alive(pids[0]))
+
+  def test_stopped_worker_is_killed_once_the_others_noticed(self):
+    code, out, err, seconds = self.run_workers({'0': 'notice', '1': 'sigstop'},
+                                               lost_seconds=30.0)
+    self.assertEqual(code, job.LOST_WORKER_EXIT_CODE)
+    pids = _pids(out)
+    self.assertEqual(err.strip().splitlines()[-1],
+                     f'error: worker 0 (pid {pids[0]}) exited with status '
+                     f'{job.LOST_WORKER_EXIT_CODE}; killed worker 1 (stopped): a lost worker, '
+                     f'exit status {job.LOST_WORKER_EXIT_CODE}')
+    self.assertLess(seconds, 10.0)  # not the 30 s wait
+    self.assertFalse(helpers.alive(pids[1]))
 
   def test_no_workers(self):
     with self.assertRaisesRegex(UserError, 'local_workers=0'):
-      local_cluster.run_local_workers([], 0, command=_COMMAND)
+      local_cluster.run_local_workers([], 0, 1.0, command=_COMMAND)
 
 
 # The supervisor in its own process, as launch.train runs it, so the test can signal it.
 _SUPERVISOR = '''
 import sys
 from research import local_cluster
-sys.exit(local_cluster.run_local_workers(sys.argv[2:], 2, command=[sys.argv[1], '-c', %r],
-                                         grace_seconds=1.0))
+sys.exit(local_cluster.run_local_workers(sys.argv[2:], 2, 1.0,
+                                         command=[sys.argv[1], '-c', %r], grace_seconds=1.0))
 ''' % _WORKER
 
 

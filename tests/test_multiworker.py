@@ -2,8 +2,9 @@
 
 Two worker processes on this machine train one model over gRPC: they must end with identical
 weights, the chief alone must write the workdir (the other worker's checkpoints go to a
-temporary directory it removes), and a worker killed mid-run must end the command, non-zero,
-within a bounded time.
+temporary directory it removes), and a worker killed or frozen mid-run must end the command with
+the lost-worker status within config.worker_lost_seconds, the chief's last checkpoint whole and
+resumable.
 """
 
 import os
@@ -15,15 +16,27 @@ import sys
 import tempfile
 import threading
 import time
+import types
+from unittest import mock
 
+from absl.testing import parameterized
 import tensorflow as tf
 
+from research import checkpoints
 from research import outputs
+from research import strategy as strategy_lib
+from research.errors import UserError
+from research.submit import job
 from tests import helpers
 
 _TINY = ['--strategy=multi_worker_mirrored', '--local_workers=2', '--config.batch_size=16',
          '--config.steps_per_loop=2', '--config.log_every_steps=2',
          '--config.dataset.validation_size=100', '--config.eval_batch_size=500']
+
+
+# Short enough for a quick test; the heartbeats (every 2 s) still have time to spare on a busy
+# machine.
+_LOST_SECONDS = 12
 
 
 def _command(workdir, *flags):
@@ -106,15 +119,17 @@ class TwoLocalWorkersStreamingTest(TwoLocalWorkersTest):
 class DuringTrainingTest(tf.test.TestCase):
   """A long run, interrupted once both workers train."""
 
-  def start(self):
-    """The command with a run too long to finish, once both workers have logged a step;
-    returns (process, output lines so far and to come, worker pids)."""
+  def start(self, *flags, checkpointed=False):
+    """The command with a run too long to finish, once both workers have logged a step (and
+    the chief has written a checkpoint, if `checkpointed`); returns (process, output lines so
+    far and to come, worker pids)."""
     helpers.require_real_data()
     tmp = self.create_tempdir().full_path
     self.workdir = os.path.join(tmp, 'run')
+    self.env = _env(tmp)
     proc = subprocess.Popen(
-        _command(self.workdir, '--config.num_train_steps=100000'), cwd=helpers.ROOT,
-        env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _command(self.workdir, '--config.num_train_steps=100000', *flags), cwd=helpers.ROOT,
+        env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     self.addCleanup(proc.kill)
     lines, training = [], {0: threading.Event(), 1: threading.Event()}
 
@@ -129,21 +144,69 @@ class DuringTrainingTest(tf.test.TestCase):
     self.reader.start()
     for i in range(2):
       self.assertTrue(training[i].wait(180), f'worker {i} never trained:\n' + ''.join(lines))
+    deadline = time.time() + 60
+    while checkpointed and not self.checkpoints():
+      self.assertLess(time.time(), deadline, 'no checkpoint:\n' + ''.join(lines[-20:]))
+      time.sleep(0.1)
     pids = [int(p) for p in re.search(r'Started 2 workers \(pids \[(\d+), (\d+)\]\)',
                                       ''.join(lines)).groups()]
+    for pid in pids:  # a frozen worker left behind by a failed test
+      self.addCleanup(lambda pid=pid: helpers.alive(pid) and os.kill(pid, signal.SIGKILL))
     return proc, lines, pids
 
-  def test_killed_worker_ends_the_command(self):
-    proc, lines, pids = self.start()
-    os.kill(pids[1], signal.SIGKILL)
+  def checkpoints(self):
+    return checkpoints.checkpoint_paths(os.path.join(self.workdir, 'checkpoints'))
+
+  def lose_worker_1(self, signum):
+    """Worker 1 killed or frozen by `signum` mid-run, after a checkpoint: the command must end
+    with the lost-worker status within the bound, nothing saved after the loss. Returns the
+    output, the pids and the chief's latest checkpoint."""
+    proc, lines, pids = self.start(f'--config.worker_lost_seconds={_LOST_SECONDS}',
+                                   '--config.checkpoint_every_steps=10', checkpointed=True)
+    os.kill(pids[1], signum)
     start = time.time()
     proc.wait(timeout=60)
+    seconds = time.time() - start
     self.reader.join(10)
-    self.assertLess(time.time() - start, 30)
-    self.assertNotEqual(proc.returncode, 0)
-    self.assertEqual(lines[-1].strip(), f'error: worker 1 (pid {pids[1]}) was killed by '
-                     'SIGKILL; stopped the other workers')
-    self.assertFalse(helpers.alive(pids[0]))
+    output = ''.join(lines)
+    self.assertEqual(proc.returncode, job.LOST_WORKER_EXIT_CODE, output[-5000:])
+    self.assertLess(seconds, _LOST_SECONDS, output[-3000:])
+    self.assertRegex(output, r'(?m)^\[worker 0\] error: lost worker 1 \(')
+    self.assertFalse(any(helpers.alive(pid) for pid in pids))
+    # The chief's latest checkpoint is whole: listed, restorable, its step counter at its number
+    # (a step ends a chunk; one cut short by the loss is never saved).
+    latest = self.checkpoints()[-1]
+    number = int(latest.rsplit('-', 1)[1])
+    self.assertEqual(number % 10, 0)
+    self.assertEqual(
+        tf.train.load_checkpoint(latest).get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE'), number)
+    _, _, _, restored = checkpoints.load_for_inference(self.workdir, latest)
+    self.assertEqual(restored, latest)
+    last_step = max(int(n) for n in re.findall(r'(?m)^\[worker 0\] .*\] step (\d+)/', output))
+    self.assertLessEqual(number, last_step)
+    return output, pids, number
+
+  def test_killed_worker_ends_the_run_as_lost_and_it_resumes(self):
+    output, pids, number = self.lose_worker_1(signal.SIGKILL)
+    self.assertEqual(output.strip().splitlines()[-1],
+                     f'error: worker 1 (pid {pids[1]}) was killed by SIGKILL; the others exited '
+                     f'by themselves: a lost worker, exit status {job.LOST_WORKER_EXIT_CODE}')
+    # The same command (with an end in reach) resumes from that checkpoint and finishes.
+    rerun = subprocess.run(
+        _command(self.workdir, f'--config.num_train_steps={number + 2}'), cwd=helpers.ROOT,
+        env=self.env, capture_output=True, text=True, timeout=300)
+    self.assertEqual(rerun.returncode, 0, rerun.stderr[-5000:])
+    self.assertIn(f'Resumed from {os.path.join(self.workdir, "checkpoints", f"ckpt-{number}")}',
+                  rerun.stderr)
+    for i in range(2):
+      self.assertRegex(rerun.stdout, rf'\[worker {i}\] test accuracy .* after {number + 2} steps')
+
+  def test_frozen_worker_ends_the_run_as_lost(self):
+    output, pids, _ = self.lose_worker_1(signal.SIGSTOP)
+    self.assertEqual(output.strip().splitlines()[-1],
+                     f'error: worker 0 (pid {pids[0]}) exited with status '
+                     f'{job.LOST_WORKER_EXIT_CODE}; killed worker 1 (stopped): a lost worker, '
+                     f'exit status {job.LOST_WORKER_EXIT_CODE}')
 
   def test_sigterm_to_the_command_stops_both_workers_at_one_saved_step(self):
     proc, lines, _ = self.start()
@@ -158,3 +221,59 @@ class DuringTrainingTest(tf.test.TestCase):
     self.assertEqual(stops['0'], stops['1'])
     latest = tf.train.latest_checkpoint(os.path.join(self.workdir, 'checkpoints'))
     self.assertEqual(os.path.basename(latest), f'ckpt-{stops["0"]}')
+
+
+def _worker_of_two(index):
+  """A stand-in multi-worker strategy: worker `index` of a 2-worker cluster."""
+  spec = tf.train.ClusterSpec({'worker': ['localhost:1', 'localhost:2']})
+  return types.SimpleNamespace(cluster_resolver=tf.distribute.cluster_resolver.
+                               SimpleClusterResolver(spec, task_type='worker', task_id=index))
+
+
+class LostWorkerErrorsTest(tf.test.TestCase, parameterized.TestCase):
+  """Which worker a survivor names, from TensorFlow's errors as the workers above met them."""
+
+  @parameterized.named_parameters(
+      # worker 1 frozen or killed: the service on worker 0 missed its heartbeats
+      ('heartbeats_stopped', 0, tf.errors.UnavailableError,
+       'Graph execution error:\n\nDetected at node while/CollectiveReduceV2\nCollective ops is '
+       'aborted by: Error reported from /job:worker/task:1: The following tasks are unhealthy '
+       '(stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.',
+       'worker 1', 'its heartbeats stopped'),
+      # worker 0, the leader, killed: its connections closed
+      ('leader_killed', 1, tf.errors.UnavailableError,
+       'Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error '
+       'information from remote target /job:worker/replica:0/task:0 while calling '
+       '/tensorflow.WorkerService/RecvBuf:', 'worker 0', 'recvmsg:Connection reset by peer'),
+      # worker 0, the leader, frozen: this worker's heartbeats to it time out
+      ('leader_frozen', 1, tf.errors.DeadlineExceededError,
+       'Collective ops is aborted by: Deadline Exceeded\nRPC: '
+       '/tensorflow.CoordinationService/Heartbeat\nThe error could be from a previous operation.',
+       'worker 0', 'it stopped answering heartbeats'),
+      ('unknown', 0, tf.errors.CancelledError, 'Cancelled', '', 'Cancelled'))
+  def test_names_the_lost_worker(self, index, error, message, lost, why):
+    with self.assertRaises(strategy_lib.WorkerLostError) as caught:
+      with strategy_lib.lost_worker_errors(_worker_of_two(index)):
+        raise error(None, None, message)
+    self.assertEqual(caught.exception.lost, lost)
+    self.assertEqual(str(caught.exception),
+                     f'lost {lost or "another worker"} ({error.__name__}: {why}): stopped '
+                     'without saving; re-run the same command to resume from the last checkpoint')
+
+  def test_other_errors_and_one_worker_pass_through(self):
+    with self.assertRaises(tf.errors.InvalidArgumentError):
+      with strategy_lib.lost_worker_errors(_worker_of_two(0)):
+        raise tf.errors.InvalidArgumentError(None, None, 'a bug')
+    with self.assertRaises(tf.errors.UnavailableError):
+      with strategy_lib.lost_worker_errors(tf.distribute.get_strategy()):
+        raise tf.errors.UnavailableError(None, None, 'a file system away')
+
+  def test_a_bound_too_short_for_the_heartbeats_is_refused(self):
+    config = helpers.tiny_config(strategy='multi_worker_mirrored', num_gpus=0,
+                                 worker_lost_seconds=2.0)
+    tf_config = '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": ' \
+                '"worker", "index": 1}}'
+    with mock.patch.dict(os.environ, {'TF_CONFIG': tf_config}):
+      with self.assertRaisesRegex(UserError, r'^worker_lost_seconds=2.0 is too short for the '
+                                  r'heartbeats: give 3 or more$'):
+        strategy_lib.build(config)

@@ -214,6 +214,19 @@ class ManifestTest(parameterized.TestCase):
       self.assertEqual(replica['template']['spec']['volumes'],
                        [{'name': 'workdir', 'persistentVolumeClaim': {'claimName': 'runs-claim'}}])
 
+  def test_restarts_a_saved_stop_or_a_lost_worker_and_fails_a_bug(self):
+    # The operator's rule for restartPolicy ExitCode (training-operator IsRetryableExitCode):
+    # a pod that exits with a code >= 128 is replaced, 1-127 fail the job.
+    def restarted(replica, code):
+      self.assertEqual(replica['restartPolicy'], 'ExitCode')
+      return code >= 128
+
+    for replica in kubernetes.manifest(make_job(nodes=2))['spec']['tfReplicaSpecs'].values():
+      for code in job_lib.RESTART_EXIT_CODES:
+        self.assertTrue(restarted(replica, code), code)
+      for code in (1, 2):  # an error; a bad setting (UserError)
+        self.assertFalse(restarted(replica, code), code)
+
   def test_render_says_what_made_it(self):
     text = kubernetes.render(make_job())
     self.assertStartsWith(text, '# Kubeflow TFJob for /runs/exp1')

@@ -34,7 +34,8 @@ def _job(workdir, nodes=1, tasks_per_node=2, gpus_per_node=0, train_args=(), **f
                      tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
                      train_args=['--config=configs/cnn_mnist.py', f'--workdir={workdir}',
                                  *train_args],
-                     name='exp', python='/venv/bin/python', chdir='/repo', **fields)
+                     **{'name': 'exp', 'python': '/venv/bin/python', 'chdir': '/repo',
+                        **fields})
 
 
 def _directives(text):
@@ -81,21 +82,55 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
     srun = _srun_line(slurm.script(_job('/my runs/a')))
     self.assertIn("'--workdir=/my runs/a'", srun)
 
-  @parameterized.parameters((143, True), (0, False), (1, False))
-  def test_requeues_only_after_a_saved_stop(self, status, requeued):
-    """The script's own logic, with srun and scontrol stood in for."""
-    tmp = self.get_temp_dir()
-    bin_dir = os.path.join(tmp, f'bin{status}')
+  def run_script(self, status, workdir):
+    """The script's own logic, with srun (exiting `status`) and scontrol stood in for; returns
+    (its exit status, what it printed, scontrol's calls)."""
+    bin_dir = os.path.join(self.create_tempdir().full_path, 'bin')
     helpers.fake_command(bin_dir, 'srun', status=status)
     helpers.fake_command(bin_dir, 'scontrol')
-    path = os.path.join(tmp, f'job{status}.sh')
+    path = os.path.join(bin_dir, 'job.sh')
     with open(path, 'w') as f:
-      f.write(slurm.script(_job('/w')))
+      f.write(slurm.script(_job(workdir)))
     env = {'PATH': f'{bin_dir}:/usr/bin:/bin', 'SLURM_JOB_ID': '77'}
     proc = subprocess.run(['bash', path], env=env, capture_output=True, text=True, timeout=30)
-    self.assertEqual(proc.returncode, status)
     self.assertLen(helpers.fake_calls(bin_dir, 'srun'), 1)
-    self.assertEqual(helpers.fake_calls(bin_dir, 'scontrol'), ['requeue 77'] if requeued else [])
+    return proc.returncode, proc.stdout, helpers.fake_calls(bin_dir, 'scontrol')
+
+  @parameterized.parameters(
+      (job_lib.PREEMPTED_EXIT_CODE, 'saved after a signal (exit 143): requeueing job 77'),
+      (job_lib.LOST_WORKER_EXIT_CODE, 'lost a worker (exit 200): requeueing job 77 to resume '
+       'from the last checkpoint'),
+      # srun's status when a worker was SIGKILLed (or frozen, then killed by srun --wait)
+      (128 + 9, 'lost a worker (exit 137): requeueing job 77 to resume from the last checkpoint'),
+      (0, None), (1, None), (2, None), (128 + 11, None))
+  def test_requeues_only_after_a_saved_stop_or_a_lost_worker(self, status, said):
+    workdir = self.create_tempdir().full_path
+    os.makedirs(os.path.join(workdir, 'submit'))
+    code, out, scontrol = self.run_script(status, workdir)
+    self.assertEqual(code, status)
+    self.assertEqual(scontrol, ['requeue 77'] if said else [])
+    self.assertEqual([line for line in out.splitlines() if 'requeu' in line],
+                     [said] if said else [])
+
+  def test_a_second_loss_before_a_new_checkpoint_ends_the_job(self):
+    # A worker failing alone with a bug makes the others exit 200 too: it must not requeue
+    # forever.
+    workdir = self.create_tempdir().full_path
+    os.makedirs(os.path.join(workdir, 'submit'))
+    lost = job_lib.LOST_WORKER_EXIT_CODE
+    for latest, requeued in (('', True), ('', False), ('ckpt-40', True), ('ckpt-40', False),
+                             ('ckpt-80', True)):
+      if latest:
+        os.makedirs(os.path.join(workdir, 'checkpoints'), exist_ok=True)
+        with open(os.path.join(workdir, 'checkpoints', 'checkpoint'), 'w') as f:
+          f.write(f'model_checkpoint_path: "{latest}"\nall_model_checkpoint_paths: '
+                  f'"{latest}"\n')
+      code, out, scontrol = self.run_script(lost, workdir)
+      self.assertEqual(code, lost)
+      self.assertEqual(scontrol, ['requeue 77'] if requeued else [], (latest, out))
+      if not requeued:
+        self.assertIn(f'lost a worker again before a new checkpoint (exit {lost}): not '
+                      'requeueing', out)
 
 
 class SubmitTest(tf.test.TestCase):
@@ -127,6 +162,15 @@ class SubmitTest(tf.test.TestCase):
     self.assertEqual((record['cluster'], record['job_id']), ('slurm', '42'))
     self.assertIn('submitted Slurm job 42', message)
     self.assertIn(os.path.join(self.workdir, 'submit', 'slurm-42.out'), message)
+
+  def test_a_new_submission_forgets_the_last_lost_worker(self):
+    helpers.fake_command(self.bin, 'sbatch', stdout='42\n')
+    lost_at = os.path.join(self.workdir, 'submit', slurm.LOST_AT_NAME)
+    os.makedirs(os.path.dirname(lost_at))
+    with open(lost_at, 'w') as f:
+      f.write('model_checkpoint_path: "ckpt-40"\n')
+    slurm.submit(_job(self.workdir))
+    self.assertFalse(os.path.exists(lost_at))
 
   def test_dry_run_submits_and_writes_nothing(self):
     helpers.fake_command(self.bin, 'sbatch', stdout='42\n')
@@ -259,13 +303,12 @@ def _slurm_missing():
   return None
 
 
-class SlurmClusterTest(tf.test.TestCase):
-  """Real jobs on a single-node Slurm: a 2-worker run, and one preempted then requeued."""
+class _RealSlurmTest(tf.test.TestCase):
+  """Starts a single-node Slurm for the class, and stops it."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    helpers.require_real_data()
     missing = _slurm_missing()
     if missing:
       if os.environ.get('RESEARCH_REQUIRE_SLURM'):
@@ -281,8 +324,6 @@ class SlurmClusterTest(tf.test.TestCase):
     cls.env = mock.patch.dict(os.environ, {
         'SLURM_CONF': os.path.join(cls.slurm_dir, 'etc', 'slurm.conf')})
     cls.env.start()
-    cls.reference = cls._submit('reference')
-    cls.reference_state = cls._wait(cls.reference)
 
   @classmethod
   def tearDownClass(cls):
@@ -292,6 +333,50 @@ class SlurmClusterTest(tf.test.TestCase):
       cls.env.stop()
     shutil.rmtree(getattr(cls, 'tmp', ''), ignore_errors=True)
     super().tearDownClass()
+
+
+# A stand-in for `python -m launch.train` in a job of 2 tasks: task 1 is lost to the signal named
+# by $LOSE (kill -9, or frozen), task 0 notices and exits with the lost-worker status.
+_LOST_WORKER = f"""#!/bin/bash
+if [ "$SLURM_PROCID" = 1 ]; then sleep 1; kill -$LOSE $$; sleep 60; fi
+sleep 3; exit {job_lib.LOST_WORKER_EXIT_CODE}
+"""
+
+
+class SlurmLostWorkerTest(_RealSlurmTest, parameterized.TestCase):
+  """The script under a real srun with stand-in workers (seconds): what srun reports when a
+  worker is lost, and that the script requeues on it."""
+
+  @parameterized.parameters('KILL', 'STOP')
+  def test_lost_worker_requeues_the_job(self, signal_name):
+    workdir = os.path.join(self.tmp, signal_name)
+    python = os.path.join(self.tmp, 'lost-worker-python')
+    with open(python, 'w') as f:
+      f.write(_LOST_WORKER)
+    os.chmod(python, 0o755)
+    job = _job(workdir, python=python, chdir=helpers.ROOT)
+    with mock.patch.object(slurm, 'SRUN_WAIT_SECONDS', 3), \
+        mock.patch.dict(os.environ, {'LOSE': signal_name}):
+      slurm.submit(job)
+    record = job_lib.read_record(workdir)
+    self.addCleanup(subprocess.run, ['scancel', record['job_id']], timeout=60)
+    deadline = time.time() + 120
+    while 'requeueing' not in _read(record['log']):
+      self.assertLess(time.time(), deadline, _tail(record['log']))
+      time.sleep(0.5)
+    self.assertIn(f'lost a worker (exit 137): requeueing job {record["job_id"]} to resume from '
+                  'the last checkpoint', _read(record['log']))
+
+
+class SlurmClusterTest(_RealSlurmTest):
+  """Real jobs on a single-node Slurm: a 2-worker run, and one preempted then requeued."""
+
+  @classmethod
+  def setUpClass(cls):
+    helpers.require_real_data()
+    super().setUpClass()
+    cls.reference = cls._submit('reference')
+    cls.reference_state = cls._wait(cls.reference)
 
   @classmethod
   def _submit(cls, name):

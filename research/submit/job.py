@@ -22,6 +22,13 @@ from research.errors import UserError
 # retries codes >= 128 and fails on 1-127 (training-operator pkg/util/train/train_util.go,
 # IsRetryableExitCode), and the Slurm script requeues on it.
 PREEMPTED_EXIT_CODE = 143
+# launch.train's exit status when another worker vanished mid-run (killed, frozen, its node gone;
+# research.strategy.WorkerLostError): nothing was saved after the last checkpoint, so the job
+# should start again and resume from it, like after a preemption: >= 128 for the same restart
+# policy, and above 128 + every signal number (64) so that no one reads it as a death by a signal.
+LOST_WORKER_EXIT_CODE = 200
+# launch.train's statuses on which a TFJob's pod is replaced and a Slurm job requeued.
+RESTART_EXIT_CODES = (PREEMPTED_EXIT_CODE, LOST_WORKER_EXIT_CODE)
 # Slurm: the sbatch script, job.json and the job's output live here in the workdir.
 SUBMIT_DIR = 'submit'
 CLUSTERS = ('slurm', 'kubernetes')

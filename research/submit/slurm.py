@@ -4,20 +4,34 @@
 `python -m launch.train ...` and builds its place in the cluster from Slurm's environment
 (research.strategy). A signal (`--signal=USR1@120` before the time limit, `scancel --signal=USR1`,
 a preemption's SIGTERM) makes every worker save at the same step and exit with
-job.PREEMPTED_EXIT_CODE; the batch script then requeues the job, and its next start resumes from
-the workdir. The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
+job.PREEMPTED_EXIT_CODE; a worker that vanishes makes the others exit with
+job.LOST_WORKER_EXIT_CODE. On either status the batch script requeues the job (after a lost
+worker, only if the chief checkpointed since the job's last loss), and its next start resumes
+from the workdir. The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
 restarts.
 """
 
 import os
 import shlex
 import shutil
+import signal
 
+from research import checkpoints
 from research.errors import UserError
 from research.submit import job as job_lib
 from research.train import trainer
 
 SCRIPT_NAME = 'slurm.sbatch'
+# Once a task has ended, srun gives the others this long, then kills them: a frozen worker never
+# ends by itself, and the others end within seconds of each other (the chief's last writes).
+SRUN_WAIT_SECONDS = 60
+# srun's statuses after a lost worker. Measured (Slurm 22.05): one task exiting 200 and the other
+# SIGKILLed, or frozen and killed by --wait, make srun exit 137; one exiting 200 and the other 1,
+# 200: srun reports a task killed by a signal before the highest exit status.
+LOST_STATUSES = (job_lib.LOST_WORKER_EXIT_CODE, 128 + signal.SIGKILL)
+# The chief's latest checkpoint when the job last lost a worker: a second loss at the same one
+# ends the job (see `script`).
+LOST_AT_NAME = 'lost-worker-at'
 # Seconds before the time limit at which Slurm signals the workers: enough to finish the steps
 # under way and write a checkpoint (seconds for these models), with room for a slow filesystem.
 SIGNAL_SECONDS = 120
@@ -43,9 +57,10 @@ def script(job):
   directives += [f'--partition={job.partition}'] if job.partition else []
   directives += [f'--output={log_path(w)}', '--open-mode=append', f'--chdir={job.chdir}',
                  '--requeue', f'--signal=USR1@{SIGNAL_SECONDS}']
+  state = os.path.join(w, checkpoints.CHECKPOINT_DIR, 'checkpoint')  # names the latest first
+  lost_at = os.path.join(w, job_lib.SUBMIT_DIR, LOST_AT_NAME)
   train = ' '.join(shlex.quote(a) for a in
                    [job.python, '-m', 'launch.train', *job_lib.worker_args(job)])
-  code = job_lib.PREEMPTED_EXIT_CODE
   return '\n'.join([
       '#!/bin/bash',
       f'# {job.name}: {job.workers} worker(s), written by launch.submit for {w}.',
@@ -58,15 +73,34 @@ def script(job):
       '# The workers save on SIGTERM too (scancel, preemption): let them, then end normally.',
       'trap \'echo "batch shell: SIGTERM, waiting for the workers to save"\' TERM',
       '# One task per worker; each finds its place in the cluster from the Slurm environment.',
-      f'srun --label {train}',
+      '# After a task ends the others get a while, then are killed (a frozen one never ends);',
+      '# a task failing does not stop the others, whatever the site\'s KillOnBadExit.',
+      f'srun --label --wait={SRUN_WAIT_SECONDS} --kill-on-bad-exit=0 {train}',
       'status=$?',
-      f'if [ "$status" -eq {code} ]; then',
-      '  # A signal stopped the workers and they saved: back into the queue, the next start',
-      '  # resumes from the workdir. (Slurm requeues a job it preempts itself, not one that',
-      '  # reaches its time limit.)',
-      '  echo "saved after a signal: requeueing job $SLURM_JOB_ID"',
-      '  scontrol requeue "$SLURM_JOB_ID"',
-      'fi',
+      '# Back into the queue after a stop that the next start recovers from: it resumes from',
+      '# the workdir\'s last checkpoint. Any other failure (a bug, a bad setting) ends the job.',
+      'case "$status" in',
+      f'  {job_lib.PREEMPTED_EXIT_CODE})',
+      '    # A signal stopped the workers and they saved. (Slurm requeues a job it preempts',
+      '    # itself, not one that reaches its time limit.)',
+      '    echo "saved after a signal (exit $status): requeueing job $SLURM_JOB_ID"',
+      '    scontrol requeue "$SLURM_JOB_ID" ;;',
+      f'  {"|".join(str(c) for c in LOST_STATUSES)})',
+      '    # A worker vanished (killed, frozen, its node gone) and the others stopped without',
+      '    # saving (200; srun reports 137 when a task was SIGKILLed). A worker failing alone',
+      '    # (a bug: 1) looks the same to the others, and srun reports their 200: a second loss',
+      '    # before a new checkpoint ends the job rather than requeue it forever.',
+      f'    latest=$(head -n 1 {shlex.quote(state)} 2>/dev/null)',
+      f'    if [ "$(cat {shlex.quote(lost_at)} 2>/dev/null || echo none)" = "$latest" ]; then',
+      '      echo "lost a worker again before a new checkpoint (exit $status): not requeueing; '
+      'see the workers\' errors above"',
+      '    else',
+      f'      echo "$latest" > {shlex.quote(lost_at)}',
+      '      echo "lost a worker (exit $status): requeueing job $SLURM_JOB_ID to resume from '
+      'the last checkpoint"',
+      '      scontrol requeue "$SLURM_JOB_ID"',
+      '    fi ;;',
+      'esac',
       'exit "$status"',
       ''])
 
@@ -135,6 +169,10 @@ def submit(job, dry_run=False):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     f.write(text)
+  # A new submission gets its own chance after a lost worker.
+  lost_at = os.path.join(job.workdir, job_lib.SUBMIT_DIR, LOST_AT_NAME)
+  if os.path.exists(lost_at):
+    os.remove(lost_at)
   out = _run(['sbatch', '--parsable', path])
   if out.returncode != 0:
     raise UserError(f'sbatch rejected the job: {_first_line(out.stderr or out.stdout)} '

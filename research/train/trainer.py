@@ -325,7 +325,8 @@ def train_and_evaluate(config, workdir, start_over=False):
   The results (what results.json holds) are a dict: step, metrics, seconds, weights digest.
   `start_over` moves an existing run in `workdir` aside instead of resuming or refusing it.
   SIGTERM, SIGINT or SIGUSR1 end training after the current step, saved: the results then have
-  `preempted` set and re-running the same call resumes.
+  `preempted` set and re-running the same call resumes. Another worker vanishing raises
+  strategy.WorkerLostError, nothing saved after the last checkpoint.
   """
   wall_start = time.time()
   run = _setup(config, workdir, start_over)
@@ -356,7 +357,8 @@ def _train(config, workdir, run, wall_start):
     ds = strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.eval_dataset(split, config.eval_batch_size, ctx))
     try:
-      result = steps.evaluate_split(strategy, eval_fn, ds)
+      with strategy_lib.lost_worker_errors(strategy):
+        result = steps.evaluate_split(strategy, eval_fn, ds)
     except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
       pipeline.raise_if_bad_eval_example(e, split, name, run.saver.latest.latest_checkpoint)
       raise
@@ -376,7 +378,9 @@ def _train(config, workdir, run, wall_start):
   sums, window_start, window_step = tf.zeros([3]), time.time(), step
   train_start, results, stopped = time.time(), {}, False
   skipped = window_skipped = 0  # bad examples skipped (config.dataset.skip_bad_examples)
-  with watcher.watching():
+  # A vanished peer aborts the collectives in a chunk, an evaluation or a save: the error
+  # leaves the loop before anything else is saved, so the last checkpoint stays the last whole one.
+  with watcher.watching(), strategy_lib.lost_worker_errors(strategy):
     while step < total and not stopped:
       profiler.at(step)
       n = _next_stop(step, total, (config.steps_per_loop, config.log_every_steps, eval_every,
