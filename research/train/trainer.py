@@ -245,13 +245,15 @@ def _setup(config, workdir, start_over):
   keras.utils.set_random_seed(config.seed)
   chief = strategy_lib.is_chief(strategy)
   reason = _resolve_precision(config, strategy, workdir, start_over)
-  lock = _take_lock(strategy, chief, workdir, start_over)
-  try:
-    return _build_run(config, workdir, start_over, strategy, chief, reason, source, lock)
-  except BaseException:
-    if lock is not None:
-      lock.release()
-    raise
+  # The barriers and the restore are collectives too: a worker lost here is lost as in the loop.
+  with strategy_lib.lost_worker_errors(strategy):
+    lock = _take_lock(strategy, chief, workdir, start_over)
+    try:
+      return _build_run(config, workdir, start_over, strategy, chief, reason, source, lock)
+    except BaseException:
+      if lock is not None:
+        lock.release()
+      raise
 
 
 def _build_run(config, workdir, start_over, strategy, chief, reason, source, lock):
