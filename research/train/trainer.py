@@ -352,24 +352,8 @@ def _train(config, workdir, run, wall_start):
   watcher = preemption.Watcher()
   train_fn = steps.make_train_fn(strategy, run.model, run.optimizer, config, run.step,
                                  watcher.flag)
-  eval_fn = steps.make_eval_fn(strategy, run.model, config, data.num_classes)
-
-  def evaluate(split, name):
-    start = time.time()
-    ds = strategy.distribute_datasets_from_function(
-        lambda ctx: pipeline.eval_dataset(split, config.eval_batch_size, ctx))
-    try:
-      with strategy_lib.lost_worker_errors(strategy):
-        result = steps.evaluate_split(strategy, eval_fn, ds)
-    except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
-      pipeline.raise_if_bad_eval_example(e, split, name, run.saver.latest.latest_checkpoint)
-      raise
-    result['images_per_sec'] = result['num_examples'] / (time.time() - start)
-    return result
-
-  train_writer, val_writer = (
-      tf.summary.create_file_writer(os.path.join(workdir, name)) if run.chief
-      else tf.summary.create_noop_writer() for name in ('train', 'validation'))
+  evaluate = _evaluator(config, run)
+  train_writer, val_writer = (_writer(workdir, name, run.chief) for name in ('train', 'validation'))
   if config.image_grid_size and step < total and run.chief:
     _write_input_grid(config, data, step, train_writer, workdir, run.saver)
   if run.chief:
@@ -387,12 +371,7 @@ def _train(config, workdir, run, wall_start):
       profiler.at(step)
       n = _next_stop(step, total, (config.steps_per_loop, config.log_every_steps, eval_every,
                                    config.checkpoint_every_steps), profiler.marks) - step
-      try:
-        chunk = train_fn(train_iter, tf.constant(n))
-      except tf.errors.OpError as e:  # a corrupt example is one line; other errors go on up
-        pipeline.raise_if_bad_example(e, data.train, config.batch_size, config.seed,
-                                      int(run.step.numpy()) + 1, run.saver.latest.latest_checkpoint)
-        raise
+      chunk = _run_chunk(train_fn, train_iter, n, config, run)
       first, step = step, int(run.step.numpy())
       skipped += (step - first) * config.batch_size - int(chunk[2])  # weight-0 examples
       stopped = bool(chunk[3] > 0)  # a preemption signal reached a worker: all stopped here
@@ -405,14 +384,9 @@ def _train(config, workdir, run, wall_start):
                  run.saver)
         sums, window_start, window_step, window_skipped = tf.zeros([3]), time.time(), step, skipped
       if data.validation is not None and (step % eval_every == 0 or step == total):
-        val = evaluate(data.validation, 'validation')
-        results['validation_accuracy'] = val['accuracy']
-        results['validation_top5_accuracy'] = val['top5_accuracy']
-        logging.info('step %d validation: loss %.4f accuracy %.4f top-5 %.4f (%.0f img/s)',
-                     step, val['loss'], val['accuracy'], val['top5_accuracy'],
-                     val['images_per_sec'])
-        _scalars(val_writer, step, {'loss': val['loss'], 'accuracy': val['accuracy'],
-                                    'top5_accuracy': val['top5_accuracy']}, run.saver)
+        val = evaluate(data.validation, 'validation', step, val_writer)
+        results.update(validation_accuracy=val['accuracy'],
+                       validation_top5_accuracy=val['top5_accuracy'])
         run.saver.save_if_best(step, val['accuracy'])
       if step % config.checkpoint_every_steps == 0 or step == total or stopped:
         run.saver.save(step)
@@ -433,20 +407,58 @@ def _train(config, workdir, run, wall_start):
                     watcher.signal_name or 'a signal to another worker', step, total)
     final['preempted'] = watcher.signal_name or 'another worker'
   else:
-    test = evaluate(data.test, 'test')
-    logging.info('Test: accuracy %.4f top-5 %.4f loss %.4f over %d examples (%.0f img/s).',
-                 test['accuracy'], test['top5_accuracy'], test['loss'], test['num_examples'],
-                 test['images_per_sec'])
+    test_writer = _writer(workdir, 'test', run.chief)
+    test = evaluate(data.test, 'test', step, test_writer)
     final.update(test_accuracy=test['accuracy'], test_top5_accuracy=test['top5_accuracy'],
                  test_loss=test['loss'], preempted='')
-    if run.chief:
-      test_writer = tf.summary.create_file_writer(os.path.join(workdir, 'test'))
-      _scalars(test_writer, step, {k: test[k] for k in ('loss', 'accuracy', 'top5_accuracy')},
-               run.saver)
-      with _summary_writes(run.saver):
-        test_writer.flush()
+    with _summary_writes(run.saver):
+      test_writer.flush()
   final['wall_seconds'] = time.time() - wall_start
   return _write_results(workdir, previous, results, run.chief, **final)
+
+
+def _writer(workdir, name, chief):
+  """TensorBoard's writer of workdir/`name`: the chief's; the other workers write nothing."""
+  if chief:
+    return tf.summary.create_file_writer(os.path.join(workdir, name))
+  return tf.summary.create_noop_writer()
+
+
+def _run_chunk(train_fn, train_iter, n, config, run):
+  """`n` training steps in one compiled call; a corrupt example met there is one line."""
+  try:
+    return train_fn(train_iter, tf.constant(n))
+  except tf.errors.OpError as e:  # other errors go on up
+    pipeline.raise_if_bad_example(e, run.data.train, config.batch_size, config.seed,
+                                  int(run.step.numpy()) + 1, run.saver.latest.latest_checkpoint)
+    raise
+
+
+def _evaluator(config, run):
+  """evaluate(split, name, step, writer): a split's metrics, logged and written to TensorBoard;
+  a corrupt example is one line, a vanished peer a lost worker."""
+  strategy = run.strategy
+  eval_fn = steps.make_eval_fn(strategy, run.model, config, run.data.num_classes)
+
+  def evaluate(split, name, step, writer):
+    start = time.time()
+    ds = strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline.eval_dataset(split, config.eval_batch_size, ctx))
+    try:
+      with strategy_lib.lost_worker_errors(strategy):
+        result = steps.evaluate_split(strategy, eval_fn, ds)
+    except tf.errors.OpError as e:  # other errors go on up
+      pipeline.raise_if_bad_eval_example(e, split, name, run.saver.latest.latest_checkpoint)
+      raise
+    result['images_per_sec'] = result['num_examples'] / (time.time() - start)
+    logging.info('step %d %s: loss %.4f accuracy %.4f top-5 %.4f over %d examples (%.0f img/s)',
+                 step, name, result['loss'], result['accuracy'], result['top5_accuracy'],
+                 result['num_examples'], result['images_per_sec'])
+    _scalars(writer, step, {k: result[k] for k in ('loss', 'accuracy', 'top5_accuracy')},
+             run.saver)
+    return result
+
+  return evaluate
 
 
 def _check_finite(sums, first, step, saver):
