@@ -117,9 +117,18 @@ class ProcessResumeTest(tf.test.TestCase):
     """SIGKILLs `proc` at a point of `kind`; returns where, in words."""
     if kind == 'start-up':  # importing, loading data, building, restoring
       time.sleep(rng.uniform(0.0, 4.0))
-    elif kind == 'training':  # once it trains: steps, logging, saving
-      _wait_for(proc, rf'step \d+/{_STEPS}')
-      time.sleep(rng.uniform(0.0, 3.0))
+    elif kind == 'training':  # a step or two of logging after a chosen one: steps, saving
+      listed = checkpoints.checkpoint_paths(directory)
+      done = int(listed[-1].rsplit('-', 1)[1]) if listed else 0
+      # By steps, not seconds: on a fast machine seconds would finish the run before the last
+      # kills, which then strike a process that has nothing left to train.
+      target = min(done + 25 * rng.randint(1, 2), _STEPS - 25)
+      if target > done:
+        _wait_for(proc, rf'step {target}/{_STEPS}')
+        time.sleep(rng.uniform(0.0, 0.5))
+      else:  # nothing left to train before the end: its start-up
+        _wait_for(proc, r'Strategy ')
+        time.sleep(rng.uniform(0.0, 1.0))
     elif kind == 'checkpoint write':
       partial = _stop_inside_a_checkpoint_write(proc, directory)
       proc.kill()
