@@ -34,6 +34,7 @@ import time
 from absl import logging
 
 from research import argv as argv_lib
+from research import processes
 from research.errors import UserError
 from research.submit import job as job_lib
 
@@ -110,12 +111,8 @@ def _lost(returncode):
 
 
 def _stopped(pid):
-  """Whether process `pid` is stopped (SIGSTOP; Linux /proc), a frozen worker."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] in ('T', 't')
-  except (OSError, IndexError):
-    return False
+  """Whether process `pid` is stopped (SIGSTOP), a frozen worker."""
+  return processes.state(pid) in ('T', 't')
 
 
 class _Workers:

@@ -27,6 +27,7 @@ import time
 
 from absl import logging
 
+from research import processes
 from research.errors import UserError
 
 LOCK_FILE = 'lock.json'
@@ -37,16 +38,6 @@ STALE_SECONDS = 300
 JOB_ID_ENVS = ('SLURM_JOB_ID', 'RESEARCH_JOB_ID')
 
 
-def _process_start(pid):
-  """The process' start time in clock ticks since boot (Linux), or None: with the PID it names
-  one process, not a later one that happens to reuse the PID."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return int(f.read().rsplit(')', 1)[1].split()[19])
-  except (OSError, IndexError, ValueError):
-    return None
-
-
 def _alive(pid, start):
   try:
     os.kill(pid, 0)
@@ -54,7 +45,7 @@ def _alive(pid, start):
     return False
   except PermissionError:
     pass  # another user's process: it exists
-  now = _process_start(pid)
+  now = processes.start_ticks(pid)
   return start is None or now is None or now == start
 
 
@@ -65,7 +56,7 @@ def _job_id():
 def me():
   """This process as a lock holder."""
   return {'host': socket.gethostname(), 'pid': os.getpid(),
-          'pid_start': _process_start(os.getpid()), 'job_id': _job_id(),
+          'pid_start': processes.start_ticks(os.getpid()), 'job_id': _job_id(),
           'since': datetime.datetime.now().astimezone().isoformat(timespec='seconds')}
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research import config as config_lib
+from research import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,11 +76,7 @@ def error_line(proc):
 
 def alive(pid):
   """Whether process `pid` runs (a zombie waiting for its reaper does not)."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-  except FileNotFoundError:
-    return False
+  return processes.state(pid) not in (None, 'Z', 'X')
 
 
 def fake_command(bin_dir, name, stdout='', stderr='', status=0):

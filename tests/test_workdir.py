@@ -21,6 +21,7 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 from research import checkpoints
+from research import processes
 from research import workdir_lock
 from research.errors import UserError
 from research.train import trainer
@@ -71,7 +72,7 @@ class LockRulesTest(tf.test.TestCase):
   def test_a_live_process_on_this_host_keeps_it(self):
     with _sleeper() as proc:
       _write_holder(self.workdir, pid=proc.pid,
-                    pid_start=workdir_lock._process_start(proc.pid), job_id='41')
+                    pid_start=processes.start_ticks(proc.pid), job_id='41')
       with self.assertRaisesRegex(
           UserError, rf'workdir .* is in use by another run \(pid {proc.pid} on '
           rf'{re.escape(socket.gethostname())}, job 41, since 2026-01-01.*\): wait for it'):
@@ -80,7 +81,7 @@ class LockRulesTest(tf.test.TestCase):
 
   def test_a_dead_process_or_a_reused_pid_on_this_host_is_taken_over(self):
     with _sleeper() as proc:
-      start = workdir_lock._process_start(proc.pid)
+      start = processes.start_ticks(proc.pid)
     for pid, pid_start in ((proc.pid, start), (os.getppid(), 1)):  # gone; PID of another process
       _write_holder(self.workdir, pid=pid, pid_start=pid_start)
       with self.assertLogs(level='WARNING') as logs:
@@ -306,7 +307,7 @@ class MultiWorkerLockTest(tf.test.TestCase):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     env = {k: v for k, v in os.environ.items() if k != 'TF_CONFIG' and not k.startswith('SLURM')}
     with _sleeper() as holder:
-      _write_holder(workdir, pid=holder.pid, pid_start=workdir_lock._process_start(holder.pid))
+      _write_holder(workdir, pid=holder.pid, pid_start=processes.start_ticks(holder.pid))
       proc = subprocess.run(
           [sys.executable, '-m', 'launch.train', f'--workdir={workdir}',
            '--strategy=multi_worker_mirrored', '--local_workers=2', '--config.batch_size=16',

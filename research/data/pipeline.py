@@ -79,6 +79,12 @@ def _decode(source, seed, epoch, index, payload):
   return source.decode(payload, key)
 
 
+def _read_one(source, seed, epoch, index):
+  """Example `index` (an int64 scalar tensor) read and decoded alone: (image, label)."""
+  payload, label = source.read(index[None])
+  return _decode(source, seed, epoch, index, payload[0]), label[0]
+
+
 def _fetch(source, batches, per_replica, seed=None):
   """(epoch, indices) per-replica batches → (images, labels) from `source`; (images, labels,
   weights) from a source that skips bad examples."""
@@ -109,8 +115,7 @@ def _fetch_skipping(source, batches, per_replica, seed):
            tf.constant(0.0))
 
   def example(epoch, index):
-    payload, label = source.read(index[None])
-    return _decode(source, seed, epoch, index, payload[0]), label[0], tf.constant(1.0)
+    return *_read_one(source, seed, epoch, index), tf.constant(1.0)
 
   def placeholder(epoch, index):
     warned = tf.py_function(lambda e, i: _warn_skipped(source, seed, int(e), int(i)),
@@ -135,8 +140,7 @@ def example_problem(source, seed, epoch, index):
   `epoch` (its crop depends on the epoch: a JPEG cut short may crop fine from its top rows),
   or '' when it reads and decodes."""
   try:
-    payload, _ = source.read(tf.constant([index], tf.int64))
-    _decode(source, seed, tf.constant(epoch, tf.int64), tf.constant(index, tf.int64), payload[0])
+    _read_one(source, seed, tf.constant(epoch, tf.int64), tf.constant(index, tf.int64))
   except (tf.errors.OpError, ValueError) as e:
     return error_text(e)
   return ''
@@ -193,9 +197,8 @@ def raise_if_bad_eval_example(error, source, split, checkpoint):
     return
 
   def read_one(index):
-    payload, _ = source.read(index[None])
-    # Returned, so that the decode is not pruned from the graph.
-    return index, _decode(source, None, tf.constant(-1, tf.int64), index, payload[0])
+    # The image is returned, so that its decode is not pruned from the graph.
+    return index, _read_one(source, None, tf.constant(-1, tf.int64), index)[0]
 
   readable = tf.data.Dataset.range(len(source)).map(
       read_one, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
