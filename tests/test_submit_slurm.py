@@ -287,7 +287,10 @@ class SubmitCliTest(tf.test.TestCase):
 
 
 # A few hundred steps of the small CNN, logged often enough to catch a step to preempt at.
+# Small splits, evaluated at the end only: the job's start-ups and the requeue are what is tested.
 _TRAIN = ['--config=configs/cnn_mnist.py', '--config.num_train_steps=200',
+          '--config.dataset.train_split=train[:7000]', '--config.dataset.validation_size=2000',
+          '--config.dataset.test_split=test[:2000]', '--config.eval_every_epochs=100',
           '--config.steps_per_loop=10', '--config.log_every_steps=20',
           '--config.image_grid_size=0', '--deterministic']
 _DONE = ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY',
