@@ -128,3 +128,33 @@ class LogitsTest(tf.test.TestCase):
     self.assertEqual(blocks.Logits.from_config(head.get_config()).get_config(),
                      head.get_config())
     np.testing.assert_equal(head.get_config()['num_classes'], 1000)
+
+
+class StandardizeTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_each_image_has_mean_zero_and_deviation_one(self):
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 9, 7, 3)).astype(np.float32)
+    y = blocks.Standardize(name='standardize')(x).numpy()
+    self.assertAllClose(y.mean(axis=(1, 2, 3)), np.zeros(4), atol=1e-6)
+    self.assertAllClose(y.std(axis=(1, 2, 3)), np.ones(4), atol=1e-5)
+
+  @parameterized.parameters((0.05, 0.0), (0.4, 0.3), (3.0, -0.5))
+  def test_contrast_and_brightness_leave_the_output_unchanged(self, contrast, brightness):
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 8, 8, 1)).astype(np.float32)
+    layer = blocks.Standardize(name='standardize')
+    self.assertAllClose(layer(x * contrast + brightness), layer(x), atol=1e-4)
+
+  def test_a_flat_image_maps_to_zero(self):
+    y = blocks.Standardize(name='standardize')(tf.fill((1, 5, 5, 1), 0.7))
+    self.assertAllEqual(y, tf.zeros((1, 5, 5, 1)))
+
+  def test_float32_under_mixed_precision(self):
+    layer = blocks.Standardize(name='standardize', dtype='mixed_bfloat16')
+    self.assertEqual(layer(tf.ones((1, 4, 4, 1), tf.bfloat16)).dtype, tf.float32)
+    self.assertEqual(blocks.Standardize().compute_dtype, 'float32')
+
+  def test_config_round_trip(self):
+    layer = blocks.Standardize(min_std=0.5, name='standardize')
+    self.assertEqual(blocks.Standardize.from_config(layer.get_config()).get_config(),
+                     layer.get_config())
+    self.assertEqual(layer.get_config()['min_std'], 0.5)

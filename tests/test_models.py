@@ -1,6 +1,7 @@
 """Model tests: the registry, per-layer shapes and parameter counts, config round trips."""
 
 from absl.testing import parameterized
+import numpy as np
 import tensorflow as tf
 
 from research import models
@@ -41,6 +42,18 @@ class SmallCNNTest(tf.test.TestCase, parameterized.TestCase):
     x = tf.zeros((1, 28, 28, 1))
     self.assertEqual(clone(x).shape, model(x).shape)
     self.assertEqual(clone.count_params(), model.count_params())
+
+  def test_standardize_comes_first_and_adds_no_parameters(self):
+    cfg = models.default_config('cnn')
+    plain, _ = models.build_model(cfg, 10, (28, 28, 1))
+    cfg.standardize = True
+    model, _ = models.build_model(cfg, 10, (28, 28, 1))
+    self.assertEqual(model.layer_table((28, 28, 1))[0], ('standardize', (28, 28, 1), 0))
+    self.assertEqual(model.count_params(), plain.count_params())
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 28, 28, 1)).astype(np.float32)
+    # Lower contrast, same logits: the net sees only relative levels.
+    self.assertAllClose(model(x * 0.2 - 0.5), model(x), atol=1e-4)
+    self.assertTrue(SmallCNN.from_config(model.get_config()).standardize)
 
   def test_table_text_lists_every_layer_and_total(self):
     model, table = models.build_model(models.default_config('cnn'), 10, (28, 28, 1))

@@ -17,8 +17,10 @@ from research.models.cnn import SmallCNN
 
 # name -> (class, preset constructor arguments, default input size or None for the data's own).
 _REGISTRY = {
-    'cnn': (SmallCNN, dict(filters=(64, 64), dense_units=(128,), dropout=0.0), None),
-    'cnn_dropout': (SmallCNN, dict(filters=(28,), dense_units=(128,), dropout=0.2), None),
+    'cnn': (SmallCNN, dict(filters=(64, 64), dense_units=(128,), dropout=0.0, standardize=False),
+            None),
+    'cnn_dropout': (SmallCNN, dict(filters=(28,), dense_units=(128,), dropout=0.2,
+                                   standardize=False), None),
 }
 
 

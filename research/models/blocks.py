@@ -49,6 +49,36 @@ class BatchNorm(keras.layers.BatchNormalization):
 
 
 @keras.saving.register_keras_serializable(package='research')
+class Standardize(keras.layers.Layer):
+  """Each image shifted to mean 0 and scaled to standard deviation 1 (over pixels and channels).
+
+  A net that sees absolute ink levels fails once the contrast drops (docs/robustness.md); after
+  this layer only the image's relative levels remain. The deviation is floored at `min_std`, one
+  grey level of a uint8 image in the model's [-1, 1] input, so a flat image maps to 0, not NaN.
+  (tf.image.per_image_standardization's floor, 1/sqrt(pixels), is 0.036 for a 28×28 image:
+  larger than a faint digit's deviation, whose contrast it would then not undo.)
+  Computed in float32: a bfloat16 mean over a 224×224×3 image loses most of its digits.
+  """
+
+  def __init__(self, min_std=2.0 / 255.0, **kwargs):
+    kwargs.setdefault('dtype', 'float32')
+    super().__init__(**kwargs)
+    self.min_std = min_std
+
+  def call(self, x, training=None):
+    x = keras.ops.cast(x, 'float32')
+    mean = keras.ops.mean(x, axis=(1, 2, 3), keepdims=True)
+    std = keras.ops.std(x, axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / keras.ops.maximum(std, self.min_std)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), 'min_std': self.min_std}
+
+
+@keras.saving.register_keras_serializable(package='research')
 class ConvBlock(keras.layers.Layer):
   """Conv2D → optional BatchNorm → activation.
 

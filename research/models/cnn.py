@@ -10,11 +10,13 @@ class SmallCNN(blocks.LayerStack):
   """`filters` conv blocks, each followed by a 2×2 max-pool, then dense blocks and logits.
 
   With the defaults it is the two-conv tutorial net (Conv64-Pool-Conv64-Pool-Dense128-Dense10);
-  `filters=(28,), dropout=0.2` is the one-conv + dropout variant.
+  `filters=(28,), dropout=0.2` is the one-conv + dropout variant. `standardize` puts a per-image
+  standardisation first, so the net sees relative ink levels only (blocks.Standardize).
   """
 
   def __init__(self, num_classes=10, filters=(64, 64), kernel_size=3, padding='valid',
-               dense_units=(128,), dropout=0.0, batch_norm=False, name='cnn', **kwargs):
+               dense_units=(128,), dropout=0.0, batch_norm=False, standardize=False, name='cnn',
+               **kwargs):
     super().__init__(name=name, **kwargs)
     self.num_classes = num_classes
     self.filters = tuple(filters)
@@ -23,7 +25,8 @@ class SmallCNN(blocks.LayerStack):
     self.dense_units = tuple(dense_units)
     self.dropout = dropout
     self.batch_norm = batch_norm
-    stack = []
+    self.standardize = standardize
+    stack = [blocks.Standardize(name='standardize')] if standardize else []
     for i, f in enumerate(self.filters):
       stack += [
           blocks.ConvBlock(f, kernel_size, padding=padding, batch_norm=batch_norm,
@@ -41,4 +44,4 @@ class SmallCNN(blocks.LayerStack):
     return {'num_classes': self.num_classes, 'filters': self.filters,
             'kernel_size': self.kernel_size, 'padding': self.padding,
             'dense_units': self.dense_units, 'dropout': self.dropout,
-            'batch_norm': self.batch_norm, 'name': self.name}
+            'batch_norm': self.batch_norm, 'standardize': self.standardize, 'name': self.name}
