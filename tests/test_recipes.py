@@ -108,7 +108,7 @@ class EmaTest(tf.test.TestCase, parameterized.TestCase):
     _, _, model, _ = checkpoints.load_for_inference(workdir, 'latest')
     path = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))[-1]
     # Inference restores the averages the training checkpoint saved, not the raw weights.
-    averages, _, _ = _state(config, path)
+    averages = _state(config, path)[0]
     self.assertNotEqual(outputs.weights_digest(model), results['weights_digest'])
     for v, a in zip(model.trainable_variables, averages):
       self.assertAllEqual(v.numpy(), a)
@@ -123,15 +123,33 @@ class EmaTest(tf.test.TestCase, parameterized.TestCase):
     _, _, model, _ = checkpoints.load_for_inference(workdir, 'latest')
     self.assertEqual(outputs.weights_digest(model), results['weights_digest'])
 
+  def test_inference_averages_only_the_blocks_training_left_trainable(self):
+    workdir = self.create_tempdir().full_path
+    config = helpers.tiny_config(ema_decay=0.5, freeze=('conv1',), image_grid_size=0)
+    with helpers.mock_tfds():
+      trainer.train_and_evaluate(config, workdir)
+    path = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))[-1]
+    averages, raw, _, weights = _state(config, path)
+    _, _, model, _ = checkpoints.load_for_inference(workdir, 'latest')
+    self.assertLen(model.trainable_variables, len(averages))
+    for v, a, r in zip(model.trainable_variables, averages, raw):
+      self.assertAllEqual(v.numpy(), a)
+      self.assertFalse(np.array_equal(a, r), v.path)
+    frozen = [v for v in model.weights if v.path.startswith('cnn/conv1/')]
+    self.assertNotEmpty(frozen)
+    for v in frozen:
+      self.assertAllEqual(v.numpy(), weights[v.path])
+
 
 def _state(config, path):
-  """(EMA values, raw trainable values, step) of training checkpoint `path`, restored strictly."""
+  """(EMA values, raw trainable values, step, {path: value} of every model weight) of training
+  checkpoint `path`, restored strictly."""
   model, optimizer, _, step = trainer.build_state(config, tf.distribute.get_strategy(), 10,
                                                   (28, 28, 1), 10, 10)
   checkpoints.restore_newest_readable(checkpoints.training_checkpoint(model, optimizer, step),
                                       [path])
   return (_values(optim.ema_variables(optimizer)), _values(model.trainable_variables),
-          int(step.numpy()))
+          int(step.numpy()), {v.path: v.numpy() for v in model.weights})
 
 
 class ClipTest(tf.test.TestCase, parameterized.TestCase):
@@ -276,7 +294,7 @@ class RecipeResumeTest(tf.test.TestCase):
     self.assertEqual(resumed['weights_digest'], uninterrupted['weights_digest'])
     paths = [checkpoints.checkpoint_paths(os.path.join(w, 'checkpoints'))[-1]
              for w in (reference, workdir)]
-    (ema_a, raw_a, step_a), (ema_b, raw_b, step_b) = (_state(config, p) for p in paths)
+    (ema_a, raw_a, step_a, _), (ema_b, raw_b, step_b, _) = (_state(config, p) for p in paths)
     self.assertEqual((step_a, step_b), (6, 6))
     for a, b in zip(ema_a + raw_a, ema_b + raw_b):
       self.assertAllEqual(a, b)

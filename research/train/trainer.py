@@ -435,15 +435,15 @@ def _run_chunk(train_fn, train_iter, n, config, run):
     raise
 
 
+# Metrics, TensorBoard tags and results keys with this suffix are of the moving average of the
+# weights (config.ema_decay); those without it are always of the raw weights.
+EMA_SUFFIX = '_ema'
+
+
 def _chosen(config):
   """The suffix of the metrics of the weights the run is judged by (best checkpoint, export):
   the moving average's with config.ema_eval, else the raw weights'."""
   return EMA_SUFFIX if config.ema_decay and config.ema_eval else ''
-
-
-# Metrics, TensorBoard tags and results keys with this suffix are of the moving average of the
-# weights (config.ema_decay); those without it are always of the raw weights.
-EMA_SUFFIX = '_ema'
 
 
 def _evaluator(config, run):
