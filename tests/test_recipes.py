@@ -95,7 +95,8 @@ class EmaTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_run_reports_both_and_evaluation_export_use_the_averages(self):
     workdir = self.create_tempdir().full_path
-    config = helpers.tiny_config(num_train_steps=3, ema_decay=0.5)
+    config = helpers.tiny_config(num_train_steps=6, ema_decay=0.5)  # one epoch: one validation
+    config.schedule.learning_rate = 1e-2  # the average then scores apart from the raw weights
     with helpers.mock_tfds():
       results = trainer.train_and_evaluate(config, workdir)
     for key in ('validation_accuracy', 'validation_accuracy_ema', 'test_accuracy',
@@ -105,6 +106,9 @@ class EmaTest(tf.test.TestCase, parameterized.TestCase):
     validation = {v.tag for path in tf.io.gfile.glob(os.path.join(workdir, 'validation', 'ev*'))
                   for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value}
     self.assertContainsSubset({'accuracy', 'accuracy_ema', 'loss', 'loss_ema'}, validation)
+    self.assertNotEqual(results['validation_accuracy'], results['validation_accuracy_ema'])
+    best = outputs.read_json(os.path.join(workdir, 'checkpoints', 'best', 'best.json'))
+    self.assertEqual(best['validation_accuracy'], results['validation_accuracy_ema'])
     _, _, model, _ = checkpoints.load_for_inference(workdir, 'latest')
     path = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))[-1]
     # Inference restores the averages the training checkpoint saved, not the raw weights.
