@@ -12,6 +12,7 @@ from research import config as config_lib
 from research import models
 from research import outputs
 from research.errors import UserError
+from research.train import optim
 
 CHECKPOINT_DIR = 'checkpoints'
 BEST_DIR = 'best'  # under CHECKPOINT_DIR
@@ -21,9 +22,15 @@ DATA_INFO = 'data_info.json'
 def training_checkpoint(model, optimizer, step):
   """Everything a run needs to continue exactly: weights, optimizer slots, iterations and loss
   scale, the step (which fixes the data position and the augmentation seeds), and the states of
-  Keras' random generators (Dropout's), which tf.train.Checkpoint(model=...) does not reach."""
+  Keras' random generators (Dropout's), which tf.train.Checkpoint(model=...) does not reach.
+
+  With config.ema_decay the moving averages (optimizer variables, saved once) are also listed
+  under `ema`, in the order of model.trainable_variables: inference finds them there without
+  rebuilding the optimizer."""
   rng = [v for v in model.variables if 'seed_generator' in v.path]
-  return tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, rng=rng)
+  ema = optim.ema_variables(optimizer)
+  return tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, rng=rng,
+                             **({'ema': ema} if ema else {}))
 
 
 # What a truncated, corrupt or half-deleted checkpoint raises on restore (a truncated data file
@@ -180,13 +187,14 @@ def _candidates(workdir, checkpoint):
   return [checkpoint], f'checkpoint {checkpoint!r}'
 
 
-def _restore_for_inference(model, paths, what):
-  """The newest readable of `paths` restored into `model`; its path, or None if none given."""
+def _restore_for_inference(model, paths, what, ema=None):
+  """The newest readable of `paths` restored into `model` (and the moving averages into `ema`,
+  if given); its path, or None if none given."""
   for path in reversed(paths):
     try:
       # The optimizer's slots are in the file but not needed here; every model variable must be.
-      tf.train.Checkpoint(model=model).restore(path).expect_partial() \
-          .assert_existing_objects_matched()
+      tf.train.Checkpoint(model=model, **({'ema': ema} if ema else {})).restore(path) \
+          .expect_partial().assert_existing_objects_matched()
       return path
     except _UNREADABLE as e:
       logging.warning('Checkpoint %s is unreadable (%s): trying the one before it.', path,
@@ -207,7 +215,8 @@ def load_for_inference(workdir, checkpoint='best'):
   """(config, data info dict, model with restored weights, the checkpoint path used) of a
   training run's workdir. `checkpoint`: 'best' (best/ if the run has one, else the latest),
   'latest', or a path (a checkpoint prefix such as W/checkpoints/ckpt-350, or a directory of
-  checkpoints)."""
+  checkpoints). A run with config.ema_decay and config.ema_eval gives the moving average of
+  its weights."""
   config = config_lib.load(workdir)
   info_path = os.path.join(workdir, DATA_INFO)
   if not os.path.exists(info_path):
@@ -215,9 +224,23 @@ def load_for_inference(workdir, checkpoint='best'):
   info = outputs.read_json(info_path)
   model, _ = models.build_model(config.model, info['num_classes'], info['image_shape'])
   paths, what = _candidates(workdir, checkpoint)
-  path = _restore_for_inference(model, paths, what)
+  ema = _averages_like(config, model)
+  path = _restore_for_inference(model, paths, what, ema)
   if path is None:
     raise UserError(f'{workdir!r} holds no checkpoint yet: train first, or wait for the first '
                     'checkpoint')
-  logging.info('Restored %s (%s).', path, what)
+  for v, average in zip(model.trainable_variables, ema or []):
+    v.assign(average)
+  logging.info('Restored %s (%s%s).', path, what, ', its EMA weights' if ema else '')
   return config, info, model, path
+
+
+def _averages_like(config, model):
+  """Variables to restore the moving averages of the run's trained weights into, when it
+  is judged by them (config.ema_eval); else None. Trained: the blocks config.freeze left
+  trainable, as the training run built its optimizer."""
+  if not (config.get('ema_decay') and config.get('ema_eval', True)):
+    return None  # a run saved before these fields existed had no average
+  from research.train import init_from  # pylint: disable=import-outside-toplevel  # imports us
+  init_from.freeze(config, model)
+  return [tf.Variable(tf.zeros_like(v)) for v in model.trainable_variables]

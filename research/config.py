@@ -68,6 +68,15 @@ def base(model='cnn', dataset='mnist'):
       name='cosine', learning_rate=1e-3, warmup_epochs=0.5, final_fraction=0.0,
       boundaries_epochs=(30.0, 60.0, 80.0), decay_factor=0.1))
   c.label_smoothing = 0.0
+  # Training recipes (docs/recipes.md). ema_decay: an exponential moving average of the weights
+  # with this decay per step (0 = none); ema_eval: with one, the best checkpoint, export, evaluate
+  # and predict use the average (metrics of both are reported either way).
+  c.ema_decay = 0.0
+  c.ema_eval = True
+  c.clip_global_norm = 0.0  # > 0 clips the gradient, summed over replicas, to this global norm
+  # > 1 splits each replica's batch into this many micro-batches, their gradients summed before
+  # the one update of the step: the same batch_size at less activation memory
+  c.accumulate_steps = 1
   c.steps_per_loop = 50  # train steps per tf.function call; logging happens between calls
   c.log_every_steps = 100
   c.eval_every_epochs = 1.0
@@ -127,6 +136,25 @@ def check_types(config):
                       f'{ref!r}: fix --config.{field}')
 
 
+def check_recipe(config, num_replicas=1):
+  """The training recipe's fields are in range and the batch splits into micro-batches: one
+  line before anything is written."""
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise UserError(f'config.ema_decay={config.ema_decay!r} is outside [0, 1): give 0 for no '
+                    'average, or a decay such as 0.999')
+  if config.clip_global_norm < 0:
+    raise UserError(f'config.clip_global_norm={config.clip_global_norm!r} is negative: give 0 '
+                    'for no clipping, or the largest global gradient norm to allow')
+  k = config.accumulate_steps
+  if k < 1:
+    raise UserError(f'config.accumulate_steps={k!r} must be at least 1 (1: no accumulation)')
+  if config.batch_size % (k * num_replicas):
+    raise UserError(f'config.batch_size={config.batch_size} does not split into '
+                    f'accumulate_steps={k} micro-batches on each of {num_replicas} '
+                    f'replica{"" if num_replicas == 1 else "s"}: make it a multiple of '
+                    f'{k * num_replicas}')
+
+
 def load_file(path, variant=''):
   """get_config(variant) of a config file, loaded by path as ml_collections' config_flags does
   (for code that has no --config flag: benchmarks, tests)."""
@@ -168,3 +196,9 @@ def check_compatible(saved, config, workdir):
       raise UserError(f'workdir {workdir!r} holds a run with {field}={old!r}, not {new!r}: '
                       'pass a new --workdir, or --start_over to move the old run aside '
                       '(nothing was changed)')
+  # The moving averages are optimizer variables: a run cannot gain or lose them midway.
+  old = saved.get('ema_decay', 0.0)
+  if bool(old) != bool(config.ema_decay):
+    raise UserError(f'workdir {workdir!r} holds a run with ema_decay={old!r}, not '
+                    f'{config.ema_decay!r}: an EMA cannot start or stop midway; pass a new '
+                    '--workdir, or --start_over to move the old run aside (nothing was changed)')

@@ -2,7 +2,11 @@
 default strategy and one under MirroredStrategy over 2 logical CPUs, from the same weights and
 the same global batch; prints the largest differences of loss and weights as JSON.
 
-Usage: python -m tests.mirrored_step [batch_norm]"""
+`recipe` runs two steps with gradient clipping (active), accumulation over 2 micro-batches and
+an EMA of the weights, and also compares the averages, the gradient norms, and the EMA swap
+of the mirrored run (both devices' copies, and their bitwise return).
+
+Usage: python -m tests.mirrored_step [batch_norm] [recipe]"""
 
 import json
 import sys
@@ -14,12 +18,17 @@ import research  # noqa: F401  (oneDNN on before TensorFlow starts)
 import tensorflow as tf  # noqa: E402
 
 from research import strategy as strategy_lib  # noqa: E402
+from research.train import optim  # noqa: E402
 from research.train import steps  # noqa: E402
 from research.train import trainer  # noqa: E402
 from tests import helpers  # noqa: E402
 
 
-def one_step(config, strategy, images, labels, initial=None):
+# The recipe's clip: below the tiny CNN's gradient norm at these weights, so it clips.
+CLIP = 0.5
+
+
+def one_step(config, strategy, images, labels, initial=None, num_steps=1):
   model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 10)
   if initial is not None:
     for v, value in zip(model.weights, initial):
@@ -28,8 +37,24 @@ def one_step(config, strategy, images, labels, initial=None):
   train = steps.make_train_fn(strategy, model, optimizer, config, step, tf.Variable(0.0))
   batches = strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors((images, labels)).repeat())
-  loss_sum, _, count, _ = train(iter(batches), tf.constant(1)).numpy()
-  return loss_sum / count, before, [v.numpy() for v in model.weights], _fused(model, strategy)
+  loss_sum, _, count, _, norm = train(iter(batches), tf.constant(num_steps)).numpy()
+  averages = [v.numpy() for v in optim.ema_variables(optimizer)]
+  return (loss_sum / count, before, [v.numpy() for v in model.weights], _fused(model, strategy),
+          averages, norm / num_steps, _swap_ok(model, optimizer, averages))
+
+
+def _swap_ok(model, optimizer, averages):
+  """Whether every device's copy holds the average inside optim.ema_weights, and its raw value
+  again, bitwise, after it."""
+  def copies(v):
+    return [c.numpy() for c in v.value.values] if hasattr(v.value, 'values') else [v.numpy()]
+
+  raw = [copies(v) for v in model.trainable_variables]
+  with optim.ema_weights(model, optimizer):
+    inside = [copies(v) for v in model.trainable_variables]
+  after = [copies(v) for v in model.trainable_variables]
+  return (all(np.array_equal(c, a) for cs, a in zip(inside, averages) for c in cs)
+          and all(np.array_equal(c, r) for cs, rs in zip(after, raw) for c, r in zip(cs, rs)))
 
 
 def _fused(model, strategy):
@@ -46,6 +71,9 @@ def _fused(model, strategy):
 def main():
   config = helpers.tiny_config('cnn', batch_size=16)
   config.model.batch_norm = 'batch_norm' in sys.argv[1:]  # synchronized: global-batch statistics
+  recipe = 'recipe' in sys.argv[1:]
+  if recipe:
+    config.update(dict(clip_global_norm=CLIP, accumulate_steps=2, ema_decay=0.5))
   config.augment.enabled = False  # per-replica random draws differ from one device's
   config.schedule.warmup_epochs = 0.0  # a first step with learning rate 0 would prove nothing
   # SGD: the update is the gradient times the rate. Adam's first update is about lr·sign(g), which
@@ -59,9 +87,11 @@ def main():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
   labels = rng.integers(0, 10, 16, dtype=np.int32)
-  loss_1, initial, after_1, fused_1 = one_step(config, tf.distribute.get_strategy(), images,
-                                               labels)
-  loss_2, _, after_2, fused_2 = one_step(config, mirrored, images, labels, initial)
+  num_steps = 2 if recipe else 1  # the EMA's first step only copies the weights
+  loss_1, initial, after_1, fused_1, ema_1, norm_1, _ = one_step(
+      config, tf.distribute.get_strategy(), images, labels, num_steps=num_steps)
+  loss_2, _, after_2, fused_2, ema_2, norm_2, swap_ok = one_step(
+      config, mirrored, images, labels, initial, num_steps)
   print(json.dumps({
       'replicas': mirrored.num_replicas_in_sync,
       'fused_one_device': fused_1, 'fused_mirrored': fused_2,
@@ -70,7 +100,10 @@ def main():
       # float32 rounding grows with the value: batch norm's moving variance is not near 1
       'weight_rel_diff': max(float((np.abs(a - b) / (1 + np.abs(a))).max())
                              for a, b in zip(after_1, after_2)),
-      'update_size': max(float(np.abs(a - b).max()) for a, b in zip(after_1, initial))}))
+      'update_size': max(float(np.abs(a - b).max()) for a, b in zip(after_1, initial)),
+      'ema_diff': max([float(np.abs(a - b).max()) for a, b in zip(ema_1, ema_2)], default=0.0),
+      'ema_size': len(ema_2), 'grad_norm': float(norm_1),
+      'grad_norm_diff': abs(float(norm_1 - norm_2)), 'swap_ok': swap_ok}))
 
 
 if __name__ == '__main__':

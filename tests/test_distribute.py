@@ -6,11 +6,12 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 from tests import helpers
+from tests import mirrored_step
 
 
 class MirroredEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.parameters((), ('batch_norm',))
+  @parameterized.parameters((), ('batch_norm',), ('recipe',))
   def test_one_mirrored_step_matches_one_device_with_the_same_global_batch(self, *args):
     # A fresh process: the CPU can be split into logical devices only before TensorFlow starts.
     proc = helpers.run_cli('tests.mirrored_step', *args)
@@ -20,10 +21,18 @@ class MirroredEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
     self.assertGreater(result['update_size'], 1e-4)  # the step moved the weights
     self.assertLess(result['loss_diff'], 1e-6)
     # Batch norm's path: one fused kernel on one replica, all-reduced statistics on several.
-    self.assertEqual((result['fused_one_device'], result['fused_mirrored']), (bool(args), False))
-    if args:
+    batch_norm = 'batch_norm' in args
+    self.assertEqual((result['fused_one_device'], result['fused_mirrored']), (batch_norm, False))
+    if batch_norm:
       # Synchronized batch norm's variance is E[x²] − E[x]² of all-reduced sums, one device's a
       # two-pass variance: the cancellation costs a few float32 ulps of the moving variance.
       self.assertLess(result['weight_rel_diff'], 2e-6)
     else:
       self.assertLess(result['weight_diff'], 1e-6)
+    # The gradient norm is the global batch's: summed once across replicas, before clipping.
+    self.assertLess(result['grad_norm_diff'], 1e-6 * result['grad_norm'])
+    if 'recipe' in args:
+      self.assertGreater(result['grad_norm'], mirrored_step.CLIP)  # so the clip was active
+      self.assertEqual(result['ema_size'], 8)  # the tiny CNN's kernels and biases
+      self.assertLess(result['ema_diff'], 1e-6)
+      self.assertTrue(result['swap_ok'])

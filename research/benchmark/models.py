@@ -173,7 +173,7 @@ def custom(key, strategy, state, config, dataset_fn, steps):
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
   def call(n):
-    loss_sum, _, count, _ = train(iterator, tf.constant(n)).numpy()
+    loss_sum, _, count = train(iterator, tf.constant(n)).numpy()[:3]
     return float(count), loss_sum / count
 
   return timing.Measurement(key, call, steps, max(1, steps // 4))

@@ -1,4 +1,7 @@
-"""Optimizers and learning-rate schedules from the config (linear warmup, then cosine or steps)."""
+"""Optimizers and learning-rate schedules from the config (linear warmup, then cosine or steps),
+and the exponential moving average of the weights that the optimizers keep."""
+
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -44,20 +47,67 @@ def schedule(cfg, total_steps, steps_per_epoch):
   return Warmup(after, warmup)
 
 
-def optimizer(cfg, learning_rate, loss_scaling=False):
+def optimizer(cfg, learning_rate, loss_scaling=False, ema_decay=0.0):
   """`cfg` is config.optimizer: name (sgd|adam|adamw), momentum, nesterov, weight_decay.
 
+  The optimizer takes gradients already summed across replicas (see _apply_as_reduced).
   `loss_scaling` wraps it in dynamic loss scaling, which float16 training needs: the scale
   halves on a step with non-finite gradients (the step is skipped) and doubles after 2000
-  finite ones; it is an optimizer variable, so checkpoints keep it.
+  finite ones; it is an optimizer variable, so checkpoints keep it. `ema_decay` > 0 keeps an
+  exponential moving average of the trainable weights (Keras' use_ema, see ema_variables).
   """
+  ema = dict(use_ema=True, ema_momentum=ema_decay) if ema_decay else {}
   if cfg.name == 'sgd':
     opt = keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay or None)
+                               weight_decay=cfg.weight_decay or None, **ema)
   elif cfg.name == 'adam':
-    opt = keras.optimizers.Adam(learning_rate)
+    opt = keras.optimizers.Adam(learning_rate, **ema)
   elif cfg.name == 'adamw':
-    opt = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
+    opt = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay, **ema)
   else:
     raise UserError(f'unknown optimizer {cfg.name!r}: use sgd, adam or adamw')
+  _apply_as_reduced(opt)
   return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
+
+
+def _apply_as_reduced(opt):
+  """Makes `opt` apply the gradients it is given without summing them across replicas first.
+
+  The train step sums them itself (one all-reduce) to clip by the norm of the global gradient;
+  Keras' own clipping (global_clipnorm) would see each replica's local gradient instead. Keras
+  3 has no public switch for this: its TensorFlow optimizers sum in the private
+  `_all_reduce_sum_gradients` (keras/src/backend/tensorflow/optimizer.py), called once per
+  apply in a replica context. It becomes the identity here; tests/test_distribute.py checks
+  that a mirrored step still equals a one-device step, which fails if the gradients are summed
+  twice or not at all.
+  """
+  if not callable(getattr(opt, '_all_reduce_sum_gradients', None)):
+    raise RuntimeError(f'Keras {keras.__version__} no longer sums gradients in '
+                       '_all_reduce_sum_gradients: research/train/optim.py must follow it')
+  opt._all_reduce_sum_gradients = list  # pylint: disable=protected-access
+
+
+def ema_variables(opt):
+  """The moving averages of `opt`'s trainable variables, in their order; [] without EMA."""
+  inner = getattr(opt, 'inner_optimizer', opt)  # a LossScaleOptimizer's averages are inside
+  if not inner.use_ema:
+    return []
+  # Keras keeps them in a private list; they are optimizer variables, so checkpoints hold them.
+  return list(inner._model_variables_moving_average)  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def ema_weights(model, opt):
+  """The model's trainable weights replaced by their moving averages for the duration, then
+  restored bitwise (under any strategy: the swap runs in the cross-replica context)."""
+  if not ema_variables(opt):
+    yield
+    return
+  variables = model.trainable_variables
+  raw = [tf.identity(v) for v in variables]  # copies: the variables are overwritten next
+  opt.finalize_variable_values(variables)  # Keras: each device's copy from its own average
+  try:
+    yield
+  finally:
+    for v, value in zip(variables, raw):
+      v.assign(value)

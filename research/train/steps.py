@@ -32,16 +32,33 @@ def augment_seed(seed, step, replica=0):
   return tf.random.experimental.stateless_fold_in(base, tf.cast(replica, tf.int64))
 
 
+def reduce_and_clip(grads, clip_norm=0.0, loss_scale=None):
+  """(gradients summed across replicas, their global norm before clipping), clipped to global
+  norm `clip_norm` when it is > 0. Called in a replica context, where it is the step's one
+  all-reduce: the optimizer applies the result as it is (research/train/optim.py), so the norm
+  is the global batch's on every replica, whatever their number. With loss scaling the grads
+  come scaled by `loss_scale`; the norm returned and the clip are of the unscaled ones."""
+  grads = tf.distribute.get_replica_context().all_reduce(_SUM, grads)
+  norm = tf.linalg.global_norm(grads)
+  scale = 1.0 if loss_scale is None else tf.cast(loss_scale, tf.float32)
+  if clip_norm > 0:
+    grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=norm)
+  return grads, norm / scale
+
+
 def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
-  """Returns train(iterator, num_steps) → [loss sum, correct, count, stop] over the steps it
-  ran; stop > 0 when it ended early. Batches may carry per-example weights (a skipped bad
-  example weighs 0): count then sums the weights.
+  """Returns train(iterator, num_steps) → [loss sum, correct, count, stop, gradient norm sum]
+  over the steps it ran; stop > 0 when it ended early. Batches may carry per-example weights (a
+  skipped bad example weighs 0): count then sums the weights.
 
   `step` (an int64 variable made under the strategy) counts the steps taken; it keys the
   augmentation and is saved in checkpoints. The call ends early, after the current step, once
   `stop_flag` (a float variable set by the preemption watcher) is non-zero on any worker.
+  Each step is one optimizer update, its gradient summed over config.accumulate_steps
+  micro-batches of each replica's batch, then clipped to config.clip_global_norm.
   """
   global_batch = config.batch_size
+  micro_batches = config.accumulate_steps
   augment = config.augment if config.augment.enabled else None
   loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
   # XLA compiles the model alone: the augmentation's image transform has no XLA CPU kernel, and
@@ -50,35 +67,56 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
   if config.jit_compile:
     forward = tf.function(forward, jit_compile=True)
 
+  def gradients(x, labels, weights):
+    """(per-example losses, logits, this replica's gradient of the global mean loss), summed
+    over the micro-batches. A Python loop: their number is a small constant, and each
+    micro-batch starts once the previous one's gradient is summed (the control dependency), so
+    only one micro-batch's activations are alive at a time."""
+    parts = [tf.split(t, micro_batches) if t is not None else [None] * micro_batches
+             for t in (x, labels, weights)]
+    per_example, logits, grads = [], [], None
+    for x_i, labels_i, weights_i in zip(*parts):
+      with tf.control_dependencies(grads or []):
+        x_i = tf.identity(x_i)
+      with tf.GradientTape() as tape:
+        logits_i = forward(x_i)
+        loss_i = cross_entropy(labels_i, logits_i, config.label_smoothing)
+        if weights_i is not None:
+          loss_i *= weights_i
+        # Divide by the global batch, not the replica's or the micro-batch's: summed over
+        # micro-batches and replicas, the gradient is then the global batch's mean for any
+        # replica count and any accumulate_steps.
+        loss = tf.nn.compute_average_loss(loss_i, global_batch_size=global_batch)
+        if loss_scaling:  # float16 gradients underflow unless the loss is scaled up first
+          loss = optimizer.scale_loss(loss)
+      g = tape.gradient(loss, model.trainable_variables)
+      grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+      per_example.append(loss_i)
+      logits.append(logits_i)
+    return tf.concat(per_example, 0), tf.concat(logits, 0), grads
+
   def replica_step(images, labels, weights=None):
     # `weights`: 0 for a bad example the pipeline skipped (research/data/pipeline.py), else 1.
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     seed = augment_seed(config.seed, step, replica)
     x = preprocess.preprocess(images, input_size=config.model.input_size, training=True,
                               augment=augment, seed=seed)
-    with tf.GradientTape() as tape:
-      logits = forward(x)
-      per_example = cross_entropy(labels, logits, config.label_smoothing)
-      if weights is not None:
-        per_example *= weights
-      # Divide by the global batch, not the replica's: the optimizer sums gradients across
-      # replicas, and that sum is then the mean over the global batch for any replica count.
-      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-      if loss_scaling:  # float16 gradients underflow unless the loss is scaled up first
-        loss = optimizer.scale_loss(loss)
-    grads = tape.gradient(loss, model.trainable_variables)
+    per_example, logits, grads = gradients(x, labels, weights)
+    grads, norm = reduce_and_clip(grads, config.clip_global_norm,
+                                  optimizer.dynamic_scale if loss_scaling else None)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels, tf.float32)
     if weights is None:
       correct, count = tf.reduce_sum(hits), tf.cast(tf.shape(labels)[0], tf.float32)
     else:  # count: the examples trained on; the trainer counts the rest as skipped
       correct, count = tf.reduce_sum(hits * weights), tf.reduce_sum(weights)
-    return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value()])
+    norm = tf.where(replica == 0, norm, 0.0)  # the same on every replica: summed, counted once
+    return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value(), norm])
 
   @tf.function
   def train(iterator, num_steps):
     # Many steps per call: the Python loop and the host-device round trip are paid once per call.
-    totals = tf.zeros([4])
+    totals = tf.zeros([5])
     for _ in tf.range(num_steps):
       sums = strategy.reduce(_SUM, strategy.run(replica_step, args=next(iterator)), axis=None)
       # The counter moves once this step's batch is in, and the next batch is fetched after it

@@ -38,6 +38,7 @@ from research.train import steps
 def check_workdir(config, workdir, start_over):
   """Refuses a bad config or a workdir that holds another experiment, before any write."""
   config_lib.check_types(config)
+  config_lib.check_recipe(config)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'workdir {workdir!r} is a file: pass a directory')
   if start_over:
@@ -206,7 +207,8 @@ def build_state(config, strategy, num_classes, image_shape, total_steps, steps_p
     init_from.freeze(config, model)
     lr = optim.schedule(config.schedule, total_steps, steps_per_epoch)
     optimizer = optim.optimizer(config.optimizer, lr,
-                                loss_scaling=config.mixed_precision == 'mixed_float16')
+                                loss_scaling=config.mixed_precision == 'mixed_float16',
+                                ema_decay=config.ema_decay)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step',
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -240,6 +242,7 @@ def _setup(config, workdir, start_over):
   check_workdir(config, workdir, start_over)
   source = init_from.prepare(config, None if start_over else workdir)
   strategy = strategy_lib.build(config)  # first: a multi-worker strategy must precede any op
+  config_lib.check_recipe(config, strategy.num_replicas_in_sync)  # now with the replica count
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
@@ -361,7 +364,7 @@ def _train(config, workdir, run, wall_start):
   profiler = _Profiler(config, os.path.join(workdir, 'train'), run.chief)
   train_tags = _train_tags(config)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
-  sums, window_start, window_step = tf.zeros([3]), time.time(), step
+  sums, window_start, window_step = tf.zeros([5]), time.time(), step
   train_start, results, stopped = time.time(), {}, False
   skipped = window_skipped = 0  # bad examples skipped (config.dataset.skip_bad_examples)
   # A vanished peer aborts the collectives in a chunk, an evaluation or a save: the error
@@ -376,18 +379,17 @@ def _train(config, workdir, run, wall_start):
       skipped += (step - first) * config.batch_size - int(chunk[2])  # weight-0 examples
       stopped = bool(chunk[3] > 0)  # a preemption signal reached a worker: all stopped here
       _check_finite(chunk, first, step, run.saver)
-      sums += chunk[:3]
+      sums += chunk  # the stop flags summed along are not read
       if step % config.log_every_steps == 0 or step == total or stopped:
         results.update(_log_window(sums, time.time() - window_start, step, window_step, run,
                                    skipped - window_skipped))
         _scalars(train_writer, step, {tag: results[k] for tag, k in train_tags.items()},
                  run.saver)
-        sums, window_start, window_step, window_skipped = tf.zeros([3]), time.time(), step, skipped
+        sums, window_start, window_step, window_skipped = tf.zeros([5]), time.time(), step, skipped
       if data.validation is not None and (step % eval_every == 0 or step == total):
         val = evaluate(data.validation, 'validation', step, val_writer)
-        results.update(validation_accuracy=val['accuracy'],
-                       validation_top5_accuracy=val['top5_accuracy'])
-        run.saver.save_if_best(step, val['accuracy'])
+        results.update({f'validation_{k}': val[k] for k in val if 'accuracy' in k})
+        run.saver.save_if_best(step, val['accuracy' + _chosen(config)])
       if step % config.checkpoint_every_steps == 0 or step == total or stopped:
         run.saver.save(step)
   profiler.at(step)
@@ -409,8 +411,7 @@ def _train(config, workdir, run, wall_start):
   else:
     test_writer = _writer(workdir, 'test', run.chief)
     test = evaluate(data.test, 'test', step, test_writer)
-    final.update(test_accuracy=test['accuracy'], test_top5_accuracy=test['top5_accuracy'],
-                 test_loss=test['loss'], preempted='')
+    final.update({f'test_{k}': v for k, v in test.items()}, preempted='')
     with _summary_writes(run.saver):
       test_writer.flush()
   final['wall_seconds'] = time.time() - wall_start
@@ -434,13 +435,25 @@ def _run_chunk(train_fn, train_iter, n, config, run):
     raise
 
 
+# Metrics, TensorBoard tags and results keys with this suffix are of the moving average of the
+# weights (config.ema_decay); those without it are always of the raw weights.
+EMA_SUFFIX = '_ema'
+
+
+def _chosen(config):
+  """The suffix of the metrics of the weights the run is judged by (best checkpoint, export):
+  the moving average's with config.ema_eval, else the raw weights'."""
+  return EMA_SUFFIX if config.ema_decay and config.ema_eval else ''
+
+
 def _evaluator(config, run):
-  """evaluate(split, name, step, writer): a split's metrics, logged and written to TensorBoard;
-  a corrupt example is one line, a vanished peer a lost worker."""
+  """evaluate(split, name, step, writer): a split's loss, accuracy and top5_accuracy, logged and
+  written to TensorBoard, with EMA on also of the averaged weights (suffixed EMA_SUFFIX); a
+  corrupt example is one line, a vanished peer a lost worker."""
   strategy = run.strategy
   eval_fn = steps.make_eval_fn(strategy, run.model, config, run.data.num_classes)
 
-  def evaluate(split, name, step, writer):
+  def evaluate_weights(split, name, step, writer, suffix):
     start = time.time()
     ds = strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.eval_dataset(split, config.eval_batch_size, ctx))
@@ -451,12 +464,20 @@ def _evaluator(config, run):
       pipeline.raise_if_bad_eval_example(e, split, name, run.saver.latest.latest_checkpoint)
       raise
     result['images_per_sec'] = result['num_examples'] / (time.time() - start)
-    logging.info('step %d %s: loss %.4f accuracy %.4f top-5 %.4f over %d examples (%.0f img/s)',
-                 step, name, result['loss'], result['accuracy'], result['top5_accuracy'],
-                 result['num_examples'], result['images_per_sec'])
-    _scalars(writer, step, {k: result[k] for k in ('loss', 'accuracy', 'top5_accuracy')},
-             run.saver)
-    return result
+    logging.info('step %d %s%s: loss %.4f accuracy %.4f top-5 %.4f over %d examples (%.0f img/s)',
+                 step, name, ' (EMA weights)' if suffix else '', result['loss'],
+                 result['accuracy'], result['top5_accuracy'], result['num_examples'],
+                 result['images_per_sec'])
+    metrics = {k + suffix: result[k] for k in ('loss', 'accuracy', 'top5_accuracy')}
+    _scalars(writer, step, metrics, run.saver)
+    return metrics
+
+  def evaluate(split, name, step, writer):
+    metrics = evaluate_weights(split, name, step, writer, '')
+    if config.ema_decay:
+      with optim.ema_weights(run.model, run.optimizer):
+        metrics.update(evaluate_weights(split, name, step, writer, EMA_SUFFIX))
+    return metrics
 
   return evaluate
 
@@ -477,7 +498,8 @@ def _train_tags(config):
   cross-entropy the others report and says so in its tag."""
   loss = 'loss_with_label_smoothing' if config.label_smoothing else 'loss'
   return {loss: 'train_loss', 'accuracy': 'train_accuracy', 'learning_rate': 'learning_rate',
-          'images_per_sec': 'images_per_sec', 'bad_examples': 'bad_examples'}
+          'images_per_sec': 'images_per_sec', 'bad_examples': 'bad_examples',
+          'grad_norm': 'grad_norm'}
 
 
 def _write_hparams(config, writer, saver):
@@ -491,15 +513,15 @@ def _write_hparams(config, writer, saver):
 
 def _log_window(sums, seconds, step, window_start_step, run, bad=0):
   """Logs the metrics of the steps since the last log line; returns them."""
-  loss_sum, correct, count = (float(v) for v in sums.numpy())
+  loss_sum, correct, count, _, norm_sum = (float(v) for v in sums.numpy())
   m = {'train_loss': loss_sum / count, 'train_accuracy': correct / count,
        'images_per_sec': count / seconds, 'learning_rate': float(run.lr(step - 1)),
-       'bad_examples': bad}
+       'bad_examples': bad, 'grad_norm': norm_sum / (step - window_start_step)}
   eta = (run.total_steps - step) * seconds / (step - window_start_step)
-  logging.info('step %d/%d epoch %.2f: loss %.4f accuracy %.4f lr %.2e %.0f img/s ETA %.0fs%s',
-               step, run.total_steps, step / run.steps_per_epoch, m['train_loss'],
-               m['train_accuracy'], m['learning_rate'], m['images_per_sec'], eta,
-               f', {bad} bad examples skipped' if bad else '')
+  logging.info('step %d/%d epoch %.2f: loss %.4f accuracy %.4f lr %.2e grad norm %.3g %.0f img/s '
+               'ETA %.0fs%s', step, run.total_steps, step / run.steps_per_epoch,
+               m['train_loss'], m['train_accuracy'], m['learning_rate'], m['grad_norm'],
+               m['images_per_sec'], eta, f', {bad} bad examples skipped' if bad else '')
   return m
 
 
