@@ -139,7 +139,8 @@ class RandAugmentTest(tf.test.TestCase, parameterized.TestCase):
   def test_equalize_matches_pil(self):
     from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(3)
-    x = rng.integers(40, 180, (3, 16, 16, 3)).astype(np.uint8)
+    # 48×48 pixels over 140 levels: PIL's step (pixels per output level) is above 1.
+    x = rng.integers(40, 180, (3, 48, 48, 3)).astype(np.uint8)
     x[2] = 77  # one level: left as it is
     y = preprocess._COLOR_FNS['equalize'](tf.constant(x, tf.float32) / 255, None, None)
     expected = np.stack([np.asarray(ImageOps.equalize(Image.fromarray(image))) for image in x])
