@@ -158,7 +158,7 @@ def rand_augment(x, num_ops, magnitude, color_ops, draws):
                            list(range(2, 2 + len(ops) - len(GEOMETRIC_OPS))))
   num_parts = 2 + len(ops) - len(GEOMETRIC_OPS)
   m = float(magnitude) / MAX_MAGNITUDE
-  index = tf.range(tf.shape(x)[0])
+  index, shape = tf.range(tf.shape(x)[0]), x.shape
   for round_ in range(num_ops):
     salt = _RANDAUGMENT_SALT + 2 * round_
     op = draws.integers(salt, len(ops))
@@ -174,6 +174,7 @@ def rand_augment(x, num_ops, magnitude, color_ops, draws):
         images = _COLOR_FNS[name](images, tf.gather(signed, part[:, 0]), m)
       outs.append(images)
     x = tf.dynamic_stitch([part[:, 0] for part in parts], outs)
+    x.set_shape(shape)  # the stitch forgets the batch size, which compiled models may need
   return x
 
 
