@@ -1,5 +1,5 @@
 """Benchmarks training throughput: python -m launch.benchmark [--models=cnn,alexnet,vgg16,vgg16_cpu]
-[--quick] [--json=PATH] [--repeats=N] [--ceilings_only] [--streaming].
+[--quick] [--json=PATH] [--repeats=N] [--ceilings_only] [--streaming] [--augment].
 
 Prints a table of images/s (median [min–max] over interleaved rounds) per model and measurement:
 the custom loop on synthetic and on real data, with and without the on-device resize, against
@@ -10,6 +10,7 @@ achieved GFLOP/s against a matmul and a conv ceiling of each precision; peak RSS
 run takes far longer (VGG16-224 trains at ~1–2 img/s there). --ceilings_only measures the probes
 alone (with ONEDNN_VERBOSE=1 set, the log shows which kernels they run).
 --streaming measures the streaming input path instead (research/benchmark/streaming.py).
+--augment measures the on-device augmentation alone instead (research/benchmark/augment.py).
 """
 
 from absl import flags
@@ -26,6 +27,9 @@ _JSON = flags.DEFINE_string('json', None, 'Also write every number to this JSON 
 _STREAMING = flags.DEFINE_bool('streaming', False, 'Benchmark the streaming input path instead: '
                                'pipeline alone vs a bare decode-and-crop loop, and AlexNet fed '
                                'by it vs synthetic batches.')
+_AUGMENT = flags.DEFINE_bool('augment', False, 'Benchmark the on-device augmentation alone '
+                             'instead: images/s of the presets with and without RandAugment '
+                             'and mixup.')
 _CEILINGS_ONLY = flags.DEFINE_bool('ceilings_only', False, 'Measure only the matmul and conv '
                                    'ceiling probes, no model.')
 _REPEATS = flags.DEFINE_integer('repeats', None, 'Interleaved rounds per measurement; default 3 '
@@ -33,6 +37,9 @@ _REPEATS = flags.DEFINE_integer('repeats', None, 'Interleaved rounds per measure
 
 
 def main():
+  if _AUGMENT.value:
+    print(benchmark.augment.report(_QUICK.value))
+    return
   if _STREAMING.value:
     print(benchmark.streaming.report(_QUICK.value, _REPEATS.value, _JSON.value))
     return

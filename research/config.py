@@ -14,6 +14,7 @@ import ml_collections
 from research import models
 from research import outputs
 from research.data import folder
+from research.data import preprocess
 from research.errors import UserError
 
 # The experiment files (configs/ beside this package in the repository).
@@ -28,12 +29,17 @@ _IDENTITY_FIELDS = ('model.name', 'dataset.name', 'batch_size')
 
 def augment_preset(dataset):
   """Small affine jitter for digits; crop (as translation), flip and colour jitter otherwise.
-  Image folders stream, and the host's random-resized crop already scales and translates."""
+  Image folders stream, and the host's random-resized crop already scales and translates.
+  Digits never flip and RandAugment draws only geometric ops for them (color_ops False): ink
+  levels and handedness carry no class information to learn invariance to."""
   if dataset in _DIGIT_DATASETS or dataset.startswith('mnist'):
-    return dict(rotate=10.0, scale=0.1, translate=0.1, flip=False, brightness=0.0, contrast=0.0)
+    return dict(rotate=10.0, scale=0.1, translate=0.1, flip=False, brightness=0.0, contrast=0.0,
+                color_ops=False)
   if dataset.startswith(folder.PREFIX):
-    return dict(rotate=0.0, scale=0.0, translate=0.0, flip=True, brightness=0.2, contrast=0.2)
-  return dict(rotate=0.0, scale=0.0, translate=0.125, flip=True, brightness=0.2, contrast=0.2)
+    return dict(rotate=0.0, scale=0.0, translate=0.0, flip=True, brightness=0.2, contrast=0.2,
+                color_ops=True)
+  return dict(rotate=0.0, scale=0.0, translate=0.125, flip=True, brightness=0.2, contrast=0.2,
+              color_ops=True)
 
 
 def base(model='cnn', dataset='mnist'):
@@ -57,7 +63,13 @@ def base(model='cnn', dataset='mnist'):
       # A streamed example that fails to read or decode: False stops the run naming it; True
       # trains on without it (weight 0 in its batches), counted in the log and results.
       skip_bad_examples=False))
-  c.augment = ml_collections.ConfigDict(dict(enabled=True, **augment_preset(dataset)))
+  c.augment = ml_collections.ConfigDict(dict(
+      enabled=True, **augment_preset(dataset),
+      # (num_ops, magnitude): ops per image, strength on the 0-10 scale; (0, 0) = off
+      randaugment=(0, 0),
+      # Beta(alpha, alpha) mixing weights; 0.0 = off. Each example is mixed with probability
+      # mix_prob; with both alphas on, by cutmix with probability switch_prob, else by mixup.
+      mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0, switch_prob=0.5))
   c.batch_size = 128  # global, across all replicas
   c.eval_batch_size = 1000
   c.num_epochs = 10.0
@@ -153,6 +165,32 @@ def check_recipe(config, num_replicas=1):
                     f'accumulate_steps={k} micro-batches on each of {num_replicas} '
                     f'replica{"" if num_replicas == 1 else "s"}: make it a multiple of '
                     f'{k * num_replicas}')
+
+
+def check_augment(config, num_replicas=1):
+  """Refuses augmentation settings out of range, and an odd per-replica batch with mixing on
+  (examples mix in pairs within a replica), in one line naming the field."""
+  a = config.augment
+  for field in ('mixup_alpha', 'cutmix_alpha'):
+    if a[field] < 0:
+      raise UserError(f'config field augment.{field}={a[field]} is negative: make it 0.0 (off) '
+                      'or positive')
+  for field in ('mix_prob', 'switch_prob'):
+    if not 0.0 <= a[field] <= 1.0:
+      raise UserError(f'config field augment.{field}={a[field]} is a probability: make it '
+                      'between 0 and 1')
+  num_ops, magnitude = (tuple(a.randaugment) + (None, None))[:2]
+  numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                for v in (num_ops, magnitude))
+  if (len(a.randaugment) != 2 or not numbers or int(num_ops) != num_ops or num_ops < 0
+      or not 0 <= magnitude <= preprocess.MAX_MAGNITUDE):
+    raise UserError(f'config field augment.randaugment={tuple(a.randaugment)} should be '
+                    f'(num_ops >= 0, magnitude in [0, {preprocess.MAX_MAGNITUDE}]), e.g. (2, 9)')
+  per_replica = config.batch_size // num_replicas
+  if a.enabled and (a.mixup_alpha or a.cutmix_alpha) and per_replica % 2:
+    raise UserError(f'mixup/cutmix mix examples in pairs within a replica, but the batch per '
+                    f'replica is {per_replica}: make batch_size an even multiple of '
+                    f'{num_replicas} replica(s)')
 
 
 def load_file(path, variant=''):

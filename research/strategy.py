@@ -26,6 +26,7 @@ from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context
 
+from research import config as config_lib
 from research.errors import UserError
 
 NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
@@ -267,6 +268,7 @@ def build(config):
     raise UserError(f'batch_size {config.batch_size} does not divide over '
                     f'{strategy.num_replicas_in_sync} replicas: make it a multiple of '
                     f'{strategy.num_replicas_in_sync}')
+  config_lib.check_augment(config, strategy.num_replicas_in_sync)
   return strategy
 
 

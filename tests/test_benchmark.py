@@ -429,5 +429,17 @@ class StreamingQuickRunTest(tf.test.TestCase):
     self.assertIn('streaming pipeline / bare decode-and-crop loop', proc.stdout)
 
 
+class AugmentRunTest(tf.test.TestCase):
+
+  def test_every_variant_of_every_case_is_timed(self):
+    cases = (('digits', 'mnist', (4, 8, 8, 1)), ('colour', 'cifar10', (4, 8, 8, 3)))
+    rates = benchmark.augment.measure(steps=1, rounds=2, cases=cases)
+    labels = [label for label, _ in benchmark.augment.VARIANTS]
+    self.assertCountEqual(rates, [(case, label) for case, _, _ in cases for label in labels])
+    for values in rates.values():
+      self.assertLen(values, 2)
+      self.assertTrue(all(v > 0 for v in values))
+
+
 if __name__ == '__main__':
   tf.test.main()

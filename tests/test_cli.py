@@ -28,6 +28,9 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase):
       ('model_contradicts_config', ['--config=configs/cnn_mnist.py', '--model=cnn_dropout'],
        'disagrees'),
       ('positional', ['extra'], 'unexpected arguments'),
+      ('negative_alpha', ['--config.augment.mixup_alpha=-0.2'], 'augment.mixup_alpha=-0.2'),
+      ('odd_batch_mixing', ['--config.augment.cutmix_alpha=1.0', '--config.batch_size=63'],
+       'batch per replica is 63'),
   )
   def test_bad_input_is_one_line_and_nonzero(self, args, message):
     workdir = self.create_tempdir().full_path

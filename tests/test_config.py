@@ -48,6 +48,40 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(UserError, field):
       config_lib.check_types(config)
 
+  @parameterized.parameters(
+      ('mixup_alpha', -0.1, 'mixup_alpha=-0.1 is negative'),
+      ('cutmix_alpha', -1.0, 'cutmix_alpha=-1.0 is negative'),
+      ('mix_prob', 1.5, 'mix_prob=1.5 is a probability'),
+      ('switch_prob', -0.5, 'switch_prob=-0.5 is a probability'),
+      ('randaugment', (-1, 9), r'randaugment=\(-1, 9\)'),
+      ('randaugment', (2, 11), r'magnitude in \[0, 10\]'),
+      ('randaugment', (2.5, 5), 'num_ops >= 0'),
+      ('randaugment', (2,), 'randaugment'))
+  def test_augment_settings_out_of_range_are_one_line(self, field, value, message):
+    config = config_lib.base()
+    with config.augment.ignore_type():
+      config.augment[field] = value
+    with self.assertRaisesRegex(UserError, message):
+      config_lib.check_augment(config)
+
+  def test_mixing_needs_an_even_batch_per_replica(self):
+    config = config_lib.base()
+    config.batch_size = 12
+    config.augment.mixup_alpha = 0.2
+    config_lib.check_augment(config, num_replicas=2)
+    with self.assertRaisesRegex(UserError, 'batch per replica is 3'):
+      config_lib.check_augment(config, num_replicas=4)
+    config.augment.mixup_alpha = 0.0
+    config_lib.check_augment(config, num_replicas=4)  # no pairs, no constraint
+
+  def test_default_augmentation_passes_and_mixes_nothing(self):
+    config = config_lib.base()
+    config_lib.check_augment(config)
+    self.assertEqual((config.augment.mixup_alpha, config.augment.cutmix_alpha,
+                      tuple(config.augment.randaugment)), (0.0, 0.0, (0, 0)))
+    self.assertFalse(config.augment.color_ops)  # mnist: digits
+    self.assertTrue(config_lib.base(dataset='cifar10').augment.color_ops)
+
   def test_ints_pass_for_floats_and_lists_for_tuples(self):
     config = config_lib.base()
     config.num_epochs = 3

@@ -65,6 +65,16 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
       self.assertLen(union, 16)
       self.assertAllEqual(np.sort(union), np.sort(full[step]))
 
+  @parameterized.parameters((1, 1), (2, 1), (2, 2), (4, 2))
+  def test_replica_positions_are_the_rows_per_replica_hands_out(self, replicas, pipelines):
+    rows = tf.data.Dataset.from_tensors((tf.constant(0, tf.int64), tf.range(16, dtype=tf.int64)))
+    for p in range(pipelines):
+      ctx = tf.distribute.InputContext(pipelines, p, replicas)
+      ds, _ = pipeline._per_replica(rows, 16, ctx)
+      for local, (_, idx) in enumerate(ds):
+        replica = p * (replicas // pipelines) + local
+        self.assertAllEqual(pipeline.replica_positions(replica, 16, replicas, pipelines), idx)
+
   def test_no_autotuning_thread_to_wait_for_at_exit(self):
     ds = pipeline.train_dataset(_split(10), 4, seed=0)
     self.assertFalse(ds.options().autotune.enabled)

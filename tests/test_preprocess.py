@@ -87,3 +87,73 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
     kept = y[:, 2, 0, 0] > 0.99
     self.assertTrue(flipped.any() and kept.any())
     self.assertTrue(np.all(flipped ^ kept))
+
+
+class RandAugmentTest(tf.test.TestCase, parameterized.TestCase):
+
+  def _run(self, x, dataset='cifar10', ops=(2, 9), step=1):
+    cfg = _augment(dataset, rotate=0.0, scale=0.0, translate=0.0, flip=False, brightness=0.0,
+                   contrast=0.0, randaugment=ops)
+    seed = tf.constant([0, step], tf.int64)
+    return preprocess.random_augment(tf.cast(x, tf.float32) / 255, cfg, seed)
+
+  def test_deterministic_per_seed_and_step_and_different_across_steps(self):
+    x = np.random.default_rng(0).integers(0, 256, (16, 12, 12, 3), np.uint8)
+    self.assertAllEqual(self._run(x), self._run(x))
+    self.assertNotAllClose(self._run(x), self._run(x, step=2))
+    self.assertNotAllClose(self._run(x), tf.cast(x, tf.float32) / 255)
+
+  def test_digits_draw_geometric_ops_only(self):
+    # A constant image under rotation, shear and translation keeps its level where content is
+    # left and blends towards the zero fill elsewhere: its brightest pixel stays the level. Any
+    # colour op (brighter, darker, solarized, posterized, equalized, autocontrast) moves it.
+    # Magnitude 5: three translations one way (3.6 pixels each) leave a column of content.
+    level = 0.6
+    x = np.full((256, 16, 16, 1), round(level * 255), np.uint8)
+    y = self._run(x, 'mnist', ops=(3, 5)).numpy()
+    level = round(level * 255) / 255
+    self.assertAllClose(y.max(axis=(1, 2, 3)), np.full(256, level), atol=1e-5)
+    self.assertLess(y.min(), level - 0.1)  # and the geometric ops did move content
+
+  def test_other_datasets_draw_colour_ops_too(self):
+    x = np.full((256, 16, 16, 3), 150, np.uint8)
+    y = self._run(x, ops=(1, 10)).numpy()
+    self.assertTrue(np.any(y.max(axis=(1, 2, 3)) > 150 / 255 + 0.1))
+
+  @parameterized.parameters(*[name for name in preprocess.GEOMETRIC_OPS + preprocess.COLOR_OPS
+                              if name not in ('autocontrast', 'equalize')])
+  def test_magnitude_0_is_the_identity(self, name):
+    x = tf.random.stateless_uniform([4, 10, 10, 3], seed=[1, 2])
+    ops = preprocess.GEOMETRIC_OPS + preprocess.COLOR_OPS
+    signed = tf.constant([0.0, -0.0, 0.0, 0.0])
+    if name in preprocess.GEOMETRIC_OPS:
+      y = preprocess._geometric_op(x, tf.fill([4], ops.index(name)), signed, ops)
+    else:
+      y = preprocess._COLOR_FNS[name](x, signed, 0.0)
+    self.assertAllEqual(y, x)
+
+  def test_randaugment_at_magnitude_0_for_digits_is_the_identity(self):
+    x = _digits(16)
+    self.assertAllEqual(self._run(x, 'mnist', ops=(2, 0)), tf.cast(x, tf.float32) / 255)
+
+  def test_equalize_matches_pil(self):
+    from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(3)
+    # 48×48 pixels over 140 levels: PIL's step (pixels per output level) is above 1.
+    x = rng.integers(40, 180, (3, 48, 48, 3)).astype(np.uint8)
+    x[2] = 77  # one level: left as it is
+    y = preprocess._COLOR_FNS['equalize'](tf.constant(x, tf.float32) / 255, None, None)
+    expected = np.stack([np.asarray(ImageOps.equalize(Image.fromarray(image))) for image in x])
+    self.assertAllEqual(np.round(y.numpy() * 255).astype(np.uint8), expected)
+
+  @parameterized.parameters(('rotate', 1), ('translate_x', 0), ('shear_x', 1))
+  def test_geometric_ops_move_content_the_stated_way(self, name, axis_moves):
+    # translate_x shifts columns; rotation and shear_x move a point off the centre row.
+    x = np.zeros((1, 15, 15, 1), np.float32)
+    x[0, 3, 7] = 1.0  # above the centre
+    ops = preprocess.GEOMETRIC_OPS
+    y = preprocess._geometric_op(tf.constant(x), tf.constant([ops.index(name)]),
+                                 tf.constant([1.0]), ops).numpy()[0, ..., 0]
+    self.assertNotAllClose(y, x[0, ..., 0])
+    if name == 'translate_x':
+      self.assertAllClose(y.sum(axis=0)[7], 0.0)  # left its column

@@ -350,10 +350,11 @@ class FolderCliTest(tf.test.TestCase):
                      checkpoints_before)
 
   def test_mirrored_over_two_devices_ends_as_one_device(self):
-    # The host's crops are keyed by example, so both runs see the same pixels; the device's
-    # augmentation and dropout draw per replica, so they are off; SGD and float32 keep rounding
-    # small (auto would pick bfloat16 on some machines, whose rounding differs between layouts).
-    same = ('--config.augment.enabled=false', '--config.model.dropout=0.0',
+    # The host's crops are keyed by example, so both runs see the same pixels, and so are the
+    # device's augmentation draws; dropout draws per replica, so it is off; SGD and float32 keep
+    # rounding small (auto would pick bfloat16 on some machines, whose rounding differs between
+    # layouts).
+    same = ('--config.model.dropout=0.0',
             '--config.optimizer.name=sgd', '--mixed_precision=float32',
             '--config.schedule.learning_rate=0.05', '--config.image_grid_size=0')
     runs = {}

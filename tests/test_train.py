@@ -2,6 +2,7 @@
 
 import json
 import os
+from unittest import mock
 
 from absl.testing import parameterized
 import keras
@@ -174,6 +175,26 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(again['weights_digest'], first['weights_digest'])
     self.assertEqual(longer['step'], 4)
     self.assertNotEqual(longer['weights_digest'], first['weights_digest'])
+
+  def test_stopped_and_resumed_with_mixing_and_randaugment_ends_as_the_uninterrupted_run(self):
+    config = helpers.tiny_config('cnn_dropout', num_train_steps=4, checkpoint_every_steps=4)
+    config.augment.update(dict(randaugment=(2, 9), color_ops=True, mixup_alpha=0.4,
+                               cutmix_alpha=1.0))
+    run_chunk = trainer._run_chunk
+
+    def stop_at_step_2(*args):  # as a preemption signal there would
+      chunk = run_chunk(*args)
+      return tf.concat([chunk[:3], [1.0], chunk[4:]], 0) if int(args[-1].step.numpy()) == 2 else chunk
+
+    with helpers.mock_tfds():
+      whole = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
+      workdir = self.create_tempdir().full_path
+      with mock.patch.object(trainer, '_run_chunk', stop_at_step_2):
+        stopped = trainer.train_and_evaluate(config, workdir)
+      resumed = trainer.train_and_evaluate(config, workdir)
+    self.assertEqual(stopped['step'], 2)
+    self.assertEqual(resumed['step'], 4)
+    self.assertEqual(resumed['weights_digest'], whole['weights_digest'])
 
   def test_one_line_says_what_runs_from_scratch_then_resuming(self):
     workdir = self.create_tempdir().full_path

@@ -66,6 +66,17 @@ def _per_replica(batches, global_batch_size, input_context):
   return batches.map(split).unbatch(), per_replica
 
 
+def replica_positions(replica_id, global_batch_size, num_replicas, num_pipelines=1):
+  """The rows of the global batch that replica `replica_id` trains on, in its batch's order:
+  int32 [per-replica batch], following `_per_replica`'s layout (pipeline p of k serves replicas
+  p·r .. p·r + r - 1, r = num_replicas / k, as the strategies number them)."""
+  per_replica = global_batch_size // num_replicas
+  replicas_here = num_replicas // num_pipelines
+  replica_id = tf.cast(replica_id, tf.int32)
+  p, local = replica_id // replicas_here, replica_id % replicas_here
+  return p + num_pipelines * (local * per_replica + tf.range(per_replica))
+
+
 def example_seed(seed, epoch, index):
   """The host-side randomness of one example in one epoch: independent of batch and worker."""
   base = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])

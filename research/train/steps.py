@@ -8,6 +8,9 @@ across replicas: the aggregate metrics are exact whatever the replica count.
 import keras
 import tensorflow as tf
 
+from research import strategy as strategy_lib
+from research.data import mixing
+from research.data import pipeline
 from research.data import preprocess
 
 _SUM = tf.distribute.ReduceOp.SUM
@@ -16,20 +19,28 @@ _SUM = tf.distribute.ReduceOp.SUM
 TOP_K = 5
 
 
-def cross_entropy(labels, logits, label_smoothing=0.0):
-  """Per-example softmax cross-entropy on integer labels, optionally label-smoothed."""
+def cross_entropy(labels, logits, label_smoothing=0.0, partner_labels=None, lam=None):
+  """Per-example softmax cross-entropy on integer labels, optionally label-smoothed.
+
+  With `partner_labels` and `lam` (mixup/cutmix, research/data/mixing.py) it is
+  lam·CE(labels) + (1 - lam)·CE(partner_labels), each term smoothed: cross-entropy is linear in
+  its targets, so one call on the lam-weighted targets is that sum.
+  """
   num_classes = logits.shape[-1]
   targets = tf.one_hot(labels, num_classes)
+  if partner_labels is not None:
+    targets = lam[:, None] * targets + (1.0 - lam[:, None]) * tf.one_hot(partner_labels,
+                                                                         num_classes)
   if label_smoothing:
     targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
   return tf.nn.softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
 
 
-def augment_seed(seed, step, replica=0):
-  """The augmentation seed of one replica at one step: a pure function of (seed, step, replica),
-  so a resumed run augments exactly as the uninterrupted one would have."""
-  base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
-  return tf.random.experimental.stateless_fold_in(base, tf.cast(replica, tf.int64))
+def augment_seed(seed, step):
+  """The augmentation seed of one step: a pure function of (seed, step), so a resumed run
+  augments exactly as the uninterrupted one would have. Each example's draws add its place in
+  the global batch (preprocess.Draws), so they do not depend on the replica that holds it."""
+  return tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
 
 
 def reduce_and_clip(grads, clip_norm=0.0, loss_scale=None):
@@ -60,6 +71,7 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
   global_batch = config.batch_size
   micro_batches = config.accumulate_steps
   augment = config.augment if config.augment.enabled else None
+  num_pipelines = strategy_lib.num_workers(strategy)  # one input pipeline per worker
   loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
   # XLA compiles the model alone: the augmentation's image transform has no XLA CPU kernel, and
   # a compiled step would read the step counter from the wrong replica's device.
@@ -67,20 +79,21 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
   if config.jit_compile:
     forward = tf.function(forward, jit_compile=True)
 
-  def gradients(x, labels, weights):
+  def gradients(x, labels, weights, partners, lam):
     """(per-example losses, logits, this replica's gradient of the global mean loss), summed
     over the micro-batches. A Python loop: their number is a small constant, and each
     micro-batch starts once the previous one's gradient is summed (the control dependency), so
-    only one micro-batch's activations are alive at a time."""
+    only one micro-batch's activations are alive at a time. Mixing happened before the split,
+    on the replica's whole batch, so it is the same for any accumulate_steps."""
     parts = [tf.split(t, micro_batches) if t is not None else [None] * micro_batches
-             for t in (x, labels, weights)]
+             for t in (x, labels, weights, partners, lam)]
     per_example, logits, grads = [], [], None
-    for x_i, labels_i, weights_i in zip(*parts):
+    for x_i, labels_i, weights_i, partners_i, lam_i in zip(*parts):
       with tf.control_dependencies(grads or []):
         x_i = tf.identity(x_i)
       with tf.GradientTape() as tape:
         logits_i = forward(x_i)
-        loss_i = cross_entropy(labels_i, logits_i, config.label_smoothing)
+        loss_i = cross_entropy(labels_i, logits_i, config.label_smoothing, partners_i, lam_i)
         if weights_i is not None:
           loss_i *= weights_i
         # Divide by the global batch, not the replica's or the micro-batch's: summed over
@@ -98,14 +111,19 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
   def replica_step(images, labels, weights=None):
     # `weights`: 0 for a bad example the pipeline skipped (research/data/pipeline.py), else 1.
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-    seed = augment_seed(config.seed, step, replica)
+    seed = augment_seed(config.seed, step)
+    positions = pipeline.replica_positions(replica, global_batch, strategy.num_replicas_in_sync,
+                                           num_pipelines)
     x = preprocess.preprocess(images, input_size=config.model.input_size, training=True,
-                              augment=augment, seed=seed)
-    per_example, logits, grads = gradients(x, labels, weights)
+                              augment=augment, seed=seed, positions=positions,
+                              global_batch=global_batch)
+    x, partners, lam = mixing.mix(x, labels, weights, augment, seed, positions, global_batch)
+    per_example, logits, grads = gradients(x, labels, weights, partners, lam)
     grads, norm = reduce_and_clip(grads, config.clip_global_norm,
                                   optimizer.dynamic_scale if loss_scaling else None)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels, tf.float32)
+    hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32)
+                   == mixing.dominant(labels, partners, lam), tf.float32)
     if weights is None:
       correct, count = tf.reduce_sum(hits), tf.cast(tf.shape(labels)[0], tf.float32)
     else:  # count: the examples trained on; the trainer counts the rest as skipped

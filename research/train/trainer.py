@@ -39,6 +39,7 @@ def check_workdir(config, workdir, start_over):
   """Refuses a bad config or a workdir that holds another experiment, before any write."""
   config_lib.check_types(config)
   config_lib.check_recipe(config)
+  config_lib.check_augment(config)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'workdir {workdir!r} is a file: pass a directory')
   if start_over:
@@ -157,7 +158,8 @@ def _write_input_grid(config, data, step, writer, workdir, saver):
     return  # a bad example: training reads this batch next and names it (or skips it)
   x = preprocess.preprocess(images[:n], input_size=config.model.input_size, training=True,
                             augment=config.augment if config.augment.enabled else None,
-                            seed=steps.augment_seed(config.seed, step))
+                            seed=steps.augment_seed(config.seed, step),
+                            positions=tf.range(n), global_batch=config.batch_size)
   grid = plots.input_grid(x.numpy(), labels[:n].numpy(), data.class_names,
                           os.path.join(workdir, 'inputs.png'))
   with _summary_writes(saver), writer.as_default():

@@ -1,0 +1,69 @@
+"""The cost of on-device augmentation alone: preprocess (and mixing) on one batch, compiled.
+
+Each variant runs K steps of augmentation inside one tf.function call, each step keyed by its own
+seed as training keys them; rates are images/s, median [min–max] over rounds taken in turns.
+"""
+
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from research import config as config_lib
+from research.data import mixing
+from research.data import preprocess
+from research.train import steps as steps_lib
+
+# (label, dataset whose augmentation preset applies, batch shape)
+CASES = (('digits 128×28×28×1', 'mnist', (128, 28, 28, 1)),
+         ('colour 32×224×224×3', 'folder:images', (32, 224, 224, 3)))
+# (label, config.augment changes) on top of the dataset's preset
+VARIANTS = (('preset', {}),
+            ('preset + RandAugment(2, 9) + mixup 0.2',
+             dict(randaugment=(2, 9), mixup_alpha=0.2)))
+
+
+def augment_fn(dataset, shape, changes):
+  """run(n): n augmentation steps of a fixed uint8 batch of `shape`; returns images done."""
+  cfg = config_lib.base(dataset=dataset).augment
+  cfg.update(changes)
+  images = tf.constant(np.random.default_rng(0).integers(0, 256, shape, np.uint8))
+  labels = tf.zeros([shape[0]], tf.int32)
+
+  @tf.function
+  def run(n):
+    total = tf.constant(0.0)
+    for i in tf.range(n):
+      seed = steps_lib.augment_seed(0, i)
+      x = preprocess.preprocess(images, training=True, augment=cfg, seed=seed)
+      x, _, _ = mixing.mix(x, labels, None, cfg, seed)
+      total += x[0, 0, 0, 0]  # keeps every step's work alive
+    return total
+
+  return run
+
+
+def measure(steps=10, rounds=3, cases=CASES, variants=VARIANTS):
+  """{(case, variant): [images/s per round]}; the variants of a case take turns each round."""
+  rates = {}
+  for case, dataset, shape in cases:
+    fns = {label: augment_fn(dataset, shape, changes) for label, changes in variants}
+    for fn in fns.values():
+      fn(tf.constant(1)).numpy()  # traces
+    for _ in range(rounds):
+      for label, fn in fns.items():
+        start = time.perf_counter()
+        fn(tf.constant(steps)).numpy()
+        rates.setdefault((case, label), []).append(shape[0] * steps /
+                                                   (time.perf_counter() - start))
+  return rates
+
+
+def report(quick=False):
+  rates = measure(steps=3 if quick else 10, rounds=2 if quick else 5)
+  lines = [f'{"batch":22} {"augmentation":42} images/s median [min-max]']
+  for (case, label), values in rates.items():
+    lines.append(f'{case:22} {label:42} {statistics.median(values):9.0f} '
+                 f'[{min(values):.0f}-{max(values):.0f}]')
+  return '\n'.join(lines)
