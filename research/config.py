@@ -30,8 +30,8 @@ _IDENTITY_FIELDS = ('model.name', 'dataset.name', 'batch_size')
 def augment_preset(dataset):
   """Small affine jitter for digits; crop (as translation), flip and colour jitter otherwise.
   Image folders stream, and the host's random-resized crop already scales and translates.
-  Digits never flip and RandAugment draws only geometric ops for them (color_ops False): ink
-  levels and handedness carry no class information to learn invariance to."""
+  Digits never flip (a mirrored 2 is not a 2), and RandAugment draws only geometric ops for them
+  (color_ops False): its colour ops are made for photographs."""
   if dataset in _DIGIT_DATASETS or dataset.startswith('mnist'):
     return dict(rotate=10.0, scale=0.1, translate=0.1, flip=False, brightness=0.0, contrast=0.0,
                 color_ops=False)
@@ -65,6 +65,7 @@ def base(model='cnn', dataset='mnist'):
       skip_bad_examples=False))
   c.augment = ml_collections.ConfigDict(dict(
       enabled=True, **augment_preset(dataset),
+      invert=0.0,  # the probability of an example inverted (1 - x): robustness to polarity
       # (num_ops, magnitude): ops per image, strength on the 0-10 scale; (0, 0) = off
       randaugment=(0, 0),
       # Beta(alpha, alpha) mixing weights; 0.0 = off. Each example is mixed with probability
@@ -175,7 +176,7 @@ def check_augment(config, num_replicas=1):
     if a[field] < 0:
       raise UserError(f'config field augment.{field}={a[field]} is negative: make it 0.0 (off) '
                       'or positive')
-  for field in ('mix_prob', 'switch_prob'):
+  for field in ('mix_prob', 'switch_prob', 'invert'):
     if not 0.0 <= a[field] <= 1.0:
       raise UserError(f'config field augment.{field}={a[field]} is a probability: make it '
                       'between 0 and 1')

@@ -14,7 +14,8 @@ from tests import helpers
 class ConfigTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters('cnn_mnist', 'cnn_dropout_mnist', 'cnn_fashion_mnist',
-                            'alexnet_mnist', 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet')
+                            'alexnet_mnist', 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet',
+                            'vgg16_cifar10')
   def test_config_files_load_and_type_check(self, name):
     config = helpers.load_config(name)
     config_lib.check_types(config)
@@ -53,6 +54,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
       ('cutmix_alpha', -1.0, 'cutmix_alpha=-1.0 is negative'),
       ('mix_prob', 1.5, 'mix_prob=1.5 is a probability'),
       ('switch_prob', -0.5, 'switch_prob=-0.5 is a probability'),
+      ('invert', 2.0, 'invert=2.0 is a probability'),
       ('randaugment', (-1, 9), r'randaugment=\(-1, 9\)'),
       ('randaugment', (2, 11), r'magnitude in \[0, 10\]'),
       ('randaugment', (2.5, 5), 'num_ops >= 0'),
@@ -114,11 +116,15 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(('alexnet_mnist', 'cpu'), ('alexnet_mnist', 'tiny'),
                             ('vgg16_mnist', 'cpu'), ('vgg16_mnist', 'tiny'),
                             ('vgg16_mnist', 'demo'), ('alexnet_imagenet', 'tiny'),
-                            ('vgg16_imagenet', 'tiny'))
+                            ('vgg16_imagenet', 'tiny'), ('alexnet_imagenet', 'modern'),
+                            ('vgg16_imagenet', 'modern'), ('vgg16_cifar10', 'tiny'))
   def test_variants_type_check_and_their_models_fit(self, name, variant):
     config = helpers.load_config(name, variant)
     config_lib.check_types(config)
-    if variant != 'demo':  # demo is the full-size VGG16, built in test_vgg
+    config_lib.check_recipe(config)
+    config_lib.check_augment(config)
+    # demo and modern build the full-size nets, as test_vgg and the published-count test do
+    if variant not in ('demo', 'modern'):
       model, _ = models.build_model(config.model, 10, (28, 28, 1))
       self.assertEqual(model.stack[-1].num_classes, 10)
 
@@ -129,7 +135,8 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
       self.assertGreater(cpu.model.width_divisor, full.model.width_divisor)
       self.assertLess(cpu.model.input_size, full.model.input_size)
 
-  @parameterized.parameters('alexnet_mnist', 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet')
+  @parameterized.parameters('alexnet_mnist', 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet',
+                            'vgg16_cifar10')
   def test_unknown_variant(self, name):
     with self.assertRaisesRegex(ValueError, "unknown variant 'huge'"):
       helpers.load_config(name, 'huge')

@@ -88,6 +88,20 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(flipped.any() and kept.any())
     self.assertTrue(np.all(flipped ^ kept))
 
+  @parameterized.parameters(0.0, 0.3, 1.0)
+  def test_invert_turns_the_drawn_share_of_a_batch_into_its_negative(self, p):
+    x = tf.cast(_digits(256), tf.float32) / 255
+    still = _augment(rotate=0.0, scale=0.0, translate=0.0, invert=p)
+    y = preprocess.random_augment(x, still, tf.constant([1, 2], tf.int64)).numpy()
+    inverted = np.all(np.isclose(y, 1.0 - x.numpy()), axis=(1, 2, 3))
+    kept = np.all(y == x.numpy(), axis=(1, 2, 3))
+    self.assertTrue(np.all(inverted ^ kept))  # each image whole, one way or the other
+    self.assertNear(inverted.mean(), p, 0.1)
+    # Keyed by place in the global batch: the second half alone draws as it did in the whole.
+    half = preprocess.random_augment(x[128:], still, tf.constant([1, 2], tf.int64),
+                                     tf.range(128, 256), 256)
+    self.assertAllEqual(half, y[128:])
+
 
 class RandAugmentTest(tf.test.TestCase, parameterized.TestCase):
 

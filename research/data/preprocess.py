@@ -93,8 +93,9 @@ def random_augment(x, cfg, seed, positions=None, global_batch=0):
   """Random affine (rotation, scale, translation, horizontal flip), colour jitter, RandAugment.
 
   `cfg` has rotate (degrees), scale (± fraction), translate (± fraction of the side), flip (bool),
-  brightness and contrast (± fractions), and randaugment (num_ops, magnitude) with color_ops
-  (bool). Digits keep flip and colour ops off: a mirrored 2 is not a 2.
+  brightness and contrast (± fractions), invert (the probability of 1 - x), and randaugment
+  (num_ops, magnitude) with color_ops (bool). Digits keep flip and colour ops off: a mirrored 2
+  is not a 2.
   """
   draws = Draws(seed, tf.shape(x)[0], positions, global_batch)
   if cfg.rotate or cfg.scale or cfg.translate or cfg.flip:
@@ -104,6 +105,9 @@ def random_augment(x, cfg, seed, positions=None, global_batch=0):
     factor = draws.uniform(6, 1.0 - cfg.contrast, 1.0 + cfg.contrast)[:, None, None, None]
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
     x = tf.clip_by_value((x - mean) * factor + mean + delta, 0.0, 1.0)
+  if cfg.get('invert', 0.0):  # light on dark becomes dark on light: polarity is not the class
+    flipped = draws.uniform(8) < cfg.invert
+    x = tf.where(flipped[:, None, None, None], 1.0 - x, x)
   num_ops, magnitude = cfg.get('randaugment', (0, 0))
   if num_ops:
     x = rand_augment(x, num_ops, magnitude, cfg.get('color_ops', True), draws)
