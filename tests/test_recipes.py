@@ -1,6 +1,7 @@
-"""The training recipes: EMA of the weights, gradient clipping and its norm, accumulation.
+"""The training recipes: EMA of the weights, gradient clipping and its norm, accumulation, and
+the config files that use them with mixing and RandAugment.
 
-Mirrored (2 devices) equals one device for all three together: tests/test_distribute.py.
+Mirrored (2 devices) equals one device for all of them together: tests/test_distribute.py.
 """
 
 import os
@@ -14,11 +15,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # no public switch back off
 
+from configs import alexnet_imagenet
 from research import checkpoints
 from research import config as config_lib
 from research import export
 from research import outputs
 from research import preemption
+from research.data import folder
 from research.data import preprocess
 from research.errors import UserError
 from research.train import optim
@@ -265,13 +268,15 @@ class RecipeChecksTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class RecipeResumeTest(tf.test.TestCase):
-  """SIGTERM mid-run and resume, with EMA, clipping and accumulation on: bitwise equal."""
+  """SIGTERM mid-run and resume with every recipe on (EMA, clipping, accumulation, RandAugment,
+  cutmix and mixup): bitwise equal."""
 
   def test_sigterm_and_resume_ends_as_the_uninterrupted_run(self):
     if not tf_config.is_op_determinism_enabled():  # the run turns it on for the whole process
       self.addCleanup(tf_config.disable_op_determinism)
     config = helpers.tiny_config(num_train_steps=6, ema_decay=0.7, clip_global_norm=0.5,
                                  accumulate_steps=2, deterministic=True, image_grid_size=0)
+    config.augment.update(dict(randaugment=(2, 9), mixup_alpha=0.4, cutmix_alpha=1.0))
     reference, workdir = (self.create_tempdir().full_path for _ in range(2))
     with helpers.mock_tfds():
       uninterrupted = trainer.train_and_evaluate(config, reference)
@@ -305,3 +310,36 @@ class RecipeResumeTest(tf.test.TestCase):
     for a, b in zip(ema_a + raw_a, ema_b + raw_b):
       self.assertAllEqual(a, b)
     self.assertEqual(resumed['test_accuracy_ema'], uninterrupted['test_accuracy_ema'])
+
+
+class RecipeConfigTest(tf.test.TestCase, parameterized.TestCase):
+  """The configs built on the recipes train their small variants with everything on."""
+
+  def _assert_recipe_ran(self, config, results):
+    self.assertEqual(results['step'], config.num_train_steps)
+    for key in ('test_accuracy', 'test_accuracy_ema', 'grad_norm'):
+      self.assertIn(key, results)
+    self.assertGreater(config.ema_decay, 0)
+    self.assertGreater(config.augment.randaugment[0], 0)
+    self.assertTrue(config.augment.mixup_alpha and config.augment.cutmix_alpha)
+
+  def test_cifar10_vgg_trains_its_tiny_variant_on_mock_data(self):
+    config = helpers.load_config('vgg16_cifar10', 'tiny')
+    self.assertEqual(config.dataset.name, 'cifar10')
+    with helpers.mock_tfds():
+      results = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
+    self._assert_recipe_ran(config, results)
+
+  @parameterized.parameters('alexnet_imagenet', 'vgg16_imagenet')
+  def test_modern_imagenet_variant_trains_at_the_tiny_sizes(self, name):
+    config = helpers.load_config(name, 'modern')
+    self.assertTrue(config.model.batch_norm)
+    self.assertGreater(config.clip_global_norm, 0)
+    config.model = helpers.load_config(name, 'tiny').model
+    config.model.batch_norm = True
+    alexnet_imagenet.tiny(config)
+    root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=10)
+    config.dataset.name = f'{folder.PREFIX}{root}'
+    config.dataset.validation_size = 8
+    results = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
+    self._assert_recipe_ran(config, results)

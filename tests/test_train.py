@@ -184,7 +184,9 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
 
     def stop_at_step_2(*args):  # as a preemption signal there would
       chunk = run_chunk(*args)
-      return tf.concat([chunk[:3], [1.0], chunk[4:]], 0) if int(args[-1].step.numpy()) == 2 else chunk
+      if int(args[-1].step.numpy()) == 2:
+        return tf.concat([chunk[:3], [1.0], chunk[4:]], 0)
+      return chunk
 
     with helpers.mock_tfds():
       whole = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
