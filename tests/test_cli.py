@@ -31,6 +31,7 @@ class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase):
       ('negative_alpha', ['--config.augment.mixup_alpha=-0.2'], 'augment.mixup_alpha=-0.2'),
       ('odd_batch_mixing', ['--config.augment.cutmix_alpha=1.0', '--config.batch_size=63'],
        'batch per replica is 63'),
+      ('ema_decay_out_of_range', ['--config.ema_decay=1.0'], 'ema_decay=1.0 is outside [0, 1)'),
   )
   def test_bad_input_is_one_line_and_nonzero(self, args, message):
     workdir = self.create_tempdir().full_path
