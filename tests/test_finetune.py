@@ -118,6 +118,7 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
         '--config.dataset.validation_size=0', '--config.model.input_size=28',
         '--config.model.filters=(8, 8)', '--config.model.dense_units=(16,)',
         '--config.batch_size=8', '--config.num_train_steps=2', '--config.image_grid_size=0',
+        '--config.model.standardize=False',
         f'--config.init_from={self.best}', "--config.freeze=('conv1',)")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn('Strategy mirrored with 2 replica(s)', proc.stderr)
@@ -145,7 +146,8 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(
       ('architecture', 'SOURCE', 'is another architecture (model.dense_units=[16] there, [256] '
-       'here, model.filters=[8, 8] there, [32, 64] here)'),
+       'here, model.filters=[8, 8] there, [32, 64] here, model.standardize=false there, true '
+       'here)'),
       ('missing', 'MISSING', 'is neither a directory nor a checkpoint'),
       ('not_a_run', 'EMPTY', 'holds no checkpoint of a training run'),
   )

@@ -18,7 +18,7 @@ _NO_MACS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
             keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D,
             keras.layers.Flatten, keras.layers.Reshape, keras.layers.ZeroPadding2D,
             keras.layers.Activation, keras.layers.ReLU, keras.layers.Dropout,
-            keras.layers.BatchNormalization)
+            keras.layers.BatchNormalization, blocks.Standardize)
 
 
 def _parts(layer):
