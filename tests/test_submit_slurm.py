@@ -288,7 +288,8 @@ class SubmitCliTest(tf.test.TestCase):
 
 # A few hundred steps of the small CNN, logged often enough to catch a step to preempt at.
 # Small splits, evaluated at the end only: the job's start-ups and the requeue are what is tested.
-_TRAIN = ['--config=configs/cnn_mnist.py', '--config.num_train_steps=200',
+_STEPS = 120
+_TRAIN = ['--config=configs/cnn_mnist.py', f'--config.num_train_steps={_STEPS}',
           '--config.dataset.train_split=train[:7000]', '--config.dataset.validation_size=2000',
           '--config.dataset.test_split=test[:2000]', '--config.eval_every_epochs=100',
           '--config.steps_per_loop=10', '--config.log_every_steps=20',
@@ -406,10 +407,10 @@ class SlurmClusterTest(_RealSlurmTest):
     log = _read(record['log'])
     self.assertEqual(self.reference_state, 'COMPLETED', log[-5000:])
     results = outputs.read_json(os.path.join(record['workdir'], 'results.json'))
-    self.assertEqual(results['step'], 200)
+    self.assertEqual(results['step'], _STEPS)
     self.assertGreater(results['test_accuracy'], 0.9)
     self.assertTrue(os.path.exists(
-        os.path.join(record['workdir'], 'checkpoints', 'ckpt-200.index')))
+        os.path.join(record['workdir'], 'checkpoints', f'ckpt-{_STEPS}.index')))
     # Two tasks, one cluster: both workers logged the same final weights.
     digests = re.findall(r'^(\d): weights digest (\w+)$', log, re.M)
     self.assertCountEqual([task for task, _ in digests], ['0', '1'])
@@ -417,13 +418,13 @@ class SlurmClusterTest(_RealSlurmTest):
     status = helpers.run_cli('launch.submit', '--status', f'--workdir={record["workdir"]}')
     self.assertEqual(status.returncode, 0, status.stderr[-3000:])
     self.assertIn(f'Slurm job {record["job_id"]} (reference): COMPLETED', status.stdout)
-    self.assertIn('  progress: step 200/200 epoch', status.stdout)
-    self.assertIn('  run: finished: step 200, test accuracy', status.stdout)
+    self.assertIn(f'  progress: step {_STEPS}/{_STEPS} epoch', status.stdout)
+    self.assertIn(f'  run: finished: step {_STEPS}, test accuracy', status.stdout)
 
   def test_preempted_job_is_requeued_and_resumes(self):
     record = self._submit('preempted')
     deadline = time.time() + 300
-    while 'step 40/200' not in _read(record['log']):
+    while f'step 40/{_STEPS}' not in _read(record['log']):
       self.assertLess(time.time(), deadline, _tail(record['log']))
       time.sleep(0.5)
     # What Slurm sends before the time limit (--signal=USR1@120), here at once.
@@ -431,18 +432,18 @@ class SlurmClusterTest(_RealSlurmTest):
     state = self._wait(record)
     log = _read(record['log'])
     self.assertEqual(state, 'COMPLETED', log[-5000:])
-    stops = set(re.findall(r'Stopped by SIGUSR1 at step (\d+) of 200, saved', log))
+    stops = set(re.findall(rf'Stopped by SIGUSR1 at step (\d+) of {_STEPS}, saved', log))
     self.assertLen(stops, 1, log[-5000:])  # both workers stopped after the same step
     stop = stops.pop()
-    self.assertLess(int(stop), 200)
+    self.assertLess(int(stop), _STEPS)
     self.assertIn(f'requeueing job {record["job_id"]}', log)
     self.assertIn(f'job {record["job_id"]} start 2 on', log)
-    self.assertRegex(log, rf'Resumed from \S+/ckpt-{stop}: step {stop} of 200')
+    self.assertRegex(log, rf'Resumed from \S+/ckpt-{stop}: step {stop} of {_STEPS}')
     restarts = subprocess.run(['scontrol', 'show', 'job', '-o', record['job_id']],
                               capture_output=True, text=True, timeout=60).stdout
     self.assertIn('Restarts=1', restarts)
     results = outputs.read_json(os.path.join(record['workdir'], 'results.json'))
-    self.assertEqual((results['step'], results['preempted']), (200, ''))
+    self.assertEqual((results['step'], results['preempted']), (_STEPS, ''))
     # Deterministic ops: the interrupted job ends with the uninterrupted one's weights.
     reference = outputs.read_json(
         os.path.join(self.reference['workdir'], 'results.json'))
