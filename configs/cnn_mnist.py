@@ -2,15 +2,16 @@
 up on corrupted digits.
 
 Command: python -m launch.train --config=configs/cnn_mnist.py --workdir=runs/cnn_mnist
-Reproduces: test accuracy 99.45 / 99.44 / 99.41% for --config.seed=0..2 (median 99.44%) with
-  21 / 27 / 24 s of training (train_seconds; median 24 s), 28–34 s for the whole command, where
-  --mixed_precision=auto picks mixed_bfloat16 (2026-12-01, 2-core AMD EPYC with avx512_bf16; the
-  same seed-0 run took 21 s and 27 s in two runs minutes apart: the machine drifts). Without
+Reproduces: test accuracy 99.49 / 99.46 / 99.41% for --config.seed=0..2 (median 99.46%) with
+  21 / 22 / 21 s of training (train_seconds; median 21 s), 31–33 s for the whole command, where
+  --mixed_precision=auto picks mixed_bfloat16 (2026-12-01, 2-core Intel Xeon with amx_bf16).
+  2026-12-01, 2-core AMD EPYC with avx512_bf16: 99.45 / 99.44 / 99.41% in 21 / 27 / 24 s
+  (the same seed-0 run took 21 s and 27 s in two runs minutes apart: the machine drifts). Without
   `standardize` and `invert` the recipe gave 99.47 / 99.50 / 99.44% (2026-11-30).
-  With --mixed_precision=float32: 99.46 / 99.44 / 99.42% in 43 / 38 / 39 s, on a slower stretch
-  of the machine (seed 0 with auto took 31 s beside them; 2026-12-01).
+  With --mixed_precision=float32 there: 99.46 / 99.44 / 99.42% in 43 / 38 / 39 s, on a
+  slower stretch of the machine (seed 0 with auto took 31 s beside them; 2026-12-01).
 Robustness (python -m launch.evaluate --workdir=runs/cnn_mnist --corruptions=all, seed 0, 99.44%
-  clean; 2026-12-01, same machine): severity 1 / 3 / 5 gives noise 98.48 / 65.14 / 9.76%, blur
+  clean; 2026-12-01, the AMD EPYC): severity 1 / 3 / 5 gives noise 98.48 / 65.14 / 9.76%, blur
   99.43 / 96.85 / 48.63%, pixelate 99.27 / 98.69 / 88.43%, thicken 98.99 / 88.76 / 46.89%, thin
   99.40 / 99.17 / 97.11%, shift 99.38 / 75.48 / 12.38%, contrast 99.44 / 99.44 / 99.42%; invert
   99.38%. Every corruption at severity 1 stays above 98.4%. The choices behind it, each measured
