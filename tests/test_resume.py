@@ -73,7 +73,7 @@ class ProcessResumeTest(tf.test.TestCase):
 
   CONFIG = 'configs/cnn_mnist.py'  # batch norm and augmentation
   EXTRA = ()
-  KILLS = 6  # each of the four kinds of point at least once; ~70 s of CI (a start-up each)
+  KILLS = 6  # each of the four kinds of point at least once; ~50 s of CI (a start-up each)
 
   def assert_same_run(self, workdir):
     """Bitwise-equal weights on one device."""
