@@ -38,10 +38,10 @@ def one_step(config, strategy, images, labels, initial=None, num_steps=1):
   train = steps.make_train_fn(strategy, model, optimizer, config, step, tf.Variable(0.0))
   batches = strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors((images, labels)).repeat())
-  loss_sum, _, count, _, norm = train(iter(batches), tf.constant(num_steps)).numpy()
+  loss_sum, _, count, _, norm_sum, norms = train(iter(batches), tf.constant(num_steps)).numpy()
   averages = [v.numpy() for v in optim.ema_variables(optimizer)]
   return (loss_sum / count, before, [v.numpy() for v in model.weights], _fused(model, strategy),
-          averages, norm / num_steps, _swap_ok(model, optimizer, averages))
+          averages, norm_sum / norms, _swap_ok(model, optimizer, averages))
 
 
 def _swap_ok(model, optimizer, averages):

@@ -46,14 +46,18 @@ def _batch(size=8, seed=0):
 
 
 def _trainer(config, strategy=None):
-  """(model, optimizer, train(batch) → the train fn's sums over one step)."""
+  """(model, optimizer, one_step(batch, *more) → the train fn's TOTALS over one call of a step
+  per batch)."""
   strategy = strategy or tf.distribute.get_strategy()
   model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 10)
   train = steps.make_train_fn(strategy, model, optimizer, config, step, tf.Variable(0.0))
 
-  def one_step(batch):
-    batches = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
-    return train(iter(batches), tf.constant(1)).numpy()
+  def one_step(batch, *more):
+    dataset = tf.data.Dataset.from_tensors(batch)
+    for b in more:
+      dataset = dataset.concatenate(tf.data.Dataset.from_tensors(b))
+    batches = strategy.experimental_distribute_dataset(dataset)
+    return train(iter(batches), tf.constant(1 + len(more))).numpy()
 
   return model, optimizer, one_step
 
@@ -161,6 +165,16 @@ def _state(config, path):
           int(step.numpy()), {v.path: v.numpy() for v in model.weights})
 
 
+def _gradient(model, batch):
+  """(global norm, gradients) of the mean loss over `batch` at the model's weights."""
+  images, labels = batch
+  with tf.GradientTape() as tape:
+    x = preprocess.preprocess(images)
+    loss = tf.reduce_mean(steps.cross_entropy(labels, model(x, training=True)))
+  grads = tape.gradient(loss, model.trainable_variables)
+  return float(np.sqrt(sum(np.sum(np.square(g.numpy())) for g in grads))), grads
+
+
 class ClipTest(tf.test.TestCase, parameterized.TestCase):
 
   def _step(self, clip):
@@ -168,14 +182,9 @@ class ClipTest(tf.test.TestCase, parameterized.TestCase):
     of one SGD step at learning rate 1."""
     model, _, one_step = _trainer(_sgd_config(clip_global_norm=clip, schedule=dict(
         name='constant', learning_rate=1.0, warmup_epochs=0.0)))
-    images, labels = _batch()
-    with tf.GradientTape() as tape:
-      x = preprocess.preprocess(images)
-      loss = tf.reduce_mean(steps.cross_entropy(labels, model(x, training=True)))
-    grads = tape.gradient(loss, model.trainable_variables)
-    reference = float(np.sqrt(sum(np.sum(np.square(g.numpy())) for g in grads)))
+    reference, grads = _gradient(model, _batch())
     before = _values(model.trainable_variables)
-    norm = float(one_step((images, labels))[4])
+    norm = float(one_step(_batch())[steps.TOTALS.index('grad_norm_sum')])
     return before, _values(model.trainable_variables), norm, reference, grads
 
   def test_grad_norm_is_the_global_norm_of_the_mean_loss_gradient(self):
@@ -196,6 +205,18 @@ class ClipTest(tf.test.TestCase, parameterized.TestCase):
     before, after, _, _, grads = self._step(0.0)
     for a, b, g in zip(after, before, grads):
       self.assertAllClose(b - a, g.numpy(), rtol=1e-4, atol=1e-6)
+
+  @parameterized.named_parameters(('unclipped', 0.0, 1), ('clipped', 0.1, 3))
+  def test_a_call_takes_the_norm_on_its_first_step_unless_it_clips(self, clip, measured):
+    model, _, one_step = _trainer(_sgd_config(clip_global_norm=clip))
+    first, _ = _gradient(model, _batch(seed=0))
+    totals = one_step(*(_batch(seed=i) for i in range(3)))
+    self.assertEqual(totals[steps.TOTALS.index('grad_norms')], measured)
+    norm_sum = totals[steps.TOTALS.index('grad_norm_sum')]
+    if measured == 1:
+      self.assertAllClose(norm_sum, first, rtol=1e-5)
+    else:  # the later steps' norms differ from the first's: clipped, they are all in the sum
+      self.assertNotAllClose(norm_sum, 3 * first, rtol=1e-3)
 
   def test_grad_norm_is_averaged_into_the_training_log_and_tensorboard(self):
     workdir = self.create_tempdir().full_path

@@ -15,6 +15,9 @@ from research.data import preprocess
 
 _SUM = tf.distribute.ReduceOp.SUM
 
+# What a training call returns, summed over its steps (make_train_fn).
+TOTALS = ('loss_sum', 'correct', 'count', 'stop', 'grad_norm_sum', 'grad_norms')
+
 # Evaluation reports top-k accuracy beside top-1 for this k (the ImageNet papers' top-5).
 TOP_K = 5
 
@@ -43,24 +46,31 @@ def augment_seed(seed, step):
   return tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
 
 
-def reduce_and_clip(grads, clip_norm=0.0, loss_scale=None):
+def reduce_and_clip(grads, clip_norm=0.0, loss_scale=None, measure_norm=True):
   """(gradients summed across replicas, their global norm before clipping), clipped to global
   norm `clip_norm` when it is > 0. Called in a replica context, where it is the step's one
   all-reduce: the optimizer applies the result as it is (research/train/optim.py), so the norm
   is the global batch's on every replica, whatever their number. With loss scaling the grads
-  come scaled by `loss_scale`; the norm returned and the clip are of the unscaled ones."""
+  come scaled by `loss_scale`; the norm returned and the clip are of the unscaled ones.
+
+  Without clipping the norm is only reported, so it is taken only when `measure_norm` (a bool
+  tensor) holds and is 0 otherwise: it is one more pass over every gradient (58M numbers for
+  AlexNet), which a log sample need not pay each step. No collective depends on it."""
   grads = tf.distribute.get_replica_context().all_reduce(_SUM, grads)
-  norm = tf.linalg.global_norm(grads)
   scale = 1.0 if loss_scale is None else tf.cast(loss_scale, tf.float32)
   if clip_norm > 0:
+    norm = tf.linalg.global_norm(grads)
     grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=norm)
+  else:
+    norm = tf.cond(measure_norm, lambda: tf.linalg.global_norm(grads), lambda: 0.0)
   return grads, norm / scale
 
 
 def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
-  """Returns train(iterator, num_steps) → [loss sum, correct, count, stop, gradient norm sum]
-  over the steps it ran; stop > 0 when it ended early. Batches may carry per-example weights (a
-  skipped bad example weighs 0): count then sums the weights.
+  """Returns train(iterator, num_steps) → the TOTALS over the steps it ran: loss sum, correct,
+  count, stop (> 0 when it ended early), and the sum and number of the gradient norms taken:
+  every step's with clipping on, else the call's first step's (reduce_and_clip). Batches may
+  carry per-example weights (a skipped bad example weighs 0): count then sums the weights.
 
   `step` (an int64 variable made under the strategy) counts the steps taken; it keys the
   augmentation and is saved in checkpoints. The call ends early, after the current step, once
@@ -108,7 +118,7 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
       logits.append(logits_i)
     return tf.concat(per_example, 0), tf.concat(logits, 0), grads
 
-  def replica_step(images, labels, weights=None):
+  def replica_step(images, labels, weights=None, measure_norm=True):
     # `weights`: 0 for a bad example the pipeline skipped (research/data/pipeline.py), else 1.
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     seed = augment_seed(config.seed, step)
@@ -120,7 +130,7 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
     x, partners, lam = mixing.mix(x, labels, weights, augment, seed, positions, global_batch)
     per_example, logits, grads = gradients(x, labels, weights, partners, lam)
     grads, norm = reduce_and_clip(grads, config.clip_global_norm,
-                                  optimizer.dynamic_scale if loss_scaling else None)
+                                  optimizer.dynamic_scale if loss_scaling else None, measure_norm)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32)
                    == mixing.dominant(labels, partners, lam), tf.float32)
@@ -128,15 +138,20 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
       correct, count = tf.reduce_sum(hits), tf.cast(tf.shape(labels)[0], tf.float32)
     else:  # count: the examples trained on; the trainer counts the rest as skipped
       correct, count = tf.reduce_sum(hits * weights), tf.reduce_sum(weights)
-    norm = tf.where(replica == 0, norm, 0.0)  # the same on every replica: summed, counted once
-    return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value(), norm])
+    # The norm is the same on every replica: summed, it is counted once.
+    measured = tf.cast(tf.logical_or(measure_norm, config.clip_global_norm > 0), tf.float32)
+    norm, measured = (tf.where(replica == 0, v, 0.0) for v in (norm, measured))
+    return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value(), norm,
+                     measured])
 
   @tf.function
   def train(iterator, num_steps):
     # Many steps per call: the Python loop and the host-device round trip are paid once per call.
-    totals = tf.zeros([5])
-    for _ in tf.range(num_steps):
-      sums = strategy.reduce(_SUM, strategy.run(replica_step, args=next(iterator)), axis=None)
+    totals = tf.zeros([len(TOTALS)])
+    for i in tf.range(num_steps):
+      # The first step, not the last: a call that a stop ends early still has a norm to report.
+      sums = strategy.reduce(_SUM, strategy.run(replica_step, args=next(iterator),
+                                                kwargs={'measure_norm': i == 0}), axis=None)
       # The counter moves once this step's batch is in, and the next batch is fetched after it
       # moved: when a batch fails to arrive (a corrupt example) it holds the steps done.
       with tf.control_dependencies([sums]):

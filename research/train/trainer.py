@@ -366,7 +366,8 @@ def _train(config, workdir, run, wall_start):
   profiler = _Profiler(config, os.path.join(workdir, 'train'), run.chief)
   train_tags = _train_tags(config)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
-  sums, window_start, window_step = tf.zeros([5]), time.time(), step
+  no_sums = tf.zeros([len(steps.TOTALS)])
+  sums, window_start, window_step = no_sums, time.time(), step
   train_start, results, stopped = time.time(), {}, False
   skipped = window_skipped = 0  # bad examples skipped (config.dataset.skip_bad_examples)
   # A vanished peer aborts the collectives in a chunk, an evaluation or a save: the error
@@ -387,7 +388,7 @@ def _train(config, workdir, run, wall_start):
                                    skipped - window_skipped))
         _scalars(train_writer, step, {tag: results[k] for tag, k in train_tags.items()},
                  run.saver)
-        sums, window_start, window_step, window_skipped = tf.zeros([5]), time.time(), step, skipped
+        sums, window_start, window_step, window_skipped = no_sums, time.time(), step, skipped
       if data.validation is not None and (step % eval_every == 0 or step == total):
         val = evaluate(data.validation, 'validation', step, val_writer)
         results.update({f'validation_{k}': val[k] for k in val if 'accuracy' in k})
@@ -515,10 +516,10 @@ def _write_hparams(config, writer, saver):
 
 def _log_window(sums, seconds, step, window_start_step, run, bad=0):
   """Logs the metrics of the steps since the last log line; returns them."""
-  loss_sum, correct, count, _, norm_sum = (float(v) for v in sums.numpy())
+  loss_sum, correct, count, _, norm_sum, norms = (float(v) for v in sums.numpy())
   m = {'train_loss': loss_sum / count, 'train_accuracy': correct / count,
        'images_per_sec': count / seconds, 'learning_rate': float(run.lr(step - 1)),
-       'bad_examples': bad, 'grad_norm': norm_sum / (step - window_start_step)}
+       'bad_examples': bad, 'grad_norm': norm_sum / norms}
   eta = (run.total_steps - step) * seconds / (step - window_start_step)
   logging.info('step %d/%d epoch %.2f: loss %.4f accuracy %.4f lr %.2e grad norm %.3g %.0f img/s '
                'ETA %.0fs%s', step, run.total_steps, step / run.steps_per_epoch,
