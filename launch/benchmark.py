@@ -10,7 +10,8 @@ achieved GFLOP/s against a matmul and a conv ceiling of each precision; peak RSS
 run takes far longer (VGG16-224 trains at ~1–2 img/s there). --ceilings_only measures the probes
 alone (with ONEDNN_VERBOSE=1 set, the log shows which kernels they run).
 --streaming measures the streaming input path instead (research/benchmark/streaming.py).
---augment measures the on-device augmentation alone instead (research/benchmark/augment.py).
+--augment measures the on-device augmentation and pad-resize alone instead
+(research/benchmark/augment.py).
 """
 
 from absl import flags
@@ -29,7 +30,7 @@ _STREAMING = flags.DEFINE_bool('streaming', False, 'Benchmark the streaming inpu
                                'by it vs synthetic batches.')
 _AUGMENT = flags.DEFINE_bool('augment', False, 'Benchmark the on-device augmentation alone '
                              'instead: images/s of the presets with and without RandAugment '
-                             'and mixup.')
+                             'and mixup, and of the pad-resize against TF\'s.')
 _CEILINGS_ONLY = flags.DEFINE_bool('ceilings_only', False, 'Measure only the matmul and conv '
                                    'ceiling probes, no model.')
 _REPEATS = flags.DEFINE_integer('repeats', None, 'Interleaved rounds per measurement; default 3 '

@@ -433,9 +433,12 @@ class AugmentRunTest(tf.test.TestCase):
 
   def test_every_variant_of_every_case_is_timed(self):
     cases = (('digits', 'mnist', (4, 8, 8, 1)), ('colour', 'cifar10', (4, 8, 8, 3)))
-    rates = benchmark.augment.measure(steps=1, rounds=2, cases=cases)
+    resize_case = ('digits 8² → 16²', (4, 8, 8, 1), 16)
+    rates = benchmark.augment.measure(steps=1, rounds=2, cases=cases, resize_case=resize_case)
     labels = [label for label, _ in benchmark.augment.VARIANTS]
-    self.assertCountEqual(rates, [(case, label) for case, _, _ in cases for label in labels])
+    resizes = [(resize_case[0], label) for label, _ in benchmark.augment.RESIZES]
+    self.assertCountEqual(rates, [(case, label) for case, _, _ in cases for label in labels]
+                          + resizes)
     for values in rates.values():
       self.assertLen(values, 2)
       self.assertTrue(all(v > 0 for v in values))

@@ -38,6 +38,20 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
     if h != w:  # the short side is padded with black (-1 after normalisation)
       self.assertAllClose(y[0], -np.ones(size))
 
+  @parameterized.parameters((28, 28, 1, 227), (20, 40, 1, 64), (41, 97, 1, 227), (27, 13, 1, 100),
+                            (5, 7, 1, 8), (28, 28, 3, 64), (64, 48, 1, 32))
+  def test_pad_resize_is_tf_resize_with_pad(self, h, w, c, size):
+    x = tf.constant(np.random.default_rng(0).uniform(0, 1, (2, h, w, c)), tf.float32)
+    self.assertAllClose(preprocess.pad_resize(x, size), tf.image.resize_with_pad(x, size, size),
+                        rtol=0, atol=1e-6)
+
+  @parameterized.parameters((1, 227, False), (3, 227, True), (1, 16, True))
+  def test_pad_resize_uses_matmuls_to_enlarge_grey_images(self, c, size, resizes):
+    graph = tf.function(lambda x: preprocess.pad_resize(x, size)).get_concrete_function(
+        tf.TensorSpec([4, 28, 28, c], tf.float32)).graph
+    ops = {op.type for op in graph.get_operations()}
+    self.assertEqual('ResizeBilinear' in ops, resizes, ops)
+
   def test_eval_is_identity_apart_from_normalisation(self):
     x = _digits()
     seed = tf.constant([1, 2], tf.int64)
