@@ -47,10 +47,11 @@ def augment_seed(seed, step):
 
 
 def reduce_and_clip(grads, clip_norm=0.0, loss_scale=None, measure_norm=True):
-  """(gradients summed across replicas, their global norm before clipping), clipped to global
-  norm `clip_norm` when it is > 0. Called in a replica context, where it is the step's one
-  all-reduce: the optimizer applies the result as it is (research/train/optim.py), so the norm
-  is the global batch's on every replica, whatever their number. With loss scaling the grads
+  """(gradients summed across replicas, their global norm before clipping, 1.0 if that norm was
+  taken else 0.0), the gradients clipped to global norm `clip_norm` when it is > 0. Called in a
+  replica context, where it is the step's one all-reduce: the optimizer applies the result as it
+  is (research/train/optim.py), so the norm is the global batch's on every replica, whatever
+  their number. With loss scaling the grads
   come scaled by `loss_scale`; the norm returned and the clip are of the unscaled ones.
 
   Without clipping the norm is only reported, so it is taken only when `measure_norm` (a bool
@@ -61,9 +62,11 @@ def reduce_and_clip(grads, clip_norm=0.0, loss_scale=None, measure_norm=True):
   if clip_norm > 0:
     norm = tf.linalg.global_norm(grads)
     grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=norm)
+    measured = tf.constant(1.0)
   else:
     norm = tf.cond(measure_norm, lambda: tf.linalg.global_norm(grads), lambda: 0.0)
-  return grads, norm / scale
+    measured = tf.cast(measure_norm, tf.float32)
+  return grads, norm / scale, measured
 
 
 def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
@@ -129,8 +132,9 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
                               global_batch=global_batch)
     x, partners, lam = mixing.mix(x, labels, weights, augment, seed, positions, global_batch)
     per_example, logits, grads = gradients(x, labels, weights, partners, lam)
-    grads, norm = reduce_and_clip(grads, config.clip_global_norm,
-                                  optimizer.dynamic_scale if loss_scaling else None, measure_norm)
+    grads, norm, measured = reduce_and_clip(grads, config.clip_global_norm,
+                                            optimizer.dynamic_scale if loss_scaling else None,
+                                            measure_norm)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32)
                    == mixing.dominant(labels, partners, lam), tf.float32)
@@ -139,7 +143,6 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
     else:  # count: the examples trained on; the trainer counts the rest as skipped
       correct, count = tf.reduce_sum(hits * weights), tf.reduce_sum(weights)
     # The norm is the same on every replica: summed, it is counted once.
-    measured = tf.cast(tf.logical_or(measure_norm, config.clip_global_norm > 0), tf.float32)
     norm, measured = (tf.where(replica == 0, v, 0.0) for v in (norm, measured))
     return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value(), norm,
                      measured])
