@@ -29,13 +29,22 @@ _CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError, User
 
 
 def _one_line(error):
-  """ml_collections nests repr()s of KeyErrors and spreads messages over lines: keep the words."""
+  """ml_collections nests repr()s of KeyErrors and spreads messages over lines: keep the words,
+  and say in the project's terms what a config file's own errors mean."""
   text = str(error)
   if 'Traceback (most recent call last)' in text:  # a config file raised: its last line says why
     text = text.strip().splitlines()[-1].split(': ', 1)[-1]
   for _ in range(3):
-    text = text.replace('\\n', ' ').replace("\\'", "'").strip('\'"')
-  return ' '.join(text.split())
+    text = text.replace('\\n', ' ').replace("\\'", "'").strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in '\'"':  # a repr()'s own quotes
+      text = text[1:-1]
+  text = ' '.join(text.split())
+  if 'Did you mean' in text:
+    return f'unknown config field {text.replace(" Did you mean", ": did you mean")}'
+  if 'get_config() takes 0 positional arguments' in text:
+    path, _, variant = (argv_lib.flag_value(sys.argv, 'config') or '').partition(':')
+    return f'{path} has no variants: drop ":{variant}" from --config'
+  return text
 
 
 def _fail(message):
@@ -54,6 +63,25 @@ def define_config_flag():
     _fail(f'bad --config or --config.* override: {_one_line(e)}')
 
 
+def _check_tuple_overrides(config, argv):
+  """ml_collections reads --config.model.filters=7 as the tuple (7,): a number given for a
+  tuple field is refused rather than silently changing how many elements it has."""
+  try:
+    reference = config_lib.flatten(config_lib.base(config.model.name, config.dataset.name))
+  except (UserError, KeyError):
+    return  # an unknown model: check_types names it
+  for arg in argv:
+    name, eq, value = arg.partition('=')
+    field = name[len('--config.'):]
+    if not (eq and name.startswith('--config.')) or field not in reference:
+      continue
+    bare = not value.strip().startswith(('(', '[')) and ',' not in value
+    if isinstance(reference[field], (tuple, list)) and bare:
+      raise UserError(f'config field {field} is a tuple like {tuple(reference[field])!r}, but '
+                      f'--config.{field}={value} gives no brackets: write '
+                      f'--config.{field}="({value},)" for a one-element tuple')
+
+
 def resolved_config(config_flag, **names):
   """The loaded config; `names` (model=..., dataset=...) are flag values that, when given, must
   agree with it: --model picks the config file only when --config is absent."""
@@ -62,6 +90,7 @@ def resolved_config(config_flag, **names):
     config.keys()  # a file that failed to load raises only when touched
   except _CONFIG_ERRORS as e:
     raise UserError(f'bad --config: {_one_line(e)}') from None
+  _check_tuple_overrides(config, sys.argv[1:])
   for field, value in names.items():
     if value is not None and value != config[field].name:
       raise UserError(f'--{field}={value} disagrees with the config (its {field} is '

@@ -47,6 +47,10 @@ _DETERMINISTIC = flags.DEFINE_bool('deterministic', None, 'Op determinism: bitwi
 _START_OVER = flags.DEFINE_bool('start_over', False, 'When --workdir holds a run, move it to '
                                 '<workdir>.replaced-<time> and start fresh instead of resuming '
                                 '(or refusing another experiment).')
+_ACCEPT_CHANGES = flags.DEFINE_list(
+    'accept_changes', [], 'Config fields of the experiment (seed, learning rate, ...) that a '
+    'resumed run may change, from its current step on; recorded in config_changes.json. '
+    'Steps, logging and checkpoint cadence, data location and devices may change without it.')
 _JIT_COMPILE = flags.DEFINE_bool('jit_compile', None, 'XLA-compile the training step '
                                  '(default: the config\'s, off).')
 _PREEMPTED_EXIT_CODE = flags.DEFINE_integer(
@@ -81,7 +85,8 @@ def main():
     return local_cluster.run_local_workers(sys.argv[1:], _LOCAL_WORKERS.value,
                                            lost_seconds=config.worker_lost_seconds)
   try:
-    results = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value)
+    results = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value,
+                                         accept=_ACCEPT_CHANGES.value)
   except strategy_lib.WorkerLostError as e:
     # A distinct status: schedulers restart the job (a lost node) rather than fail it (a bug).
     print(f'error: {e}', file=sys.stderr, flush=True)

@@ -5,11 +5,14 @@ points apply command-line overrides (type-checked by ml_collections) and pass th
 library. The resolved config is saved in the workdir as JSON, which evaluate/predict read back.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
+import time
 
 import ml_collections
+from ml_collections import config_dict
 
 from research import models
 from research import outputs
@@ -23,8 +26,26 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 # Datasets whose content has a handedness: never mirror them.
 _DIGIT_DATASETS = ('mnist', 'emnist', 'kmnist', 'svhn_cropped')
 
-# Fields that must agree between a run's saved config and a run resuming in the same workdir.
+# Fields that must agree between a run's saved config and a run resuming in the same workdir:
+# they make it another experiment.
 _IDENTITY_FIELDS = ('model.name', 'dataset.name', 'batch_size')
+
+# Fields a resumed run may change (docs/resume.md): how long it trains, how often it reports and
+# saves, where its data are read from and how it is spread over devices; none of them changes
+# what a step computes beyond round-off. Every other field is the experiment's and changes only
+# when named in accept_changes. Each change is recorded in CHANGES with the step it took effect.
+RESUME_FREE_FIELDS = (
+    'num_train_steps', 'num_epochs', 'steps_per_loop', 'log_every_steps', 'eval_every_epochs',
+    'checkpoint_every_steps', 'keep_checkpoints', 'eval_batch_size', 'image_grid_size',
+    'profile_steps', 'strategy', 'num_gpus', 'num_cpu_devices', 'cluster_timeout_seconds',
+    'worker_lost_seconds', 'tpu', 'jit_compile', 'deterministic', 'dataset.data_dir',
+    'dataset.download', 'dataset.manual_dir', 'dataset.memory_budget_gb',
+    'dataset.skip_bad_examples')
+
+# The run's config as it started (never rewritten once a checkpoint exists), and the changes
+# made on resumes since, in order: [{"step": s, "time": t, "fields": {name: [old, new]}}, ...].
+CONFIG_FILE = 'config.json'
+CHANGES = 'config_changes.json'
 
 
 def augment_preset(dataset):
@@ -74,7 +95,7 @@ def base(model='cnn', dataset='mnist'):
   c.batch_size = 128  # global, across all replicas
   c.eval_batch_size = 1000
   c.num_epochs = 10.0
-  c.num_train_steps = -1  # > 0 overrides num_epochs
+  c.num_train_steps = config_dict.placeholder(int)  # None: num_epochs decides
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adamw', momentum=0.9, nesterov=False, weight_decay=1e-4))
   c.schedule = ml_collections.ConfigDict(dict(
@@ -149,6 +170,99 @@ def check_types(config):
                       f'{ref!r}: fix --config.{field}')
 
 
+class _Range:
+  """An interval a number must lie in, with the words that say so."""
+
+  def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, words=''):
+    self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+    self.words = words or self._interval()
+
+  def _interval(self):
+    if self.hi is None:
+      return f'{">" if self.lo_open else ">="} {self.lo}'
+    return (f'in {"(" if self.lo_open else "["}{self.lo}, {self.hi}'
+            f'{")" if self.hi_open else "]"}')
+
+  def holds(self, v):
+    return ((self.lo is None or v > self.lo or (v == self.lo and not self.lo_open))
+            and (self.hi is None or v < self.hi or (v == self.hi and not self.hi_open)))
+
+
+_POSITIVE_INT = _Range(1)
+_FRACTION = _Range(0.0, 1.0)
+_HALF_OPEN_FRACTION = _Range(0.0, 1.0, hi_open=True)
+_NON_NEGATIVE = _Range(0)
+_POSITIVE = _Range(0, lo_open=True)
+
+# Every numeric field whose range is plain, with it; a tuple's elements each lie in the range.
+# Fields missing from a model's section are not checked. (ema_decay, clip_global_norm,
+# accumulate_steps and the mixing fields are check_recipe's and check_augment's.)
+_RANGES = {
+    'seed': _NON_NEGATIVE,
+    'batch_size': _POSITIVE_INT, 'eval_batch_size': _POSITIVE_INT,
+    'num_epochs': _POSITIVE, 'num_train_steps': _Range(1, words='>= 1 (or None: num_epochs)'),
+    'steps_per_loop': _POSITIVE_INT, 'log_every_steps': _POSITIVE_INT,
+    'eval_every_epochs': _POSITIVE, 'checkpoint_every_steps': _POSITIVE_INT,
+    'keep_checkpoints': _POSITIVE_INT, 'image_grid_size': _NON_NEGATIVE,
+    'label_smoothing': _HALF_OPEN_FRACTION,
+    'num_gpus': _Range(-1, words='>= -1 (-1: all)'), 'num_cpu_devices': _NON_NEGATIVE,
+    'cluster_timeout_seconds': _POSITIVE, 'worker_lost_seconds': _POSITIVE,
+    'optimizer.momentum': _HALF_OPEN_FRACTION, 'optimizer.weight_decay': _NON_NEGATIVE,
+    'schedule.learning_rate': _POSITIVE, 'schedule.warmup_epochs': _NON_NEGATIVE,
+    'schedule.final_fraction': _FRACTION, 'schedule.boundaries_epochs': _NON_NEGATIVE,
+    'schedule.decay_factor': _Range(0.0, 1.0, lo_open=True),
+    'model.input_size': _Range(0, words='>= 0 (0: the data\'s own size)'),
+    'model.filters': _POSITIVE_INT, 'model.dense_units': _POSITIVE_INT,
+    'model.kernel_size': _POSITIVE_INT, 'model.width_divisor': _POSITIVE_INT,
+    'model.conv_arch': _POSITIVE_INT, 'model.dropout': _HALF_OPEN_FRACTION,
+    'dataset.validation_size': _NON_NEGATIVE, 'dataset.memory_budget_gb': _NON_NEGATIVE,
+    'dataset.crop_area': _Range(0.0, 1.0, lo_open=True),
+    'dataset.crop_aspect': _POSITIVE, 'dataset.eval_crop': _Range(0.0, 1.0, lo_open=True),
+    'dataset.test_fraction': _HALF_OPEN_FRACTION,
+    'augment.rotate': _Range(0.0, 180.0), 'augment.scale': _HALF_OPEN_FRACTION,
+    'augment.translate': _FRACTION, 'augment.brightness': _FRACTION,
+    'augment.contrast': _FRACTION,
+}
+
+
+def _numbers(value):
+  if isinstance(value, (tuple, list)):
+    for v in value:
+      yield from _numbers(v)
+  elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    yield value
+
+
+def check_ranges(config):
+  """Every numeric field lies in its range (_RANGES), and (low, high) pairs are ordered: one
+  line naming the field before anything is read or written."""
+  fields = flatten(config)
+  for field, allowed in _RANGES.items():
+    value = fields.get(field)
+    if value is None:
+      continue
+    if not all(allowed.holds(v) for v in _numbers(value)):
+      raise UserError(f'config field {field}={value!r} is out of range: make it {allowed.words}'
+                      + (' (each element)' if isinstance(value, (tuple, list)) else ''))
+  for field in ('dataset.crop_area', 'dataset.crop_aspect'):
+    low, high = fields[field]
+    if low > high:
+      raise UserError(f'config field {field}={tuple(fields[field])!r} is (low, high) with low > '
+                      f'high: swap them')
+  if fields['dataset.channels'] not in (0, 1, 3):
+    raise UserError(f'config field dataset.channels={fields["dataset.channels"]!r} is not 0 (the '
+                    'data\'s own), 1 (grey) or 3 (RGB)')
+
+
+def validate(config, num_replicas=1):
+  """Every check of a config on its own, in one place, before anything is built or written:
+  types, ranges, the training recipe and the augmentation (with `num_replicas`, once known)."""
+  check_types(config)
+  check_ranges(config)
+  check_recipe(config, num_replicas)
+  check_augment(config, num_replicas)
+
+
 def check_recipe(config, num_replicas=1):
   """The training recipe's fields are in range and the batch splits into micro-batches: one
   line before anything is written."""
@@ -209,16 +323,51 @@ def to_json(config):
 
 
 def save(config, workdir):
-  outputs.write_json(os.path.join(workdir, 'config.json'), json.loads(to_json(config)))
+  """Writes config.json, the run's config as it starts; a fresh start drops earlier changes."""
+  outputs.write_json(os.path.join(workdir, CONFIG_FILE), _as_json(config))
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(os.path.join(workdir, CHANGES))
 
 
-def load(workdir):
-  """The config a run saved; lists stand where tuples were."""
-  path = os.path.join(workdir, 'config.json')
+def _as_json(config):
+  return json.loads(to_json(config))
+
+
+def read_changes(workdir):
+  """The changes resumed runs made to the workdir's config, oldest first (CHANGES)."""
+  path = os.path.join(workdir, CHANGES)
+  return outputs.read_json(path) if os.path.exists(path) else []
+
+
+def _set(tree, dotted, value):
+  *parents, key = dotted.split('.')
+  for name in parents:
+    tree = tree[name]
+  tree[key] = value
+
+
+def load(workdir, original=False):
+  """The config the run trains with now: config.json as it started with every recorded change
+  applied (`original`: without them). Lists stand where tuples were."""
+  path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise UserError(f'{workdir!r} holds no config.json: pass the --workdir of a training run')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  tree = outputs.read_json(path)
+  if (tree.get('num_train_steps') or 0) < 0:
+    tree['num_train_steps'] = None  # how runs before the placeholder said "num_epochs decides"
+  for change in [] if original else read_changes(workdir):
+    for field, (_, new) in change['fields'].items():
+      _set(tree, field, new)
+  return ml_collections.ConfigDict(tree)
+
+
+def history(workdir, field):
+  """[(step, value), ...]: `field`'s value from each step on, the first from step 0."""
+  steps = [(0, _get(load(workdir, original=True), field))]
+  for change in read_changes(workdir):
+    if field in change['fields']:
+      steps.append((change['step'], change['fields'][field][1]))
+  return steps
 
 
 def _get(config, dotted):
@@ -241,3 +390,43 @@ def check_compatible(saved, config, workdir):
     raise UserError(f'workdir {workdir!r} holds a run with ema_decay={old!r}, not '
                     f'{config.ema_decay!r}: an EMA cannot start or stop midway; pass a new '
                     '--workdir, or --start_over to move the old run aside (nothing was changed)')
+
+
+def differences(saved, config):
+  """{field: [saved value, new value]} of every field `config` sets otherwise than the run's
+  `saved` config, as JSON values. Fields the saved run did not have yet (a newer version added
+  them) and `auto` precision (which keeps the saved one) are no difference."""
+  old, new = flatten(_as_json(saved)), flatten(_as_json(config))
+  diff = {k: [old[k], v] for k, v in new.items() if k in old and old[k] != v}
+  if config.mixed_precision == 'auto':
+    diff.pop('mixed_precision', None)
+  return diff
+
+
+def check_resume(saved, config, workdir, accept=()):
+  """The changes a run resuming in `workdir` makes to its `saved` config; refuses another
+  experiment, and a change of the experiment's own settings not named in `accept`, in one line
+  naming each field with both values, before anything is written."""
+  check_compatible(saved, config, workdir)
+  known = flatten(config)
+  unknown = [f for f in accept if f not in known]
+  if unknown:
+    raise UserError(f'--accept_changes names {", ".join(unknown)}, not config fields: give '
+                    'dotted names such as schedule.learning_rate')
+  diff = differences(saved, config)
+  refused = [f for f in diff if f not in RESUME_FREE_FIELDS and f not in accept]
+  if refused:
+    said = ', '.join(f'{f}={json.dumps(diff[f][0])} (now {json.dumps(diff[f][1])})'
+                     for f in refused)
+    raise UserError(f'workdir {workdir!r} holds a run with {said}: a resumed run keeps its '
+                    f'experiment\'s settings; pass --accept_changes={",".join(refused)} to change '
+                    'them from its current step on (recorded in config_changes.json), a new '
+                    '--workdir, or --start_over (nothing was changed)')
+  return diff
+
+
+def record_changes(workdir, step, diff):
+  """Appends a resume's changes, taking effect at `step`, to CHANGES."""
+  if diff:
+    entry = {'step': int(step), 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'fields': diff}
+    outputs.write_json(os.path.join(workdir, CHANGES), read_changes(workdir) + [entry])

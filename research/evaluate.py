@@ -59,28 +59,52 @@ class _Evaluator:
       raise
 
 
-def evaluate(workdir, split='test', data_dir=None, checkpoint='best'):
-  """Writes eval_<split>.json and confusion_<split>.png into `workdir`; returns the metrics."""
+def _out_dir(workdir, out, files):
+  """Where the evaluation's `files` go: `out` (made if missing), else the run's workdir; None
+  when that is read-only (a finished run on shared storage): the metrics are then only printed
+  and logged, and nothing is written or locked."""
+  if out:
+    try:
+      os.makedirs(out, exist_ok=True)
+    except OSError as e:
+      raise outputs.write_error('evaluation output directory', out, e) from None
+    return out
+  if os.access(workdir, os.W_OK):
+    return workdir
+  logging.warning('%s is read-only: the metrics are printed, not written; pass --out=DIR to keep '
+                  '%s.', workdir, ' and '.join(files))
+  return None
+
+
+def evaluate(workdir, split='test', data_dir=None, checkpoint='best', out=None):
+  """Writes eval_<split>.json and confusion_<split>.png into `out` (default: `workdir`);
+  returns the metrics."""
   ev = _Evaluator(workdir, split, data_dir, checkpoint)
+  files = (f'eval_{split}.json', f'confusion_{split}.png')
+  out = _out_dir(workdir, out, files)
   metrics = ev.run()
   confusion = metrics.pop('confusion')
-  plots.confusion(confusion, ev.info['class_names'],
-                  os.path.join(workdir, f'confusion_{split}.png'),
-                  title=f'{ev.config.model.name} on {ev.config.dataset.name} {split}')
-  outputs.write_json(os.path.join(workdir, f'eval_{split}.json'),
-                     {**metrics, 'split': split, 'checkpoint': ev.path,
-                      'confusion_matrix': confusion.tolist()})
+  if out is not None:
+    plots.confusion(confusion, ev.info['class_names'], os.path.join(out, files[1]),
+                    title=f'{ev.config.model.name} on {ev.config.dataset.name} {split}')
+    outputs.write_json(os.path.join(out, files[0]),
+                       {**metrics, 'split': split, 'checkpoint': ev.path,
+                        'confusion_matrix': confusion.tolist()})
   logging.info('Evaluated %s on %s: accuracy %.4f top-5 %.4f loss %.4f (%d examples).',
                workdir, split, metrics['accuracy'], metrics['top5_accuracy'], metrics['loss'],
                metrics['num_examples'])
   return metrics
 
 
-def evaluate_corrupted(workdir, names, split='test', data_dir=None, checkpoint='best'):
+def evaluate_corrupted(workdir, names, split='test', data_dir=None, checkpoint='best',
+                       out=None):
   """Accuracy on `split` under each corruption of `names` at each severity; writes
-  eval_<split>_corrupt.json and corrupt_<split>.png into `workdir` and returns the record."""
+  eval_<split>_corrupt.json and corrupt_<split>.png into `out` (default: `workdir`) and returns
+  the record."""
   names = corruptions.parse(','.join(names))
   ev = _Evaluator(workdir, split, data_dir, checkpoint)
+  files = (f'eval_{split}_corrupt.json', f'corrupt_{split}.png')
+  out = _out_dir(workdir, out, files)
   clean = ev.run()['accuracy']
   logging.info('%s clean: accuracy %.4f', split, clean)
   table = {}
@@ -93,7 +117,8 @@ def evaluate_corrupted(workdir, names, split='test', data_dir=None, checkpoint='
   record = {'split': split, 'checkpoint': ev.path, 'clean_accuracy': clean,
             'accuracy': table,
             'mean_accuracy': float(np.mean([a for t in table.values() for a in t.values()]))}
-  outputs.write_json(os.path.join(workdir, f'eval_{split}_corrupt.json'), record)
-  plots.corruption_chart(clean, table, os.path.join(workdir, f'corrupt_{split}.png'),
-                         title=f'{ev.config.model.name} on {ev.config.dataset.name} {split}')
+  if out is not None:
+    outputs.write_json(os.path.join(out, files[0]), record)
+    plots.corruption_chart(clean, table, os.path.join(out, files[1]),
+                           title=f'{ev.config.model.name} on {ev.config.dataset.name} {split}')
   return record

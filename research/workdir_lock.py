@@ -27,6 +27,7 @@ import time
 
 from absl import logging
 
+from research import outputs
 from research import processes
 from research.errors import UserError
 
@@ -138,8 +139,24 @@ class WorkdirLock:
     self._thread = None
     self._created = False  # by acquire: a run refused before writing leaves no empty workdir
 
-  def acquire(self, what='train in'):
-    """Takes the lock or raises UserError naming its holder; `what` words the refusal."""
+  def acquire(self):
+    """Takes the lock or raises UserError naming its holder, or why the workdir is unusable."""
+    try:
+      self._acquire()
+    except OSError as e:  # read-only storage, a parent that is a file, a name too long, ...
+      if self._created:
+        with contextlib.suppress(OSError):
+          os.rmdir(self.workdir)
+      raise outputs.write_error(
+          'to workdir', self.workdir, e,
+          'training needs a --workdir it can create and write (nothing was written; a finished '
+          'run on read-only storage is still read by launch.evaluate --out, predict and export)'
+      ) from None
+    self._thread = threading.Thread(target=self._refresh, daemon=True, name='workdir-lock')
+    self._thread.start()
+    return self
+
+  def _acquire(self):
     self._created = self._created or not os.path.isdir(self.workdir)
     os.makedirs(self.workdir, exist_ok=True)
     with _guard(self.workdir):
@@ -154,10 +171,13 @@ class WorkdirLock:
         logging.warning('Taking over the lock of %s from %s: %s.', self.workdir,
                         describe_holder(held), reason)
       self.holder = me()
-      _write(self.path, self.holder)
-    self._thread = threading.Thread(target=self._refresh, daemon=True, name='workdir-lock')
-    self._thread.start()
-    return self
+      try:
+        _write(self.path, self.holder)
+      except OSError:
+        self.holder = None
+        with contextlib.suppress(OSError):
+          os.remove(f'{self.path}.{os.getpid()}.tmp')
+        raise
 
   def _mine(self, holder):
     return (holder.get('host') == socket.gethostname() and holder.get('pid') == os.getpid())

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import signal
 
+from research import argv as argv_lib
 from research import checkpoints
 from research.errors import UserError
 from research.submit import job as job_lib
@@ -165,7 +166,8 @@ def submit(job, dry_run=False):
   _require('sbatch')
   _check_not_running(job.workdir)
   # The workers would refuse a workdir of another experiment only once they start.
-  trainer.check_workdir(job.config, job.workdir, start_over=False)
+  accept = (argv_lib.flag_value(job.train_args, 'accept_changes') or '').split(',')
+  trainer.check_workdir(job.config, job.workdir, start_over=False, accept=[f for f in accept if f])
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     f.write(text)

@@ -29,27 +29,84 @@ from research.data import datasets
 from research.data import pipeline
 from research.data import preprocess
 from research.errors import UserError
+from research.submit import job as job_lib
 from research.train import init_from
 from research.train import optim
 from research.train import precision
 from research.train import steps
 
 
-def check_workdir(config, workdir, start_over):
-  """Refuses a bad config or a workdir that holds another experiment, before any write."""
-  config_lib.check_types(config)
-  config_lib.check_recipe(config)
-  config_lib.check_augment(config)
+# What the project writes at the top of a workdir: a directory holding none of these is not a
+# run, and training into it (a folder of images, a home directory) is refused.
+_RUN_FILES = (config_lib.CONFIG_FILE, checkpoints.CHECKPOINT_DIR, workdir_lock.LOCK_FILE,
+              job_lib.SUBMIT_DIR)
+
+
+def check_workdir(config, workdir, start_over, accept=()):
+  """Refuses a bad config, a workdir that is no run's or holds another experiment, and a resume
+  that changes the experiment's settings without `accept` naming them, before any write.
+  Returns the changes the resume makes (config_lib.differences), {} for a new run."""
+  config_lib.validate(config)
+  if not workdir:
+    raise UserError('--workdir is empty: give the directory of the run (new or to resume)')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'workdir {workdir!r} is a file: pass a directory')
+  entries = os.listdir(workdir) if os.path.isdir(workdir) else []
+  if entries and not set(entries) & set(_RUN_FILES):
+    shown = ', '.join(sorted(entries)[:3]) + (', ...' if len(entries) > 3 else '')
+    raise UserError(f'workdir {workdir!r} is a directory of other files ({shown}), not a run: '
+                    'pass a new or empty --workdir (nothing was changed)')
   if start_over:
-    return
-  saved = os.path.join(workdir, 'config.json')
-  if os.path.exists(saved):
-    config_lib.check_compatible(config_lib.load(workdir), config, workdir)
-  elif checkpoints.checkpoint_paths(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+    return {}
+  trained = checkpoints.checkpoint_paths(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  if os.path.exists(os.path.join(workdir, config_lib.CONFIG_FILE)):
+    saved = config_lib.load(workdir)
+    if trained:
+      return config_lib.check_resume(saved, config, workdir, accept)
+    config_lib.check_compatible(saved, config, workdir)  # nothing trained yet: a new start
+  elif trained:
     raise UserError(f'workdir {workdir!r} holds checkpoints but no config.json: pass a new '
                     '--workdir')
+  return {}
+
+
+def _check_total(total, workdir, start_over):
+  """A run asked to end before the step it has reached says so, before it writes anything."""
+  trained = [] if start_over else checkpoints.checkpoint_paths(
+      os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  reached = int(trained[-1].rsplit('-', 1)[1]) if trained else 0
+  if total < reached:
+    raise UserError(f'the run in {workdir!r} has reached step {reached}, past the {total} steps '
+                    f'asked for: give config.num_train_steps >= {reached} ({reached} only '
+                    're-evaluates it), or --start_over (nothing was changed)')
+
+
+def _record_config(config, workdir, restored):
+  """config.json as the run starts; on a resume it stays as it is and the changes this run makes
+  are appended, with the step they take effect at, to config_changes.json."""
+  if not restored:
+    config_lib.save(config, workdir)
+    return
+  step = int(restored.rsplit('-', 1)[1])
+  diff = config_lib.differences(config_lib.load(workdir), config)
+  for field, (old, new) in diff.items():
+    logging.warning('Resuming at step %d with %s=%s (was %s).', step, field, json.dumps(new),
+                    json.dumps(old))
+  config_lib.record_changes(workdir, step, diff)
+
+
+def _precision_record(workdir, step):
+  """results.json's precision: the one the run trained in, or each with its steps."""
+  spans = []
+  for start, value in config_lib.history(workdir, 'mixed_precision'):
+    if spans and spans[-1][1] == value:
+      continue
+    spans.append((start, value))
+  if len(spans) == 1:
+    return spans[0][1]
+  ends = [s for s, _ in spans[1:]] + [step]
+  return ', '.join(f'{value} (steps {start + 1}-{end})'
+                   for (start, value), end in zip(spans, ends))
 
 
 def _set_aside(workdir, lock):
@@ -98,12 +155,8 @@ def _barrier(strategy, value):
 
 def _resolve_precision(config, strategy, workdir, start_over):
   """Replaces config.mixed_precision `auto` by this run's precision; returns the reason."""
-  resuming = not start_over and os.path.exists(os.path.join(workdir, 'config.json'))
+  resuming = not start_over and os.path.exists(os.path.join(workdir, config_lib.CONFIG_FILE))
   saved = config_lib.load(workdir).get('mixed_precision') if resuming else None
-  changed = config.mixed_precision not in (precision.AUTO, saved)
-  if changed and saved not in (None, precision.AUTO):
-    logging.warning('Resuming a run trained in %s in %s, as --mixed_precision asks.', saved,
-                    config.mixed_precision)
   config.mixed_precision, reason = precision.resolve(
       config.mixed_precision, precision.detect(strategy), saved)
   return reason
@@ -238,13 +291,13 @@ def _take_lock(strategy, chief, workdir, start_over):
   return lock
 
 
-def _setup(config, workdir, start_over):
+def _setup(config, workdir, start_over, accept):
   """Checks, takes the workdir, loads data, builds model and optimizer under the strategy,
   restores if it can."""
-  check_workdir(config, workdir, start_over)
+  check_workdir(config, workdir, start_over, accept)
   source = init_from.prepare(config, None if start_over else workdir)
   strategy = strategy_lib.build(config)  # first: a multi-worker strategy must precede any op
-  config_lib.check_recipe(config, strategy.num_replicas_in_sync)  # now with the replica count
+  config_lib.validate(config, strategy.num_replicas_in_sync)  # now with the replica count
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
@@ -275,8 +328,9 @@ def _build_run(config, workdir, start_over, strategy, chief, reason, source, loc
   if data is None:
     data = _load_data(config, workdir, start_over, prepare=False)
   per_epoch = pipeline.steps_per_epoch(len(data.train), config.batch_size)
-  total = (config.num_train_steps if config.num_train_steps > 0
-           else int(round(config.num_epochs * per_epoch)))
+  total = (config.num_train_steps if config.num_train_steps is not None
+           else max(int(round(config.num_epochs * per_epoch)), 1))
+  _check_total(total, workdir, start_over)
   check_profile_steps(config, total)
   model, optimizer, lr, step = build_state(config, strategy, data.num_classes,
                                            data.image_shape, total, per_epoch)
@@ -292,7 +346,7 @@ def _build_run(config, workdir, start_over, strategy, chief, reason, source, loc
                  _loss_scale_text(optimizer))
   if chief:
     # Only now: a run that cannot resume (a checkpoint of another model) changes nothing.
-    config_lib.save(config, workdir)
+    _record_config(config, workdir, restored)
     outputs.write_json(os.path.join(workdir, checkpoints.DATA_INFO), {
         'num_classes': data.num_classes, 'class_names': list(data.class_names),
         'image_shape': list(data.image_shape), 'pipeline': data.pipeline,
@@ -326,17 +380,18 @@ def _loss_scale_text(optimizer):
   return '' if scale is None else f', loss scale {float(scale.numpy()):g}'
 
 
-def train_and_evaluate(config, workdir, start_over=False):
+def train_and_evaluate(config, workdir, start_over=False, accept=()):
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the results.
 
   The results (what results.json holds) are a dict: step, metrics, seconds, weights digest.
-  `start_over` moves an existing run in `workdir` aside instead of resuming or refusing it.
+  `start_over` moves an existing run in `workdir` aside instead of resuming or refusing it;
+  `accept` names the experiment's fields a resume may change (config_lib.check_resume).
   SIGTERM, SIGINT or SIGUSR1 end training after the current step, saved: the results then have
   `preempted` set and re-running the same call resumes. Another worker vanishing raises
   strategy.WorkerLostError, nothing saved after the last checkpoint.
   """
   wall_start = time.time()
-  run = _setup(config, workdir, start_over)
+  run = _setup(config, workdir, start_over, tuple(accept))
   try:
     return _train(config, workdir, run, wall_start)
   finally:
@@ -403,8 +458,9 @@ def _train(config, workdir, run, wall_start):
       writer.flush()
   final = dict(step=step, epoch=step / run.steps_per_epoch, train_seconds=train_seconds,
                weights_digest=outputs.weights_digest(run.model),
-               precision=config.mixed_precision, precision_reason=run.precision_reason,
-               bad_examples_skipped=skipped)
+               precision=(_precision_record(workdir, step) if run.chief
+                          else config.mixed_precision),
+               precision_reason=run.precision_reason, bad_examples_skipped=skipped)
   if run.init_from:
     final['init_from'] = run.init_from
   if step < total:

@@ -1,0 +1,166 @@
+"""A resumed run is the experiment it started as: what may change on resume, and its record.
+
+A run's own settings (seed, model, data, optimizer, schedule, precision, ...) are refused on
+resume unless named in `accept`; steps, cadence, data location and devices may change. Either
+way config.json stays as the run started, and each change is appended to config_changes.json
+with the step it took effect at; results.json's precision names each precision with its steps.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+from absl.testing import parameterized
+import tensorflow as tf
+
+from research import config as config_lib
+from research import outputs
+from research.errors import UserError
+from research.train import trainer
+from tests import helpers
+
+
+def _snapshot(workdir):
+  """Every file of the workdir with its bytes: a refusal must leave all of them as they were."""
+  files = {}
+  for root, _, names in os.walk(workdir):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        files[os.path.relpath(path, workdir)] = f.read()
+  return files
+
+
+def _train(workdir, accept=(), **overrides):
+  config = helpers.tiny_config(image_grid_size=0, **overrides)
+  with helpers.mock_tfds():
+    return trainer.train_and_evaluate(config, workdir, accept=accept)
+
+
+class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
+  """One 2-step run for the class; each test resumes a copy of its own."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.finished = os.path.join(cls.tmp, 'run')
+    _train(cls.finished)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def setUp(self):
+    super().setUp()
+    self.workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    shutil.copytree(self.finished, self.workdir)
+
+  def _train(self, workdir, accept=(), **overrides):
+    return _train(workdir, accept, **overrides)
+
+  @parameterized.named_parameters(
+      ('seed', dict(seed=7), 'seed=0 (now 7)'),
+      ('learning_rate', dict(schedule=dict(learning_rate=0.5)),
+       'schedule.learning_rate=0.001 (now 0.5)'),
+      ('precision', dict(mixed_precision='mixed_bfloat16'),
+       'mixed_precision="float32" (now "mixed_bfloat16")'),
+      ('model_field', dict(model=dict(dropout=0.3)), 'model.dropout=0.0 (now 0.3)'),
+  )
+  def test_a_change_of_the_experiment_is_refused_and_nothing_written(self, change, said):
+    before = _snapshot(self.workdir)
+    config = helpers.tiny_config(image_grid_size=0, num_train_steps=4)
+    for key, value in change.items():
+      if isinstance(value, dict):
+        config[key].update(value)
+      else:
+        config[key] = value
+    with helpers.mock_tfds(), self.assertRaisesRegex(UserError, 'accept_changes') as caught:
+      trainer.train_and_evaluate(config, self.workdir)
+    self.assertIn(said, str(caught.exception))
+    self.assertEqual(_snapshot(self.workdir), before)
+
+  def test_every_refused_field_is_named_with_both_values(self):
+    config = helpers.tiny_config(image_grid_size=0, seed=3, label_smoothing=0.1)
+    with self.assertRaises(UserError) as caught:
+      trainer.check_workdir(config, self.workdir, start_over=False)
+    self.assertIn('seed=0 (now 3)', str(caught.exception))
+    self.assertIn('label_smoothing=0.0 (now 0.1)', str(caught.exception))
+    self.assertIn('--accept_changes=label_smoothing,seed', str(caught.exception))
+
+  def test_an_accepted_change_is_recorded_with_its_step_and_config_json_kept(self):
+    original = outputs.read_json(os.path.join(self.workdir, config_lib.CONFIG_FILE))
+    results = self._train(self.workdir, accept=('schedule.learning_rate',), num_train_steps=4,
+                          schedule=dict(learning_rate=0.5))
+    self.assertEqual(results['step'], 4)
+    self.assertEqual(outputs.read_json(os.path.join(self.workdir, config_lib.CONFIG_FILE)),
+                     original)
+    changes = config_lib.read_changes(self.workdir)
+    self.assertLen(changes, 1)
+    self.assertEqual(changes[0]['step'], 2)
+    self.assertEqual(changes[0]['fields'], {'num_train_steps': [2, 4],
+                                            'schedule.learning_rate': [0.001, 0.5]})
+    # Readers see the run as it trains now; the history says from which step.
+    self.assertEqual(config_lib.load(self.workdir).schedule.learning_rate, 0.5)
+    self.assertEqual(config_lib.load(self.workdir, original=True).schedule.learning_rate, 0.001)
+    self.assertEqual(config_lib.history(self.workdir, 'schedule.learning_rate'),
+                     [(0, 0.001), (2, 0.5)])
+    # The same command again (a requeue) changes nothing more.
+    self._train(self.workdir, accept=('schedule.learning_rate',), num_train_steps=4,
+                schedule=dict(learning_rate=0.5))
+    self.assertLen(config_lib.read_changes(self.workdir), 1)
+
+  def test_more_steps_and_cadence_change_freely_and_are_recorded(self):
+    self._train(self.workdir, num_train_steps=3, log_every_steps=3, eval_batch_size=8)
+    changes = config_lib.read_changes(self.workdir)
+    self.assertEqual(changes[0]['fields'], {'num_train_steps': [2, 3], 'log_every_steps': [1, 3],
+                                            'eval_batch_size': [16, 8]})
+
+  def test_results_name_each_precision_with_its_steps(self):
+    results = self._train(self.workdir, accept=('mixed_precision',), num_train_steps=3,
+                          mixed_precision='mixed_bfloat16')
+    self.assertEqual(results['precision'], 'float32 (steps 1-2), mixed_bfloat16 (steps 3-3)')
+    self.assertEqual(outputs.read_results(self.workdir)['precision'], results['precision'])
+
+  def test_fewer_steps_than_reached_are_refused(self):
+    before = _snapshot(self.workdir)
+    with self.assertRaisesRegex(UserError, 'has reached step 2, past the 1 steps asked for'):
+      self._train(self.workdir, num_train_steps=1)
+    self.assertEqual(_snapshot(self.workdir), before)
+
+  def test_unknown_accepted_field_is_refused(self):
+    with self.assertRaisesRegex(UserError, 'learning_rat, not config fields'):
+      trainer.check_workdir(helpers.tiny_config(), self.workdir, False, accept=('learning_rat',))
+
+  def test_start_over_takes_any_config(self):
+    config = helpers.tiny_config(image_grid_size=0, seed=5)
+    self.assertEqual(trainer.check_workdir(config, self.workdir, start_over=True), {})
+
+
+class SavedConfigTest(tf.test.TestCase):
+
+  def test_a_run_saved_before_the_placeholder_reads_num_epochs_from_it(self):
+    workdir = self.create_tempdir().full_path
+    config = config_lib.base()
+    config_lib.save(config, workdir)
+    saved = outputs.read_json(os.path.join(workdir, config_lib.CONFIG_FILE))
+    saved['num_train_steps'] = -1  # how earlier versions wrote "num_epochs decides"
+    with open(os.path.join(workdir, config_lib.CONFIG_FILE), 'w') as f:
+      json.dump(saved, f)
+    self.assertIsNone(config_lib.load(workdir).num_train_steps)
+    self.assertEqual(config_lib.differences(config_lib.load(workdir), config), {})
+
+  def test_auto_precision_is_no_change(self):
+    saved = config_lib.base()
+    saved.mixed_precision = 'float32'
+    config = config_lib.base()  # auto keeps the run's own
+    self.assertEqual(config_lib.differences(saved, config), {})
+    config.mixed_precision = 'mixed_bfloat16'
+    self.assertEqual(config_lib.differences(saved, config),
+                     {'mixed_precision': ['float32', 'mixed_bfloat16']})
+
+
+if __name__ == '__main__':
+  tf.test.main()
