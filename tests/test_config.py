@@ -1,6 +1,7 @@
 """Config tests: presets, type checks, workdir compatibility, config files load."""
 
 import os
+import re
 
 from absl.testing import parameterized
 import tensorflow as tf
@@ -109,6 +110,45 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     (new[section] if section else new)[key] = value
     with self.assertRaisesRegex(UserError, 'pass a new --workdir'):
       config_lib.check_compatible(saved, new, '/w')
+
+
+class RangeTest(tf.test.TestCase, parameterized.TestCase):
+  """Every numeric field with an obvious range is checked before anything is built."""
+
+  @parameterized.parameters(
+      ('batch_size', 0), ('batch_size', -5), ('eval_batch_size', 0), ('num_train_steps', 0),
+      ('num_train_steps', -3), ('num_epochs', 0.0), ('steps_per_loop', 0),
+      ('log_every_steps', 0), ('checkpoint_every_steps', 0), ('keep_checkpoints', 0),
+      ('eval_every_epochs', -1.0), ('label_smoothing', 1.0), ('seed', -1),
+      ('schedule.learning_rate', -0.1), ('schedule.learning_rate', 0.0),
+      ('schedule.warmup_epochs', -1.0), ('schedule.final_fraction', 1.5),
+      ('optimizer.momentum', 1.0), ('optimizer.weight_decay', -1e-4),
+      ('model.dropout', 1.0), ('model.filters', (32, 0)), ('model.input_size', -1),
+      ('dataset.validation_size', -1), ('dataset.eval_crop', 0.0),
+      ('dataset.crop_area', (0.0, 1.0)), ('dataset.test_fraction', 1.0),
+      ('dataset.channels', 2), ('augment.translate', 1.5), ('augment.scale', -0.1),
+      ('worker_lost_seconds', 0.0), ('num_gpus', -2))
+  def test_out_of_range_is_refused_naming_the_field(self, field, value):
+    config = config_lib.base()
+    section, _, key = field.rpartition('.')
+    target = config[section] if section else config
+    with target.ignore_type():
+      target[key] = value
+    with self.assertRaisesRegex(UserError, f'config field {re.escape(field)}='):
+      config_lib.validate(config)
+
+  def test_defaults_and_every_config_file_are_in_range(self):
+    config_lib.validate(config_lib.base())
+    for name in ('cnn_mnist', 'cnn_dropout_mnist', 'cnn_fashion_mnist', 'alexnet_mnist',
+                 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet', 'vgg16_cifar10'):
+      config_lib.validate(helpers.load_config(name))
+
+  def test_low_above_high_is_refused(self):
+    config = config_lib.base()
+    config.dataset.crop_area = (0.9, 0.2)
+    with self.assertRaisesRegex(UserError, r'crop_area=\(0.9, 0.2\) is \(low, high\) with low > '
+                                'high'):
+      config_lib.validate(config)
 
 
 class VariantTest(tf.test.TestCase, parameterized.TestCase):

@@ -21,6 +21,7 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 from research import checkpoints
+from research import evaluate
 from research import processes
 from research import workdir_lock
 from research.errors import UserError
@@ -190,6 +191,26 @@ def _small_disk(test, size='64m'):
     subprocess.run(['umount', '-l', path], check=False)
 
 
+@contextlib.contextmanager
+def _read_only(test, source):
+  """`source` bind-mounted read-only on a new directory (needs root, as CI has); yields it."""
+  path = test.create_tempdir().full_path
+  mount = subprocess.run(['mount', '--bind', source, path], capture_output=True, text=True)
+  if not mount.returncode:
+    mount = subprocess.run(['mount', '-o', 'remount,bind,ro', path], capture_output=True,
+                           text=True)
+    if mount.returncode:
+      subprocess.run(['umount', '-l', path], check=False)
+  if mount.returncode:
+    if os.environ.get('CI'):
+      test.fail(f'cannot bind-mount read-only for the read-only tests: {mount.stderr.strip()}')
+    test.skipTest(f'a read-only bind mount needs root: {mount.stderr.strip()}')
+  try:
+    yield path
+  finally:
+    subprocess.run(['umount', '-l', path], check=False)
+
+
 def _fill(directory):
   """Takes every free byte of `directory`'s filesystem."""
   with open(os.path.join(directory, 'filler'), 'wb', buffering=0) as f:
@@ -320,3 +341,54 @@ class MultiWorkerLockTest(tf.test.TestCase):
     self.assertRegex(proc.stderr, r'\[worker 1\] error: the chief could not take the lock of '
                      'workdir')
     self.assertEqual(os.listdir(workdir), [workdir_lock.LOCK_FILE])  # the holder's; nothing else
+
+
+class UnusableWorkdirTest(tf.test.TestCase, parameterized.TestCase):
+  """A workdir that cannot be created or written, or is no run's, is one line and nothing
+  written; a finished run on read-only storage is still evaluated and predicted from."""
+
+  @parameterized.named_parameters(
+      ('parent_is_a_file', lambda tmp: os.path.join(tmp, 'file', 'run'),
+       r'Not a directory \(ENOTDIR, errno 20\)'),
+      ('name_too_long', lambda tmp: os.path.join(tmp, 'x' * 300),
+       r'File name too long \(ENAMETOOLONG, errno 36\)'),
+      ('empty', lambda tmp: '', '--workdir is empty'),
+  )
+  def test_one_line_and_nothing_written(self, workdir_in, message):
+    tmp = self.create_tempdir().full_path
+    with open(os.path.join(tmp, 'file'), 'w') as f:
+      f.write('a file\n')
+    config = helpers.tiny_config(image_grid_size=0)
+    with helpers.mock_tfds(), self.assertRaisesRegex(UserError, message):
+      trainer.train_and_evaluate(config, workdir_in(tmp))
+    self.assertEqual(sorted(os.listdir(tmp)), ['file'])
+
+  def test_a_folder_of_other_files_is_not_written_into(self):
+    folder = self.create_tempdir().full_path
+    for name in ('a.png', 'b.png', 'notes.txt', 'zz.txt'):
+      with open(os.path.join(folder, name), 'w') as f:
+        f.write(name)
+    with self.assertRaisesRegex(UserError, r"directory of other files \(a.png, b.png, "
+                                r"notes.txt, ...\), not a run"):
+      trainer.check_workdir(helpers.tiny_config(), folder, start_over=True)
+    self.assertEqual(sorted(os.listdir(folder)), ['a.png', 'b.png', 'notes.txt', 'zz.txt'])
+
+  def test_a_finished_run_on_read_only_storage(self):
+    run = os.path.join(self.create_tempdir().full_path, 'run')
+    config = helpers.tiny_config(image_grid_size=0)
+    with helpers.mock_tfds():
+      trainer.train_and_evaluate(config, run)
+    files = sorted(os.listdir(run))
+    with _read_only(self, run) as ro, helpers.mock_tfds():
+      with self.assertRaisesRegex(UserError, r'Read-only file system \(EROFS, errno 30\).*'
+                                  'launch.evaluate --out'):
+        trainer.train_and_evaluate(config, ro)
+      with self.assertLogs(level='WARNING') as logs:
+        metrics = evaluate.evaluate(ro, 'test')
+      self.assertTrue(any('is read-only: the metrics are printed, not written' in line
+                          for line in logs.output), logs.output)
+      self.assertBetween(metrics['accuracy'], 0.0, 1.0)
+      out = os.path.join(self.create_tempdir().full_path, 'eval')
+      evaluate.evaluate(ro, 'test', out=out)
+      self.assertCountEqual(os.listdir(out), ['eval_test.json', 'confusion_test.png'])
+    self.assertEqual(sorted(os.listdir(run)), files)
