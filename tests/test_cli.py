@@ -8,7 +8,6 @@ import sys
 import tempfile
 import time
 
-from absl.testing import parameterized
 import numpy as np
 from PIL import Image
 import tensorflow as tf
@@ -16,30 +15,8 @@ import tensorflow as tf
 from tests import helpers
 
 
-class TrainFlagsTest(tf.test.TestCase, parameterized.TestCase):
-
-  @parameterized.named_parameters(
-      ('unknown_model', ['--model=resnet9'], 'unknown model'),
-      ('unknown_field', ['--config.batch_sise=64'], 'batch_sise'),
-      ('wrong_type', ['--config.batch_size=lots'], 'batch_size'),
-      ('unknown_dataset', ['--dataset=no_such_dataset'], "unknown dataset 'no_such_dataset'"),
-      ('missing_data_dir', ['--data_dir=/nonexistent/tfds'],
-       "'/nonexistent/tfds' is not a directory"),
-      ('model_contradicts_config', ['--config=configs/cnn_mnist.py', '--model=cnn_dropout'],
-       'disagrees'),
-      ('positional', ['extra'], 'unexpected arguments'),
-      ('negative_alpha', ['--config.augment.mixup_alpha=-0.2'], 'augment.mixup_alpha=-0.2'),
-      ('odd_batch_mixing', ['--config.augment.cutmix_alpha=1.0', '--config.batch_size=63'],
-       'batch per replica is 63'),
-      ('ema_decay_out_of_range', ['--config.ema_decay=1.0'], 'ema_decay=1.0 is outside [0, 1)'),
-  )
-  def test_bad_input_is_one_line_and_nonzero(self, args, message):
-    workdir = self.create_tempdir().full_path
-    proc = helpers.run_cli('launch.train', f'--workdir={workdir}', *args)
-    self.assertNotEqual(proc.returncode, 0)
-    self.assertIn(message, helpers.error_line(proc))
-    self.assertNotIn('Traceback', proc.stderr)
-    self.assertEqual(os.listdir(workdir), [])  # nothing written
+class TrainFlagsTest(tf.test.TestCase):
+  """The rest of train's bad input is tests/test_bad_input.py's table."""
 
   def test_missing_dataset_offline_fails_fast(self):
     if shutil.which('unshare') is None or os.geteuid() != 0:

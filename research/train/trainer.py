@@ -62,6 +62,8 @@ def check_workdir(config, workdir, start_over, accept=()):
   if os.path.exists(os.path.join(workdir, config_lib.CONFIG_FILE)):
     saved = config_lib.load(workdir)
     if trained:
+      if config.num_train_steps is not None:  # num_epochs needs the data: _build_run checks it
+        _check_total(config.num_train_steps, workdir, start_over)
       return config_lib.check_resume(saved, config, workdir, accept)
     config_lib.check_compatible(saved, config, workdir)  # nothing trained yet: a new start
   elif trained:
