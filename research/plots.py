@@ -1,4 +1,5 @@
-"""The pictures a run leaves: its input grid, confusion matrices and corruption charts.
+"""The pictures a run leaves: its input grid, confusion matrices and corruption charts; and
+validation curves of several runs side by side (launch.results).
 
 Drawn with matplotlib's headless Agg backend (no display needed, safe in worker processes), at
 sizes and fonts chosen so that each reads at a glance: the input grid for up to 64 images, the
@@ -170,3 +171,26 @@ def corruption_chart_figure(clean, table, title=''):
 def corruption_chart(clean, table, path, title=''):
   """Saves the corruption chart as a PNG; returns its pixels."""
   return _finish(corruption_chart_figure(clean, table, title), path)
+
+
+def curves_figure(curves, labels):
+  """Validation accuracy and loss against the step: `curves` holds each run's
+  {'accuracy'|'loss': [(step, value), ...]}, `labels` their legend entries."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for run, label in zip(curves, labels):
+    for ax, name in zip(axes, ('accuracy', 'loss')):
+      if run.get(name):
+        ax.plot(*zip(*run[name]), marker='.', label=label)
+  for ax, name in zip(axes, ('accuracy', 'loss')):
+    ax.set_xlabel('step')
+    ax.set_title(f'validation {name}')
+    ax.grid(alpha=0.3)
+  if any(curves):
+    axes[0].legend(fontsize=MIN_FONT + 1, loc='lower right')
+  fig.tight_layout()
+  return fig
+
+
+def curves(curves_of_runs, labels, path):
+  return _finish(curves_figure(curves_of_runs, labels), path)

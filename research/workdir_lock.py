@@ -91,6 +91,13 @@ def status(workdir):
   return f'workdir lock: held by {describe_holder(holder)}'
 
 
+def held(workdir, stale_seconds=STALE_SECONDS):
+  """The holder of `workdir`'s lock while its run is alive, else None (free, or left by a run
+  that is gone)."""
+  holder = read(workdir)
+  return holder if holder is not None and not _gone(holder, stale_seconds) else None
+
+
 def _gone(holder, stale_seconds):
   """Why `holder` no longer runs (a reason to take its lock over), or '' when it may."""
   if holder.get('host') == socket.gethostname() and holder.get('pid', -1) > 0 and not _alive(
