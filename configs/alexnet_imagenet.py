@@ -62,11 +62,13 @@ def imagenet_sgd(model, input_size, batch_size, num_epochs, boundaries_epochs):
 
 def modern(c):
   """The papers' nets with a current recipe (the :modern variants): batch norm, Nesterov SGD at
-  0.1 per 256 examples with 5 warmup epochs then cosine decay, label smoothing 0.1, RandAugment
-  (2 ops at magnitude 9), cutmix or mixup on every example, gradients clipped to global norm 1,
-  and evaluation, the best checkpoint and export on the weights' moving average."""
+  0.1 per 256 examples with 5 warmup epochs then cosine decay, weight decay on kernels only,
+  label smoothing 0.1, RandAugment (2 ops at magnitude 9), cutmix or mixup on every example,
+  gradients clipped to global norm 1, and evaluation, the best checkpoint and export on the
+  weights' moving average."""
   c.model.batch_norm = True
   c.optimizer.nesterov = True
+  c.optimizer.decay_kernels_only = True  # batch norm's scale and the biases are not shrunk
   c.schedule.update(dict(name='cosine', learning_rate=0.1 * c.batch_size / 256,
                          warmup_epochs=5.0))
   c.label_smoothing = 0.1

@@ -96,8 +96,10 @@ def base(model='cnn', dataset='mnist'):
   c.eval_batch_size = 1000
   c.num_epochs = 10.0
   c.num_train_steps = config_dict.placeholder(int)  # None: num_epochs decides
+  # name: sgd, adam, adamw, lamb or lion; decay_kernels_only leaves biases and batch norm's
+  # scale and offset undecayed (the papers' AlexNet and VGG decay every weight)
   c.optimizer = ml_collections.ConfigDict(dict(
-      name='adamw', momentum=0.9, nesterov=False, weight_decay=1e-4))
+      name='adamw', momentum=0.9, nesterov=False, weight_decay=1e-4, decay_kernels_only=False))
   c.schedule = ml_collections.ConfigDict(dict(
       name='cosine', learning_rate=1e-3, warmup_epochs=0.5, final_fraction=0.0,
       boundaries_epochs=(30.0, 60.0, 80.0), decay_factor=0.1))

@@ -7,7 +7,10 @@ largest differences of loss and weights as JSON.
 an EMA of the weights, and also compares the averages, the gradient norms, and the EMA swap
 of the mirrored run (both devices' copies, and their bitwise return).
 
-Usage: python -m tests.mirrored_step [batch_norm] [recipe]"""
+`optimizers` instead runs one step of each optimizer of OPTIMIZERS (no augmentation), and prints
+each one's largest weight difference and update.
+
+Usage: python -m tests.mirrored_step [batch_norm] [recipe] | optimizers"""
 
 import json
 import sys
@@ -69,6 +72,27 @@ def _fused(model, strategy):
   return any(op.type.startswith('FusedBatchNorm') for op in graph.get_operations())
 
 
+# (name, nesterov): the optimizers beyond the SGD of main's step, each through the all-reduce
+# hook (optim._apply_as_reduced).
+OPTIMIZERS = (('sgd', True), ('adamw', False), ('lamb', False), ('lion', False))
+
+
+def optimizers(mirrored, images, labels):
+  """{name: (largest weight difference, largest update)} of one step of each of OPTIMIZERS."""
+  out = {}
+  for name, nesterov in OPTIMIZERS:
+    config = helpers.tiny_config('cnn', batch_size=16)
+    config.augment.enabled = False
+    config.schedule.warmup_epochs = 0.0
+    config.optimizer.update(dict(name=name, nesterov=nesterov, weight_decay=1e-2))
+    config.schedule.learning_rate = 1e-3 if name == 'lion' else 0.1 if name == 'sgd' else 1e-2
+    _, initial, after_1, *_ = one_step(config, tf.distribute.get_strategy(), images, labels)
+    _, _, after_2, *_ = one_step(config, mirrored, images, labels, initial)
+    out[name] = (max(float(np.abs(a - b).max()) for a, b in zip(after_1, after_2)),
+                 max(float(np.abs(a - b).max()) for a, b in zip(after_1, initial)))
+  return out
+
+
 def main():
   config = helpers.tiny_config('cnn', batch_size=16)
   config.model.batch_norm = 'batch_norm' in sys.argv[1:]  # synchronized: global-batch statistics
@@ -91,6 +115,10 @@ def main():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
   labels = rng.integers(0, 10, 16, dtype=np.int32)
+  if 'optimizers' in sys.argv[1:]:
+    print(json.dumps({'replicas': mirrored.num_replicas_in_sync,
+                      'optimizers': optimizers(mirrored, images, labels)}))
+    return
   num_steps = 2 if recipe else 1  # the EMA's first step only copies the weights
   loss_1, initial, after_1, fused_1, ema_1, norm_1, _ = one_step(
       config, tf.distribute.get_strategy(), images, labels, num_steps=num_steps)

@@ -36,3 +36,22 @@ class MirroredEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(result['ema_size'], 8)  # the tiny CNN's kernels and biases
       self.assertLess(result['ema_diff'], 1e-6)
       self.assertTrue(result['swap_ok'])
+
+
+class OptimizerEquivalenceTest(tf.test.TestCase):
+
+  def test_every_optimizer_steps_alike_on_one_device_and_two_replicas(self):
+    proc = helpers.run_cli('tests.mirrored_step', 'optimizers')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    self.assertEqual(result['replicas'], 2)
+    self.assertCountEqual(result['optimizers'], [n for n, _ in mirrored_step.OPTIMIZERS])
+    for name, (diff, update) in result['optimizers'].items():
+      self.assertGreater(update, 1e-4, name)
+      if name == 'sgd':  # the update is the gradient times the rate: equal to rounding
+        self.assertLess(diff, 1e-6, name)
+      else:
+        # Adaptive first steps divide the gradient by its own size (Adam, LAMB: g/(|g| + eps);
+        # Lion: sign(g)), which turns rounding-level differences of gradients near zero into
+        # larger ones; a replica stepping on its own half of the batch differs by far more.
+        self.assertLess(diff, 2e-3 * update, name)

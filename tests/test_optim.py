@@ -3,9 +3,11 @@
 from absl.testing import parameterized
 import keras
 import ml_collections
+import numpy as np
 import tensorflow as tf
 
 from research import config as config_lib
+from research import models
 from research.errors import UserError
 from research.train import optim
 
@@ -14,6 +16,35 @@ def _schedule(**kw):
   cfg = ml_collections.ConfigDict(config_lib.base().schedule.to_dict())
   cfg.update(kw)
   return cfg
+
+
+class DecayKernelsOnlyTest(tf.test.TestCase, parameterized.TestCase):
+  """Which variables weight decay shrinks: a step with zero gradients moves only those."""
+
+  @parameterized.product(name=('sgd', 'adamw', 'lamb', 'lion'), kernels_only=(False, True))
+  def test_a_zero_gradient_step_decays_the_chosen_variables(self, name, kernels_only):
+    cfg = config_lib.base().optimizer
+    cfg.update(dict(name=name, weight_decay=0.1, decay_kernels_only=kernels_only))
+    model = _cnn_with_batch_norm()
+    variables = model.trainable_variables
+    opt = optim.optimizer(cfg, 1.0, variables=variables)
+    opt.build(variables)
+    for v in variables:  # biases and beta start at zero, which decay leaves as it is
+      v.assign(tf.fill(v.shape, 0.5))
+    before = [v.numpy() for v in variables]
+    opt.apply([tf.zeros_like(v) for v in variables], variables)
+    shrunk = {v.path for v, b in zip(variables, before) if not np.array_equal(v.numpy(), b)}
+    kernels = {v.path for v in variables if v.path.endswith('kernel')}
+    self.assertNotEmpty(kernels)
+    self.assertLess(len(kernels), len(variables))  # biases, gamma and beta too
+    self.assertEqual(shrunk, kernels if kernels_only else {v.path for v in variables})
+
+
+def _cnn_with_batch_norm():
+  config = config_lib.base('cnn').model
+  config.batch_norm = True
+  model, _ = models.build_model(config, 10, (28, 28, 1))
+  return model
 
 
 class ScheduleTest(tf.test.TestCase, parameterized.TestCase):
@@ -47,7 +78,8 @@ class ScheduleTest(tf.test.TestCase, parameterized.TestCase):
 class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(('sgd', keras.optimizers.SGD), ('adam', keras.optimizers.Adam),
-                            ('adamw', keras.optimizers.AdamW))
+                            ('adamw', keras.optimizers.AdamW), ('lamb', keras.optimizers.Lamb),
+                            ('lion', keras.optimizers.Lion))
   def test_by_name(self, name, cls):
     cfg = config_lib.base().optimizer
     cfg.name = name
@@ -61,6 +93,7 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_unknown_optimizer(self):
     cfg = config_lib.base().optimizer
-    cfg.name = 'lamb'
-    with self.assertRaisesRegex(UserError, "unknown optimizer 'lamb'"):
+    cfg.name = 'rmsprop'
+    with self.assertRaisesRegex(UserError, "unknown optimizer 'rmsprop': use one of sgd, adam, "
+                                "adamw, lamb, lion"):
       optim.optimizer(cfg, 0.1)

@@ -47,8 +47,15 @@ def schedule(cfg, total_steps, steps_per_epoch):
   return Warmup(after, warmup)
 
 
-def optimizer(cfg, learning_rate, loss_scaling=False, ema_decay=0.0):
-  """`cfg` is config.optimizer: name (sgd|adam|adamw), momentum, nesterov, weight_decay.
+# The optimizers by config name. LAMB (You et al., 2019) and Lion (Chen et al., 2023) are the
+# large-batch ones; SGD takes momentum and nesterov.
+NAMES = ('sgd', 'adam', 'adamw', 'lamb', 'lion')
+
+
+def optimizer(cfg, learning_rate, loss_scaling=False, ema_decay=0.0, variables=None):
+  """`cfg` is config.optimizer: name (one of NAMES), momentum, nesterov, weight_decay,
+  decay_kernels_only (biases and batch-norm scales and offsets of `variables`, the model's
+  trainable ones, are then not decayed).
 
   The optimizer takes gradients already summed across replicas (see _apply_as_reduced).
   `loss_scaling` wraps it in dynamic loss scaling, which float16 training needs: the scale
@@ -64,10 +71,22 @@ def optimizer(cfg, learning_rate, loss_scaling=False, ema_decay=0.0):
     opt = keras.optimizers.Adam(learning_rate, **ema)
   elif cfg.name == 'adamw':
     opt = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay, **ema)
+  elif cfg.name == 'lamb':
+    opt = keras.optimizers.Lamb(learning_rate, weight_decay=cfg.weight_decay or None, **ema)
+  elif cfg.name == 'lion':
+    opt = keras.optimizers.Lion(learning_rate, weight_decay=cfg.weight_decay or None, **ema)
   else:
-    raise UserError(f'unknown optimizer {cfg.name!r}: use sgd, adam or adamw')
+    raise UserError(f'unknown optimizer {cfg.name!r}: use one of {", ".join(NAMES)}')
+  if cfg.get('decay_kernels_only') and variables is not None:
+    opt.exclude_from_weight_decay(var_list=[v for v in variables if not _is_kernel(v)])
   _apply_as_reduced(opt)
   return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
+
+
+def _is_kernel(variable):
+  """A convolution's or dense layer's weights (Keras names them kernel, depthwise_kernel, ...),
+  as opposed to biases and batch norm's gamma and beta."""
+  return variable.name.endswith('kernel')
 
 
 def _apply_as_reduced(opt):

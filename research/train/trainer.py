@@ -265,7 +265,7 @@ def build_state(config, strategy, num_classes, image_shape, total_steps, steps_p
     lr = optim.schedule(config.schedule, total_steps, steps_per_epoch)
     optimizer = optim.optimizer(config.optimizer, lr,
                                 loss_scaling=config.mixed_precision == 'mixed_float16',
-                                ema_decay=config.ema_decay)
+                                ema_decay=config.ema_decay, variables=model.trainable_variables)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step',
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
