@@ -109,25 +109,12 @@ def _resize_with_pad(image, height, width):
   return tf.image.pad_to_bounding_box(resized, pad_h, pad_w, height, width)
 
 
-def _decode(data, channels):
-  """uint8 [H, W, channels]. TensorFlow's GIF and BMP decoders give 3 or 4 channels only, so
-  those are decoded as colour and made grey here for a 1-channel dataset."""
-  def decode(c):
-    return lambda: tf.io.decode_image(data, channels=c, expand_animations=False)
-
-  if channels != 1:
-    return decode(channels)()
-  head = tf.strings.substr(data, 0, 2)
-  colour_only = tf.logical_or(tf.equal(head, 'GI'), tf.equal(head, 'BM'))
-  return tf.cond(colour_only, lambda: tf.image.rgb_to_grayscale(decode(3)()), decode(1))
-
-
 def decode_padded(data, image_shape):
   """Encoded bytes → uint8 [H, W, C] of `image_shape`: decoded to its channels, resized into it
   with the aspect kept and zero padding. Graph-safe, so that the export traces the same ops and
   gets the same pixels as this module does eagerly."""
   h, w, c = image_shape
-  image = _resize_with_pad(tf.cast(_decode(data, c), tf.float32), h, w)
+  image = _resize_with_pad(tf.cast(decode.decode_to_channels(data, c), tf.float32), h, w)
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 

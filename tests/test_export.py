@@ -310,6 +310,31 @@ class StreamedExportTest(tf.test.TestCase):
                 for r in predict.predict(os.path.join(tmp, 'run'), files, top_k=10)]
     self.assertAllClose(served['probabilities'], expected, rtol=0, atol=1e-5)
 
+  def test_grey_streamed_run_trains_on_and_serves_cmyk_jpegs(self):
+    # libjpeg turns a four-component (CMYK) JPEG into colour but not into grey: each path
+    # decodes it to colour first.
+    tmp = self.create_tempdir().full_path
+    images = helpers.write_image_folder(os.path.join(tmp, 'pets'), per_class=4)
+    jpegs = sorted(tf.io.gfile.glob(os.path.join(images, 'train', '*', '*.jp*g')))
+    for path in jpegs:
+      Image.open(path).convert('CMYK').save(path, 'JPEG')
+    config = config_lib.base('cnn', 'folder:' + images)
+    config.update(dict(batch_size=4, eval_batch_size=4, num_train_steps=2, steps_per_loop=1,
+                       log_every_steps=1, image_grid_size=0, mixed_precision='float32'))
+    config.dataset.update(dict(validation_size=3, channels=1))
+    config.model.input_size = 32
+    run = os.path.join(tmp, 'run')
+    trainer.train_and_evaluate(config, run)
+    self.assertEqual(outputs.read_json(os.path.join(run, 'data_info.json'))['image_shape'],
+                     [32, 32, 1])
+    info = export.export(run, os.path.join(tmp, 'out'))
+    served = tf.saved_model.load(os.path.join(tmp, 'out')).signatures['serving_default'](
+        images=tf.stack([tf.io.read_file(f) for f in jpegs]))
+    predicted = predict.predict(run, jpegs, top_k=10)
+    self.assertEqual([r.error for r in predicted], [''] * len(jpegs))
+    expected = [helpers.class_probabilities(r, info['class_names']) for r in predicted]
+    self.assertAllClose(served['probabilities'], expected, rtol=0, atol=1e-5)
+
 
 class ExportCliTest(tf.test.TestCase):
   """The entry points, run as processes (two at a time: each spends seconds importing TF)."""

@@ -149,6 +149,20 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(body[-2][1:], ['', '', '', '', predict.NOT_AN_IMAGE])
     self.assertEqual(body[-1][1:], ['', '', '', '', 'cannot read: no such file'])
 
+  def test_cmyk_jpeg_is_classified_by_the_grey_model_and_its_export(self):
+    # libjpeg turns a four-component (CMYK) JPEG into colour but not into grey.
+    path = os.path.join(self.create_tempdir().full_path, 'cmyk.jpg')
+    Image.open(self.files[1]).convert('CMYK').save(path, 'JPEG')
+    from_checkpoint = predict.predict(self.workdir, [path], top_k=10)[0]
+    self.assertEqual(from_checkpoint.error, '')
+    served = tf.saved_model.load(self.exported).signatures['serving_default'](
+        images=tf.stack([tf.io.read_file(path)]))
+    self.assertAllClose(served['probabilities'][0],
+                        helpers.class_probabilities(from_checkpoint, self.names), rtol=0,
+                        atol=1e-5)
+    by_export = predict.run([path], saved_model=self.exported, top_k=10)[0]
+    self.assertEqual(by_export.error, '')
+
   @parameterized.parameters(2, 3, 256)
   def test_batched_equals_one_at_a_time(self, batch_size):
     one = predict.predict(self.workdir, self.files, top_k=10, batch_size=1)
