@@ -39,6 +39,34 @@ def _is_image_name(path):
   return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _files_under(directory):
+  """The files under `directory`, each real directory visited once: a linked directory is
+  followed unless it was seen already (its own path first), so a link back up the tree (a loop)
+  adds nothing. Remote paths (gs://...) have no links and are walked as they are."""
+  if '://' in directory:
+    return [os.path.join(root, name) for root, _, names in tf.io.gfile.walk(directory)
+            for name in names]
+  files, seen = [], set()
+  real, linked = [directory], []
+  while real or linked:
+    current = real.pop() if real else linked.pop()
+    try:
+      info = os.stat(current)
+      entries = list(os.scandir(current))
+    except OSError as e:
+      logging.warning('Cannot list %s: %s.', current, e.strerror)
+      continue
+    if (info.st_dev, info.st_ino) in seen:
+      continue
+    seen.add((info.st_dev, info.st_ino))
+    for entry in entries:
+      if entry.is_dir():
+        (linked if entry.is_symlink() else real).append(entry.path)
+      else:
+        files.append(entry.path)
+  return files
+
+
 def expand_inputs(inputs):
   """The files to classify, in order: a file as named (always tried), a directory's image files
   (recursively, sorted), a glob's matches (image files only). Raises UserError for a directory or
@@ -46,11 +74,9 @@ def expand_inputs(inputs):
   paths, ignored = [], 0
   for arg in inputs:
     if tf.io.gfile.isdir(arg):
-      found = []
-      for root, _, files in tf.io.gfile.walk(arg):
-        images = [os.path.join(root, name) for name in files if _is_image_name(name)]
-        found.extend(images)
-        ignored += len(files) - len(images)
+      files = _files_under(arg)
+      found = [f for f in files if _is_image_name(f)]
+      ignored += len(files) - len(found)
       if not found:
         raise UserError(f'{arg}: directory holds no image file ({", ".join(IMAGE_EXTENSIONS)})')
       paths.extend(sorted(found))

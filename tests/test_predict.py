@@ -80,6 +80,29 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(paths, sorted(self.files))
     self.assertEqual(ignored, 3)
 
+  def _linked_tree(self):
+    """images/{a.png, sub/b.png} and outside/c.png."""
+    tmp = self.create_tempdir().full_path
+    root, outside = os.path.join(tmp, 'images'), os.path.join(tmp, 'outside')
+    os.makedirs(os.path.join(root, 'sub'))
+    os.makedirs(outside)
+    files = [_image(os.path.join(root, 'a.png'), 0), _image(os.path.join(root, 'sub', 'b.png'), 1)]
+    return root, outside, files, _image(os.path.join(outside, 'c.png'), 2)
+
+  def test_a_link_back_up_the_tree_is_not_followed_and_one_elsewhere_is(self):
+    root, outside, files, linked = self._linked_tree()
+    os.symlink('..', os.path.join(root, 'sub', 'loop'))  # back to images/: a loop
+    os.symlink(outside, os.path.join(root, 'elsewhere'))
+    paths, ignored = predict.expand_inputs([root])
+    self.assertEqual(paths, sorted(files + [os.path.join(root, 'elsewhere', 'c.png')]))
+    self.assertEqual(ignored, 0)
+    self.assertTrue(os.path.samefile(paths[1], linked))
+
+  def test_a_directory_reached_twice_is_listed_once_under_its_own_path(self):
+    root, _, files, _ = self._linked_tree()
+    os.symlink(os.path.join(root, 'sub'), os.path.join(root, 'again'))
+    self.assertEqual(predict.expand_inputs([root]), (files, 0))
+
   def test_glob_pattern_is_expanded_to_its_images(self):
     pattern = os.path.join(self.images, 'sub', '*', '*.png')
     paths, ignored = predict.expand_inputs([pattern, self.files[0]])
