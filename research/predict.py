@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from research import checkpoints
+from research import tf_startup
 from research.data import decode
 from research.data import preprocess
 from research.errors import UserError
@@ -168,12 +169,17 @@ def _decoder(image_shape, pipeline='memory', eval_fraction=0.875):
   eagerly one by one, and the graph-safe ops give the same pixels."""
   traced = tf.function(lambda data: decode_bytes(data, image_shape, pipeline, eval_fraction),
                        input_signature=[tf.TensorSpec([], tf.string)])
+  held = tf_startup.HeldStderr()
 
   def decode_one(data):
-    try:
-      return traced(data)
-    except tf.errors.OpError:
-      raise ValueError(NOT_AN_IMAGE) from None
+    # A failed decode logs TensorFlow's and libjpeg's lines about ops and markers; the file's
+    # one-line error replaces them.
+    with held:
+      try:
+        return traced(data)
+      except tf.errors.OpError:
+        held.drop()
+        raise ValueError(NOT_AN_IMAGE) from None
 
   return decode_one
 

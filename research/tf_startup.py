@@ -10,6 +10,10 @@ during the import and sends the import's stderr through `filter_lines`, which ta
 a notice, applies TF_CPP_MIN_LOG_LEVEL to those lines and drops repeats; all other output passes
 unchanged.
 
+`HeldStderr` holds what is written to stderr during a call, for callers that report its failure
+in their own words: TensorFlow logs a failed op (a file that is no image) from C++, several lines
+that the caller's one-line message replaces.
+
 The filter runs in a process of its own: if TensorFlow aborts while loading (a CPU without the
 instructions it was built for), what it wrote before still reaches stderr. That process is
 this file run as a script, on the standard library alone.
@@ -21,6 +25,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 
 # absl's and TensorFlow's log line prefix: severity, date, time, thread id; then file:line].
 _LOG_LINE = re.compile(rb'([IWEF])\d{4} [\d:.]+ +\d+ (.*)', re.DOTALL)
@@ -100,6 +105,41 @@ def _filtered_stderr():
     except subprocess.TimeoutExpired:
       filter_process.kill()
       filter_process.wait()
+
+
+class HeldStderr:
+  """`with held:` sends what is written to file descriptor 2 in the block (C++ code writes there,
+  past sys.stderr) to a file, and passes it on at the end unless `drop()` was called in the
+  block. One instance serves many blocks, one at a time; it costs a few system calls each."""
+
+  def __init__(self):
+    self._file = tempfile.TemporaryFile()
+    self._saved = None
+    self._dropped = False
+
+  def __enter__(self):
+    sys.stderr.flush()
+    self._file.seek(0)
+    self._file.truncate()
+    self._dropped = False
+    self._saved = os.dup(2)
+    os.dup2(self._file.fileno(), 2)
+    return self
+
+  def drop(self):
+    """Forget what the block wrote so far and writes from here on."""
+    self._dropped = True
+
+  def __exit__(self, *exc_info):
+    sys.stderr.flush()
+    os.dup2(self._saved, 2)
+    os.close(self._saved)
+    if not self._dropped:
+      self._file.seek(0)
+      held = self._file.read()
+      if held:
+        os.write(2, held)
+    return False
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@ the SavedModel, on one tiny mock-data run exported once."""
 
 import csv
 import os
+import re
 import shutil
 import tempfile
 
@@ -185,6 +186,32 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
                         atol=1e-5)
     by_export = predict.run([path], saved_model=self.exported, top_k=10)[0]
     self.assertEqual(by_export.error, '')
+
+  @parameterized.parameters('workdir', 'saved_model')
+  def test_bad_files_print_one_line_each_and_nothing_from_tensorflow(self, source):
+    tmp = self.create_tempdir()
+    good = os.path.join(tmp.full_path, 'good.jpg')
+    Image.open(self.files[1]).save(good)
+    with open(good, 'rb') as f:
+      jpeg = f.read()
+    with open(self.files[0], 'rb') as f:
+      png = f.read()
+    garbled = bytearray(jpeg)
+    garbled[200:260] = b'\xff' * 60
+    bad = {'text.png': b'not an image', 'cut.png': png[:len(png) // 2],
+           'cut.jpg': jpeg[:len(jpeg) // 2], 'garbled.jpg': bytes(garbled), 'head.jpg': jpeg[:30]}
+    paths = [tmp.create_file(name, content=data).full_path for name, data in bad.items()]
+    model = self.workdir if source == 'workdir' else self.exported
+    # TF_CPP_MIN_LOG_LEVEL as a user has it: the package's default, 1 (warnings and errors).
+    proc = helpers.run_cli('launch.predict', f'--{source}={model}', *paths, good,
+                           env={'TF_CPP_MIN_LOG_LEVEL': '1'})
+    self.assertEqual(proc.returncode, 1, proc.stderr[-3000:])
+    self.assertRegex(proc.stdout, r'^\S+good\.jpg: ')
+    python_log = re.compile(r'^I\d{4} [\d:.]+ +\d+ \w+\.py:\d+\] ')
+    lines = [line for line in proc.stderr.splitlines() if not python_log.match(line)]
+    self.assertEqual(lines, [f'{p}: error: {predict.NOT_AN_IMAGE}' for p in paths]
+                     + [f'error: {len(paths)} of {len(paths) + 1} file(s) could not be '
+                        'classified (see above)'])
 
   @parameterized.parameters(2, 3, 256)
   def test_batched_equals_one_at_a_time(self, batch_size):

@@ -72,6 +72,27 @@ class FilteredStderrTest(absltest.TestCase):
     self.assertEqual(proc.stderr, _NOTICE + _ERROR + b'after\n')
 
 
+_HOLD_SCRIPT = """
+import os
+from research import tf_startup
+held = tf_startup.HeldStderr()
+with held:
+  os.write(2, b'kept\\n')
+with held:
+  os.write(2, b'dropped\\n')
+  held.drop()
+os.write(2, b'after\\n')
+"""
+
+
+class HeldStderrTest(absltest.TestCase):
+
+  def test_what_a_block_writes_is_passed_on_unless_dropped(self):
+    proc = subprocess.run([sys.executable, '-c', _HOLD_SCRIPT], cwd=helpers.ROOT,
+                          capture_output=True, timeout=60, check=True)
+    self.assertEqual(proc.stderr, b'kept\nafter\n')
+
+
 class EntryPointStartupTest(absltest.TestCase):
 
   def test_first_op_prints_no_cuinit_error_without_a_gpu(self):
