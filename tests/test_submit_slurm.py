@@ -265,6 +265,13 @@ class SubmitTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(helpers.fake_calls(self.bin, 'sbatch'), [])
     self.assertFalse(os.path.exists(workdir))
 
+  def test_refuses_a_current_directory_with_a_newline(self):
+    helpers.fake_command(self.bin, 'sbatch', stdout='42\n')
+    with self.assertRaisesRegex(UserError, r"^the current directory '/my\\nrepo' holds a "
+                                'newline, which the job file cannot carry'):
+      slurm.submit(_job(self.workdir, chdir='/my\nrepo'))
+    self.assert_nothing_submitted()
+
   def test_refuses_a_workdir_of_another_experiment(self):
     helpers.fake_command(self.bin, 'sbatch', stdout='42\n')
     os.makedirs(self.workdir)

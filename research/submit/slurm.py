@@ -59,10 +59,12 @@ def _directive(name, value):
 def check(job):
   """job_lib.check, then what a Slurm job file cannot carry; raises UserError."""
   job_lib.check(job)
-  for flag, path in (('workdir', job.workdir), ('chdir', job.chdir)):
-    if '\n' in path:
-      raise UserError(f'--{flag}={path!r} holds a newline, which the job file cannot carry: '
-                      'pass a path without one')
+  if '\n' in job.workdir:
+    raise UserError(f'--workdir={job.workdir!r} holds a newline, which the job file cannot '
+                    'carry: pass a path without one')
+  if '\n' in job.chdir:
+    raise UserError(f'the current directory {job.chdir!r} holds a newline, which the job file '
+                    'cannot carry (--chdir): submit from a directory without one')
   if '%' in job.workdir:
     # --output is a file name pattern: Slurm replaces %j, %x, ... in all of it.
     raise UserError(f"--workdir={job.workdir!r} holds '%', which the job file cannot carry "
