@@ -12,10 +12,12 @@ from research import checkpoints
 from research import export
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to export.', required=True)
-_OUT = flags.DEFINE_string('out', None, 'Directory to write the SavedModel to.', required=True)
+_OUT = flags.DEFINE_string('out', None, 'Folder to write the SavedModel to: new, empty, or a '
+                           'previous export; never in or around a workdir.', required=True)
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', checkpoints.CHECKPOINT_HELP)
 _OVERWRITE = flags.DEFINE_boolean('overwrite', False,
-                                  'Replace what --out holds (only once the new export is written).')
+                                  'Replace a previous export in --out (only once the new one is '
+                                  'written); other files are never replaced.')
 
 
 def main():

@@ -25,7 +25,6 @@ import tensorflow as tf
 from research import checkpoints
 from research import config as config_lib
 from research import predict
-from research import workdir_lock
 from research.data import decode
 from research.data import preprocess
 from research.errors import UserError
@@ -71,28 +70,79 @@ class _Serving(tf.Module):
             'class_name': tf.gather(self.class_names, index)}
 
 
-def _check_out(out, overwrite):
-  if os.path.lexists(out) and not (os.path.isdir(out) and not os.listdir(out)):
-    if not overwrite:
-      raise UserError(f'--out {out!r} already holds something: pass another --out, or '
-                      '--overwrite to replace it')
-    if not os.path.isdir(out) or os.path.islink(out):
-      raise UserError(f'--out {out!r} is not a directory: remove it or pass another --out')
+# What `_export` writes at the top of an export: tf.saved_model.save's files and EXTRA_DIR.
+EXPORT_ENTRIES = frozenset({'saved_model.pb', 'fingerprint.pb', 'variables', 'assets', EXTRA_DIR})
+# A folder holding either is a training run's workdir (data_info.json: before its first
+# checkpoint); see research.train.trainer.
+_WORKDIR_MARKERS = ('checkpoints', 'data_info.json')
+
+
+def is_export(directory):
+  """Whether `directory` holds an export as `export` writes it, and nothing else."""
+  try:
+    entries = set(os.listdir(directory))
+  except OSError:
+    return False
+  return (os.path.isfile(os.path.join(directory, 'saved_model.pb'))
+          and os.path.isfile(os.path.join(directory, EXTRA_DIR, INFO_FILE))
+          and entries <= EXPORT_ENTRIES)
+
+
+def _is_workdir(directory):
+  return os.path.isfile(os.path.join(directory, 'config.json')) and any(
+      os.path.exists(os.path.join(directory, m)) for m in _WORKDIR_MARKERS)
+
+
+def _check_out(out, workdir, overwrite):
+  """Refuses an `out` whose replacement could lose anything but a previous export: a training
+  workdir, a folder holding or inside one, other files, a file or a link."""
+  real, run = os.path.realpath(out), os.path.realpath(workdir)
+  suggestion = f'--out={run.rstrip(os.sep)}-export'
+  if os.path.commonpath([real, run]) == real:
+    what = 'is' if real == run else f'holds {run!r},'
+    raise UserError(f'--out {out!r} {what} the workdir of the run being exported: pass a new '
+                    f'folder outside it, e.g. {suggestion}')
+  for parent in (real, *_parents(real)):
+    if parent == run or _is_workdir(parent):
+      raise UserError(f'--out {out!r} lies inside the training workdir {parent!r}: pass a new '
+                      f'folder outside any workdir, e.g. {suggestion}')
+  if os.path.islink(out):
+    raise UserError(f'--out {out!r} is a symbolic link: pass the folder itself, or another --out')
+  if not os.path.lexists(out):
+    return
+  if not os.path.isdir(out):
+    raise UserError(f'--out {out!r} is a file: remove it or pass a folder for the export')
+  if not os.listdir(out):
+    return
+  if not is_export(out):
+    raise UserError(f'--out {out!r} holds files that are not an export (only a folder that holds '
+                    'an export and nothing else is replaced, even with --overwrite): pass a new '
+                    'or empty folder')
+  if not overwrite:
+    raise UserError(f'--out {out!r} already holds an export: pass another --out, or --overwrite '
+                    'to replace it')
+
+
+def _parents(path):
+  while os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+    yield path
+
+
+def _umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def export(workdir, out, checkpoint='best', overwrite=False):
   """Writes the SavedModel of `workdir`'s `checkpoint` (see checkpoints.load_for_inference) to
-  `out`; refuses an `out` that holds something unless `overwrite`. Returns the export info."""
+  `out`. Refuses an `out` that is, holds or lies inside a training workdir, or that holds
+  anything but a previous export; replaces a previous export only with `overwrite`. Returns the
+  export info."""
   out = os.path.abspath(out)
-  _check_out(out, overwrite)
-  # Exporting into the workdir writes there: not while a training run holds it.
-  inside = os.path.commonpath([out, os.path.abspath(workdir)]) == os.path.abspath(workdir)
-  lock = workdir_lock.WorkdirLock(workdir).acquire() if inside else None
-  try:
-    return _export(workdir, out, checkpoint)
-  finally:
-    if lock is not None:
-      lock.release()
+  _check_out(out, workdir, overwrite)
+  return _export(workdir, out, checkpoint)
 
 
 def _export(workdir, out, checkpoint):
@@ -120,6 +170,8 @@ def _export(workdir, out, checkpoint):
   # refused --out, leaves whatever was there untouched.
   staging = tempfile.mkdtemp(prefix=os.path.basename(out) + '.export-', dir=parent)
   try:
+    # mkdtemp makes it private (0700); the export is a folder like any other.
+    os.chmod(staging, 0o777 & ~_umask())
     _save(module, staging, signatures)
     os.makedirs(os.path.join(staging, EXTRA_DIR), exist_ok=True)
     with open(os.path.join(staging, EXTRA_DIR, INFO_FILE), 'w') as f:

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from research import checkpoints
+from research import tf_startup
 from research.data import decode
 from research.data import preprocess
 from research.errors import UserError
@@ -39,6 +40,34 @@ def _is_image_name(path):
   return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _files_under(directory):
+  """The files under `directory`, each real directory visited once: a linked directory is
+  followed unless it was seen already (its own path first), so a link back up the tree (a loop)
+  adds nothing. Remote paths (gs://...) have no links and are walked as they are."""
+  if '://' in directory:
+    return [os.path.join(root, name) for root, _, names in tf.io.gfile.walk(directory)
+            for name in names]
+  files, seen = [], set()
+  real, linked = [directory], []
+  while real or linked:
+    current = real.pop() if real else linked.pop()
+    try:
+      info = os.stat(current)
+      entries = list(os.scandir(current))
+    except OSError as e:
+      logging.warning('Cannot list %s: %s.', current, e.strerror)
+      continue
+    if (info.st_dev, info.st_ino) in seen:
+      continue
+    seen.add((info.st_dev, info.st_ino))
+    for entry in entries:
+      if entry.is_dir():
+        (linked if entry.is_symlink() else real).append(entry.path)
+      else:
+        files.append(entry.path)
+  return files
+
+
 def expand_inputs(inputs):
   """The files to classify, in order: a file as named (always tried), a directory's image files
   (recursively, sorted), a glob's matches (image files only). Raises UserError for a directory or
@@ -46,11 +75,9 @@ def expand_inputs(inputs):
   paths, ignored = [], 0
   for arg in inputs:
     if tf.io.gfile.isdir(arg):
-      found = []
-      for root, _, files in tf.io.gfile.walk(arg):
-        images = [os.path.join(root, name) for name in files if _is_image_name(name)]
-        found.extend(images)
-        ignored += len(files) - len(images)
+      files = _files_under(arg)
+      found = [f for f in files if _is_image_name(f)]
+      ignored += len(files) - len(found)
       if not found:
         raise UserError(f'{arg}: directory holds no image file ({", ".join(IMAGE_EXTENSIONS)})')
       paths.extend(sorted(found))
@@ -109,25 +136,12 @@ def _resize_with_pad(image, height, width):
   return tf.image.pad_to_bounding_box(resized, pad_h, pad_w, height, width)
 
 
-def _decode(data, channels):
-  """uint8 [H, W, channels]. TensorFlow's GIF and BMP decoders give 3 or 4 channels only, so
-  those are decoded as colour and made grey here for a 1-channel dataset."""
-  def decode(c):
-    return lambda: tf.io.decode_image(data, channels=c, expand_animations=False)
-
-  if channels != 1:
-    return decode(channels)()
-  head = tf.strings.substr(data, 0, 2)
-  colour_only = tf.logical_or(tf.equal(head, 'GI'), tf.equal(head, 'BM'))
-  return tf.cond(colour_only, lambda: tf.image.rgb_to_grayscale(decode(3)()), decode(1))
-
-
 def decode_padded(data, image_shape):
   """Encoded bytes → uint8 [H, W, C] of `image_shape`: decoded to its channels, resized into it
   with the aspect kept and zero padding. Graph-safe, so that the export traces the same ops and
   gets the same pixels as this module does eagerly."""
   h, w, c = image_shape
-  image = _resize_with_pad(tf.cast(_decode(data, c), tf.float32), h, w)
+  image = _resize_with_pad(tf.cast(decode.decode_to_channels(data, c), tf.float32), h, w)
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
@@ -155,12 +169,17 @@ def _decoder(image_shape, pipeline='memory', eval_fraction=0.875):
   eagerly one by one, and the graph-safe ops give the same pixels."""
   traced = tf.function(lambda data: decode_bytes(data, image_shape, pipeline, eval_fraction),
                        input_signature=[tf.TensorSpec([], tf.string)])
+  held = tf_startup.HeldStderr()
 
   def decode_one(data):
-    try:
-      return traced(data)
-    except tf.errors.OpError:
-      raise ValueError(NOT_AN_IMAGE) from None
+    # A failed decode logs TensorFlow's and libjpeg's lines about ops and markers; the file's
+    # one-line error replaces them.
+    with held:
+      try:
+        return traced(data)
+      except tf.errors.OpError:
+        held.drop()
+        raise ValueError(NOT_AN_IMAGE) from None
 
   return decode_one
 

@@ -4,9 +4,15 @@ TensorFlow's C++ code logs a few notices as its shared libraries load (oneDNN's,
 stub's), before TF_CPP_MIN_LOG_LEVEL takes effect; and two of those libraries
 (libtensorflow_framework and the profiler's _pywrap_profiler_plugin) each carry their own copy
 of that code and of absl's logging, so every notice came out twice, each time after absl's
-"All log messages before absl::InitializeLog()" line. `import_tensorflow` sends the import's
-stderr through `filter_lines`, which applies TF_CPP_MIN_LOG_LEVEL to those lines and drops
-repeats; all other output passes unchanged.
+"All log messages before absl::InitializeLog()" line. When CUDA starts, a machine without a GPU
+logs an error-level "failed call to cuInit" that is no error. `import_tensorflow` starts CUDA
+during the import and sends the import's stderr through `filter_lines`, which takes that line for
+a notice, applies TF_CPP_MIN_LOG_LEVEL to those lines and drops repeats; all other output passes
+unchanged.
+
+`HeldStderr` holds what is written to stderr during a call, for callers that report its failure
+in their own words: TensorFlow logs a failed op (a file that is no image) from C++, several lines
+that the caller's one-line message replaces.
 
 The filter runs in a process of its own: if TensorFlow aborts while loading (a CPU without the
 instructions it was built for), what it wrote before still reaches stderr. That process is
@@ -19,11 +25,16 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 
 # absl's and TensorFlow's log line prefix: severity, date, time, thread id; then file:line].
 _LOG_LINE = re.compile(rb'([IWEF])\d{4} [\d:.]+ +\d+ (.*)', re.DOTALL)
 _SEVERITIES = b'IWEF'  # TF_CPP_MIN_LOG_LEVEL 0..3 hides those before its index
 _ABSL_PREAMBLE = b'WARNING: All log messages before absl::InitializeLog() is called'
+# CUDA's cuInit failing with 303 (no driver library) or 100 (no device) is how TensorFlow finds
+# a machine without a GPU, logged as an error; it is a notice like the CUDA stub's. Other
+# failures (a driver that does not match, ...) stay errors.
+_NO_GPU = re.compile(rb'failed call to cuInit: .*\((?:100|303)\)\s*$')
 # How long the filter may take to drain after the import; a process started during the import
 # could hold the pipe open for ever.
 _DRAIN_SECONDS = 5.0
@@ -46,7 +57,8 @@ def filter_lines(lines, out, min_level):
       continue
     match = _LOG_LINE.match(line)
     if match:
-      if _SEVERITIES.index(match.group(1)) < min_level:
+      severity = b'I' if _NO_GPU.search(match.group(2)) else match.group(1)
+      if _SEVERITIES.index(severity) < min_level:
         continue
       key = match.group(1) + match.group(2)
       if key in seen:
@@ -61,7 +73,10 @@ def import_tensorflow():
   if 'tensorflow' in sys.modules:
     return
   with _filtered_stderr():
-    import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import tensorflow  # pylint: disable=import-outside-toplevel
+    # CUDA starts with the first op, long after the import, and logs from there: start it here,
+    # inside the filter. Listing devices leaves them configurable (logical CPUs, visible GPUs).
+    tensorflow.config.list_physical_devices('GPU')
 
 
 @contextlib.contextmanager
@@ -90,6 +105,41 @@ def _filtered_stderr():
     except subprocess.TimeoutExpired:
       filter_process.kill()
       filter_process.wait()
+
+
+class HeldStderr:
+  """`with held:` sends what is written to file descriptor 2 in the block (C++ code writes there,
+  past sys.stderr) to a file, and passes it on at the end unless `drop()` was called in the
+  block. One instance serves many blocks, one at a time; it costs a few system calls each."""
+
+  def __init__(self):
+    self._file = tempfile.TemporaryFile()
+    self._saved = None
+    self._dropped = False
+
+  def __enter__(self):
+    sys.stderr.flush()
+    self._file.seek(0)
+    self._file.truncate()
+    self._dropped = False
+    self._saved = os.dup(2)
+    os.dup2(self._file.fileno(), 2)
+    return self
+
+  def drop(self):
+    """Forget what the block wrote so far and writes from here on."""
+    self._dropped = True
+
+  def __exit__(self, *exc_info):
+    sys.stderr.flush()
+    os.dup2(self._saved, 2)
+    os.close(self._saved)
+    if not self._dropped:
+      self._file.seek(0)
+      held = self._file.read()
+      if held:
+        os.write(2, held)
+    return False
 
 
 if __name__ == '__main__':

@@ -96,7 +96,8 @@ class BadInputTableTest(tf.test.TestCase):
   def test_the_table_has_every_entry_point_with_bad_input(self):
     modules = {module for module, _, _ in rows()}
     self.assertContainsSubset({'launch.train', 'launch.evaluate', 'launch.predict',
-                               'launch.describe', 'launch.prepare', 'launch.results'}, modules)
+                               'launch.describe', 'launch.prepare', 'launch.results',
+                               'launch.export', 'launch.submit'}, modules)
     self.assertGreaterEqual(len(rows()), 30)
 
   def test_each_row_is_one_line_exit_2_and_nothing_written(self):

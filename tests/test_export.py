@@ -5,6 +5,7 @@ import json
 import logging as std_logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,17 @@ print(json.dumps({
 '''
 
 _VARIANTS = ('png16', 'rgba', 'jpeg', 'big')
+
+
+def _tree(root):
+  """Every path under `root` (links not followed) with its size: what a refused or failed export
+  must leave as it was."""
+  found = []
+  for directory, dirs, files in os.walk(root):
+    for name in dirs + files:
+      path = os.path.join(directory, name)
+      found.append((os.path.relpath(path, root), os.lstat(path).st_size))
+  return sorted(found)
 
 
 def _write_images(directory):
@@ -219,14 +231,62 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
   def test_failed_overwrite_loses_nothing(self):
     parent = self.create_tempdir().full_path
     out = os.path.join(parent, 'out')
-    os.makedirs(out)
-    with open(os.path.join(out, 'keep.txt'), 'w') as f:
-      f.write('mine')
+    shutil.copytree(self.out, out)
+    before = _tree(out)
     with mock.patch.object(tf.saved_model, 'save', side_effect=OSError('disk full')):
       with self.assertRaises(OSError):
         export.export(self.workdir, out, overwrite=True)
-    self.assertEqual(os.listdir(out), ['keep.txt'])
+    self.assertEqual(_tree(out), before)
     self.assertEqual(os.listdir(parent), ['out'])  # no staging directory left behind
+
+  @parameterized.named_parameters(
+      ('the_workdir', 'run', r'is the workdir of the run being exported'),
+      ('its_parent', '.', r"holds '.*/run', the workdir of the run being exported"),
+      ('its_checkpoints', 'run/checkpoints', r"lies inside the training workdir '.*/run'"),
+      ('a_new_folder_inside_it', 'run/export', r"lies inside the training workdir '.*/run'"),
+      ('inside_another_run', 'other/new', r"lies inside the training workdir '.*/other'"),
+      ('a_folder_of_other_files', 'mine', r'holds files that are not an export'),
+      ('an_export_beside_other_files', 'mixed', r'holds files that are not an export'),
+      ('a_file', 'mine/keep.txt', r'is a file'),
+      ('a_link', 'link', r'is a symbolic link'))
+  def test_out_that_could_lose_more_than_an_export_is_refused(self, out, message):
+    tmp = self.create_tempdir().full_path
+    workdir = os.path.join(tmp, 'run')
+    shutil.copytree(self.workdir, workdir)
+    shutil.copytree(self.workdir, os.path.join(tmp, 'other'))
+    os.makedirs(os.path.join(tmp, 'mine'))
+    with open(os.path.join(tmp, 'mine', 'keep.txt'), 'w') as f:
+      f.write('mine')
+    shutil.copytree(self.out, os.path.join(tmp, 'mixed'))
+    with open(os.path.join(tmp, 'mixed', 'notes.txt'), 'w') as f:
+      f.write('mine too')
+    os.symlink(self.out, os.path.join(tmp, 'link'))
+    before = _tree(tmp)
+    with self.assertRaisesRegex(UserError, '^--out .*' + message) as raised:
+      export.export(workdir, os.path.join(tmp, out), overwrite=True)
+    self.assertNotIn('\n', str(raised.exception))
+    self.assertEqual(_tree(tmp), before)
+
+  def test_previous_export_is_replaced_only_with_overwrite(self):
+    out = os.path.join(self.create_tempdir().full_path, 'out')
+    shutil.copytree(self.out, out)
+    with self.assertRaisesRegex(UserError, r'already holds an export: pass another --out, or '
+                                '--overwrite to replace it'):
+      export.export(self.workdir, out, checkpoint='latest')
+    export.export(self.workdir, out, checkpoint='latest', overwrite=True)
+    info = outputs.read_json(os.path.join(out, export.EXTRA_DIR, export.INFO_FILE))
+    self.assertEqual(info['checkpoint'], os.path.join(self.workdir, 'checkpoints', 'ckpt-3'))
+    self.assertTrue(export.is_export(out))
+
+  @parameterized.parameters(0o022, 0o027)
+  def test_export_folder_follows_the_umask(self, mask):
+    out = os.path.join(self.create_tempdir().full_path, 'out')
+    previous = os.umask(mask)
+    try:
+      export.export(self.workdir, out)
+    finally:
+      os.umask(previous)
+    self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o777 & ~mask)
 
 
 class StreamedExportTest(tf.test.TestCase):
@@ -250,6 +310,31 @@ class StreamedExportTest(tf.test.TestCase):
                 for r in predict.predict(os.path.join(tmp, 'run'), files, top_k=10)]
     self.assertAllClose(served['probabilities'], expected, rtol=0, atol=1e-5)
 
+  def test_grey_streamed_run_trains_on_and_serves_cmyk_jpegs(self):
+    # libjpeg turns a four-component (CMYK) JPEG into colour but not into grey: each path
+    # decodes it to colour first.
+    tmp = self.create_tempdir().full_path
+    images = helpers.write_image_folder(os.path.join(tmp, 'pets'), per_class=4)
+    jpegs = sorted(tf.io.gfile.glob(os.path.join(images, 'train', '*', '*.jp*g')))
+    for path in jpegs:
+      Image.open(path).convert('CMYK').save(path, 'JPEG')
+    config = config_lib.base('cnn', 'folder:' + images)
+    config.update(dict(batch_size=4, eval_batch_size=4, num_train_steps=2, steps_per_loop=1,
+                       log_every_steps=1, image_grid_size=0, mixed_precision='float32'))
+    config.dataset.update(dict(validation_size=3, channels=1))
+    config.model.input_size = 32
+    run = os.path.join(tmp, 'run')
+    trainer.train_and_evaluate(config, run)
+    self.assertEqual(outputs.read_json(os.path.join(run, 'data_info.json'))['image_shape'],
+                     [32, 32, 1])
+    info = export.export(run, os.path.join(tmp, 'out'))
+    served = tf.saved_model.load(os.path.join(tmp, 'out')).signatures['serving_default'](
+        images=tf.stack([tf.io.read_file(f) for f in jpegs]))
+    predicted = predict.predict(run, jpegs, top_k=10)
+    self.assertEqual([r.error for r in predicted], [''] * len(jpegs))
+    expected = [helpers.class_probabilities(r, info['class_names']) for r in predicted]
+    self.assertAllClose(served['probabilities'], expected, rtol=0, atol=1e-5)
+
 
 class ExportCliTest(tf.test.TestCase):
   """The entry points, run as processes (two at a time: each spends seconds importing TF)."""
@@ -263,8 +348,10 @@ class ExportCliTest(tf.test.TestCase):
     empty_run = os.path.join(tmp, 'empty')
     shutil.copytree(workdir, empty_run, ignore=shutil.ignore_patterns('checkpoints'))
     out = os.path.join(tmp, 'out')
-    os.makedirs(out)
-    with open(os.path.join(out, 'keep.txt'), 'w') as f:
+    export.export(workdir, out)  # a previous export, replaced below with --overwrite
+    mine = os.path.join(tmp, 'mine')
+    os.makedirs(mine)
+    with open(os.path.join(mine, 'keep.txt'), 'w') as f:
       f.write('mine')
     image = os.path.join(workdir, 'inputs.png')
 
@@ -277,19 +364,22 @@ class ExportCliTest(tf.test.TestCase):
       stdout, stderr = proc.communicate(timeout=300)
       return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
-    refused = [start('launch.export', f'--workdir={workdir}', f'--out={out}'),
-               start('launch.export', f'--workdir={workdir}', f'--out={out}', '--overwrite',
-                     f'--checkpoint={workdir}/checkpoints/ckpt-99')]
-    refused = [finish(p) for p in refused]
-    refused += [finish(start('launch.export', f'--workdir={empty_run}', f'--out={tmp}/new'))]
-    for proc, pattern in zip(refused, (r'already holds something.*--overwrite',
-                                       r'ckpt-99.* does not exist: pass',
-                                       r'holds no checkpoint yet')):
-      self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-      self.assertRegex(helpers.error_line(proc), '^error: .*' + pattern)
-      self.assertNotIn('Traceback', proc.stderr)
-    self.assertEqual(os.listdir(out), ['keep.txt'])
-    self.assertEqual(sorted(os.listdir(tmp)), ['empty', 'out', 'run'])  # no staging left over
+    before = _tree(tmp)
+    cases = [
+        ([f'--workdir={workdir}', f'--out={out}'], r'already holds an export.*--overwrite'),
+        ([f'--workdir={workdir}', f'--out={out}', '--overwrite',
+          f'--checkpoint={workdir}/checkpoints/ckpt-99'], r'ckpt-99.* does not exist: pass'),
+        ([f'--workdir={empty_run}', f'--out={tmp}/new'], r'holds no checkpoint yet'),
+        ([f'--workdir={workdir}', f'--out={mine}', '--overwrite'], r'not an export'),
+        ([f'--workdir={workdir}', f'--out={workdir}', '--overwrite'],
+         r'is the workdir of the run being exported: pass a new folder outside it')]
+    for i in range(0, len(cases), 2):
+      procs = [start('launch.export', *args) for args, _ in cases[i:i + 2]]
+      for proc, (_, pattern) in zip([finish(p) for p in procs], cases[i:i + 2]):
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        self.assertRegex(helpers.error_line(proc), '^error: .*' + pattern)
+        self.assertNotIn('Traceback', proc.stderr)
+    self.assertEqual(_tree(tmp), before)  # nothing written, no staging left over
 
     done = [start('launch.export', f'--workdir={workdir}', f'--out={out}', '--overwrite',
                   '--checkpoint=latest'),
@@ -297,7 +387,6 @@ class ExportCliTest(tf.test.TestCase):
                   f'--checkpoint={workdir}/checkpoints/ckpt-1', image)]
     exported, predicted = [finish(p) for p in done]
     self.assertEqual(exported.returncode, 0, exported.stderr[-2000:])
-    self.assertNotIn('keep.txt', os.listdir(out))
     info = outputs.read_json(os.path.join(out, export.EXTRA_DIR, export.INFO_FILE))
     self.assertEqual(info['checkpoint'], os.path.join(workdir, 'checkpoints', 'ckpt-2'))
     self.assertEqual(predicted.returncode, 0, predicted.stderr[-2000:])

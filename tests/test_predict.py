@@ -3,6 +3,7 @@ the SavedModel, on one tiny mock-data run exported once."""
 
 import csv
 import os
+import re
 import shutil
 import tempfile
 
@@ -80,6 +81,29 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(paths, sorted(self.files))
     self.assertEqual(ignored, 3)
 
+  def _linked_tree(self):
+    """images/{a.png, sub/b.png} and outside/c.png."""
+    tmp = self.create_tempdir().full_path
+    root, outside = os.path.join(tmp, 'images'), os.path.join(tmp, 'outside')
+    os.makedirs(os.path.join(root, 'sub'))
+    os.makedirs(outside)
+    files = [_image(os.path.join(root, 'a.png'), 0), _image(os.path.join(root, 'sub', 'b.png'), 1)]
+    return root, outside, files, _image(os.path.join(outside, 'c.png'), 2)
+
+  def test_a_link_back_up_the_tree_is_not_followed_and_one_elsewhere_is(self):
+    root, outside, files, linked = self._linked_tree()
+    os.symlink('..', os.path.join(root, 'sub', 'loop'))  # back to images/: a loop
+    os.symlink(outside, os.path.join(root, 'elsewhere'))
+    paths, ignored = predict.expand_inputs([root])
+    self.assertEqual(paths, sorted(files + [os.path.join(root, 'elsewhere', 'c.png')]))
+    self.assertEqual(ignored, 0)
+    self.assertTrue(os.path.samefile(paths[1], linked))
+
+  def test_a_directory_reached_twice_is_listed_once_under_its_own_path(self):
+    root, _, files, _ = self._linked_tree()
+    os.symlink(os.path.join(root, 'sub'), os.path.join(root, 'again'))
+    self.assertEqual(predict.expand_inputs([root]), (files, 0))
+
   def test_glob_pattern_is_expanded_to_its_images(self):
     pattern = os.path.join(self.images, 'sub', '*', '*.png')
     paths, ignored = predict.expand_inputs([pattern, self.files[0]])
@@ -148,6 +172,46 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(row[5], '')
     self.assertEqual(body[-2][1:], ['', '', '', '', predict.NOT_AN_IMAGE])
     self.assertEqual(body[-1][1:], ['', '', '', '', 'cannot read: no such file'])
+
+  def test_cmyk_jpeg_is_classified_by_the_grey_model_and_its_export(self):
+    # libjpeg turns a four-component (CMYK) JPEG into colour but not into grey.
+    path = os.path.join(self.create_tempdir().full_path, 'cmyk.jpg')
+    Image.open(self.files[1]).convert('CMYK').save(path, 'JPEG')
+    from_checkpoint = predict.predict(self.workdir, [path], top_k=10)[0]
+    self.assertEqual(from_checkpoint.error, '')
+    served = tf.saved_model.load(self.exported).signatures['serving_default'](
+        images=tf.stack([tf.io.read_file(path)]))
+    self.assertAllClose(served['probabilities'][0],
+                        helpers.class_probabilities(from_checkpoint, self.names), rtol=0,
+                        atol=1e-5)
+    by_export = predict.run([path], saved_model=self.exported, top_k=10)[0]
+    self.assertEqual(by_export.error, '')
+
+  @parameterized.parameters('workdir', 'saved_model')
+  def test_bad_files_print_one_line_each_and_nothing_from_tensorflow(self, source):
+    tmp = self.create_tempdir()
+    good = os.path.join(tmp.full_path, 'good.jpg')
+    Image.open(self.files[1]).save(good)
+    with open(good, 'rb') as f:
+      jpeg = f.read()
+    with open(self.files[0], 'rb') as f:
+      png = f.read()
+    garbled = bytearray(jpeg)
+    garbled[200:260] = b'\xff' * 60
+    bad = {'text.png': b'not an image', 'cut.png': png[:len(png) // 2],
+           'cut.jpg': jpeg[:len(jpeg) // 2], 'garbled.jpg': bytes(garbled), 'head.jpg': jpeg[:30]}
+    paths = [tmp.create_file(name, content=data).full_path for name, data in bad.items()]
+    model = self.workdir if source == 'workdir' else self.exported
+    # TF_CPP_MIN_LOG_LEVEL as a user has it: the package's default, 1 (warnings and errors).
+    proc = helpers.run_cli('launch.predict', f'--{source}={model}', *paths, good,
+                           env={'TF_CPP_MIN_LOG_LEVEL': '1'})
+    self.assertEqual(proc.returncode, 1, proc.stderr[-3000:])
+    self.assertRegex(proc.stdout, r'^\S+good\.jpg: ')
+    python_log = re.compile(r'^I\d{4} [\d:.]+ +\d+ \w+\.py:\d+\] ')
+    lines = [line for line in proc.stderr.splitlines() if not python_log.match(line)]
+    self.assertEqual(lines, [f'{p}: error: {predict.NOT_AN_IMAGE}' for p in paths]
+                     + [f'error: {len(paths)} of {len(paths) + 1} file(s) could not be '
+                        'classified (see above)'])
 
   @parameterized.parameters(2, 3, 256)
   def test_batched_equals_one_at_a_time(self, batch_size):

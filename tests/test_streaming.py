@@ -91,6 +91,18 @@ class DecodeTest(tf.test.TestCase, parameterized.TestCase):
     out = decode.eval_crop(_encode(pixels), 8, 1, fraction=1.0)
     self.assertAllClose(out, np.full((8, 8, 1), round(200 * 0.587)), atol=1)
 
+  @parameterized.parameters(1, 3)
+  def test_cmyk_jpeg_comes_out_at_the_asked_channels_as_its_colour_decode(self, channels):
+    # libjpeg turns a four-component JPEG into colour but not into grey.
+    buffer = io.BytesIO()
+    Image.fromarray(_pixels(30, 40, 3)).convert('CMYK').save(buffer, 'JPEG', quality=95)
+    data = buffer.getvalue()
+    colour = decode.to_channels(tf.io.decode_jpeg(data, channels=3), channels)
+    self.assertAllEqual(decode.eval_crop(data, 30, channels, fraction=1.0),
+                        decode.eval_crop(_encode(colour.numpy()), 30, channels, fraction=1.0))
+    whole = decode.train_crop(data, 16, channels, tf.constant([0, 1], tf.int64))
+    self.assertEqual(whole.shape, (16, 16, channels))
+
   def test_sixteen_bit_png_is_scaled_to_eight_bits(self):
     pixels = np.full((10, 10), 65535, np.uint16)
     buffer = io.BytesIO()

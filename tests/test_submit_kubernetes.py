@@ -38,6 +38,7 @@ from research import config as config_lib
 from research.errors import UserError
 from research.submit import job as job_lib
 from research.submit import kubernetes
+from tests import helpers
 
 WORKDIR = '/runs/exp1'
 
@@ -334,10 +335,46 @@ class CheckTest(parameterized.TestCase):
       ('long_name', dict(name='a' * 53), 'at most 52'),
       ('bad_namespace', dict(namespace='Team A'), '--namespace'),
       ('batch_does_not_divide', dict(nodes=3), 'does not divide over 3 replicas'),
+      ('image_with_a_space', dict(image='registry/img tag'),
+       "--image='registry/img tag' is not a container image reference"),
+      ('image_with_an_uppercase_path', dict(image='registry.io/Team/img:v1'),
+       "--image='registry.io/Team/img:v1' is not a container image reference"),
+      ('image_with_an_empty_tag', dict(image='img:'), "--image='img:' is not a container"),
+      ('image_with_a_bad_digest', dict(image='img@sha256:abc'), "--image='img@sha256:abc' is"),
+      ('image_with_a_scheme', dict(image='https://registry.io/img'), 'is not a container image'),
+      ('pvc_with_uppercase', dict(pvc='Runs_Claim'),
+       "--pvc='Runs_Claim' is not a PersistentVolumeClaim name"),
+      ('pvc_with_a_slash', dict(pvc='team/runs'), "--pvc='team/runs' is not a Persistent"),
+      ('pvc_too_long', dict(pvc='a' * 254), 'is not a PersistentVolumeClaim name'),
+      ('pvc_ending_in_a_dash', dict(pvc='runs-'), "--pvc='runs-' is not a PersistentVolumeClaim"),
   )
   def test_error(self, overrides, expected):
-    with self.assertRaisesRegex(UserError, re.escape(expected)):
+    with self.assertRaisesRegex(UserError, re.escape(expected)) as raised:
       kubernetes.manifest(make_job(**overrides))
+    self.assertNotIn('\n', str(raised.exception))
+
+  @parameterized.parameters(
+      'python:3.11', 'img', 'localhost:5000/team/img:v1.2', 'ghcr.io/org/repo/img:latest',
+      'registry.example.com:443/a/b_c__d-e.f:Tag_1', 'img@sha256:' + 'ab' * 32,
+      'docker.io/library/img:1@sha256:' + '0f' * 32, 'Registry.IO/img')
+  def test_valid_image_references_pass(self, image):
+    self.assertEqual(_container(kubernetes.manifest(make_job(image=image)))['image'], image)
+
+  @parameterized.parameters('runs', 'runs-claim', 'team.runs-1', '0', 'a' * 253)
+  def test_valid_claim_names_pass(self, pvc):
+    volume = kubernetes.manifest(make_job(pvc=pvc))['spec']['tfReplicaSpecs']['Chief'][
+        'template']['spec']['volumes'][0]
+    self.assertEqual(volume['persistentVolumeClaim']['claimName'], pvc)
+
+  def test_bad_image_from_the_command_line_is_one_line(self):
+    proc = helpers.run_cli('launch.submit', '--cluster=kubernetes', '--image=my image',
+                           '--pvc=runs', '--dry_run', '--', '--config=configs/cnn_mnist.py',
+                           '--workdir=/runs/exp1')
+    self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+    self.assertEqual(helpers.error_line(proc),
+                     f"error: --image='my image' is not a container image reference: "
+                     f"{kubernetes.IMAGE_HELP}")
+    self.assertNotIn('Traceback', proc.stderr)
 
   def test_workdir_may_be_deep_under_the_mount(self):
     job = make_job(workdir='/mnt/team/runs/exp1', mount_path='/mnt/team/')

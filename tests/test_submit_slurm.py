@@ -42,6 +42,34 @@ def _directives(text):
   return [line.split(None, 1)[1] for line in text.splitlines() if line.startswith('#SBATCH')]
 
 
+def _sbatch_words(line):
+  """The arguments sbatch reads from an `#SBATCH` line (src/sbatch/opt.c, _get_argument):
+  whitespace separates them, single or double quotes group characters, a backslash escapes the
+  next character, and an unquoted '#' starts a comment."""
+  words, word, quote, escaped, started = [], '', None, False, False
+  for char in line[len('#SBATCH'):]:
+    if escaped:
+      word, escaped, started = word + char, False, True
+    elif char == '\\':
+      escaped = True
+    elif quote:
+      if char == quote:
+        quote = None
+      else:
+        word += char
+    elif char in '"\'':
+      quote, started = char, True
+    elif char == '#':
+      break
+    elif char.isspace():
+      if started:
+        words.append(word)
+      word, started = '', False
+    else:
+      word, started = word + char, True
+  return words + ([word] if started else [])
+
+
 def _srun_line(text):
   return next(line for line in text.splitlines() if line.startswith('srun '))
 
@@ -81,6 +109,16 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
   def test_paths_with_spaces_are_quoted(self):
     srun = _srun_line(slurm.script(_job('/my runs/a')))
     self.assertIn("'--workdir=/my runs/a'", srun)
+
+  def test_directive_values_with_spaces_quotes_or_hashes_are_one_argument(self):
+    workdir = '/my runs/a "b" #1\\c'
+    text = slurm.script(_job(workdir, chdir="/my repo/it's"))
+    lines = [line for line in text.splitlines() if line.startswith('#SBATCH')]
+    words = [_sbatch_words(line) for line in lines]
+    for line, got in zip(lines, words):
+      self.assertLen(got, 1, line)
+    self.assertContainsSubset([f'--output={slurm.log_path(workdir)}', "--chdir=/my repo/it's"],
+                              [w[0] for w in words])
 
   def run_script(self, status, workdir):
     """The script's own logic, with srun (exiting `status`) and scontrol stood in for; returns
@@ -133,7 +171,7 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
                       'requeueing', out)
 
 
-class SubmitTest(tf.test.TestCase):
+class SubmitTest(tf.test.TestCase, parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
@@ -214,6 +252,25 @@ class SubmitTest(tf.test.TestCase):
       with self.subTest(fields=fields), self.assertRaisesRegex(UserError, re.escape(message)):
         slurm.submit(_job(self.workdir, **fields))
       self.assert_nothing_submitted()
+
+  @parameterized.named_parameters(
+      ('percent', 'run%j', "'%'"), ('newline', 'run\nb', 'a newline'))
+  def test_refuses_a_workdir_slurm_cannot_name(self, name, what):
+    helpers.fake_command(self.bin, 'sbatch', stdout='42\n')
+    workdir = os.path.join(self.tmp, name)
+    with self.assertRaisesRegex(UserError, rf'^--workdir=.* holds {what}, which the job file '
+                                'cannot carry') as raised:
+      slurm.submit(_job(workdir))
+    self.assertNotIn('\n', str(raised.exception))
+    self.assertEqual(helpers.fake_calls(self.bin, 'sbatch'), [])
+    self.assertFalse(os.path.exists(workdir))
+
+  def test_refuses_a_current_directory_with_a_newline(self):
+    helpers.fake_command(self.bin, 'sbatch', stdout='42\n')
+    with self.assertRaisesRegex(UserError, r"^the current directory '/my\\nrepo' holds a "
+                                'newline, which the job file cannot carry'):
+      slurm.submit(_job(self.workdir, chdir='/my\nrepo'))
+    self.assert_nothing_submitted()
 
   def test_refuses_a_workdir_of_another_experiment(self):
     helpers.fake_command(self.bin, 'sbatch', stdout='42\n')

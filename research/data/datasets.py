@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from research.data import arrayrecord
+from research.data import decode as decode_lib
 from research.data import folder
 from research.data import pipeline
 from research.data import sources
@@ -124,7 +125,7 @@ def _read(b, split, channels):
 
   def decode(image, label):
     if image.dtype == tf.string:
-      image = tf.io.decode_image(image, channels=channels, expand_animations=False)
+      image = decode_lib.decode_to_channels(image, channels)
     return image, tf.cast(label, tf.int32)
 
   ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(4096).prefetch(2)

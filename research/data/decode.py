@@ -28,12 +28,42 @@ def _decode_any(data, channels):
   return to_channels(image, channels)
 
 
+def colour_only(data):
+  """Whether encoded `data` decodes to colour but not to grey: GIF and BMP (TensorFlow's
+  decoders give 3 or 4 channels) and four-component JPEGs (CMYK, YCCK), which libjpeg converts to
+  RGB but refuses to turn grey ("Unsupported color conversion request")."""
+  head = tf.strings.substr(data, 0, 2)
+  return tf.logical_or(
+      tf.logical_or(tf.equal(head, 'GI'), tf.equal(head, 'BM')),
+      tf.cond(tf.io.is_jpeg(data), lambda: tf.io.extract_jpeg_shape(data)[2] == 4,
+              lambda: tf.constant(False)))
+
+
+def decode_to_channels(data, channels):
+  """Encoded PNG, JPEG, GIF (first frame) or BMP → uint8 [H, W, channels] by the format's own
+  decoder, grey ↔ colour included; what it cannot make grey is decoded to colour and made grey
+  here."""
+  def decode(c):
+    return lambda: tf.io.decode_image(data, channels=c, expand_animations=False)
+
+  if channels != 1:
+    return decode(channels)()
+  return tf.cond(colour_only(data), lambda: tf.image.rgb_to_grayscale(decode(3)()), decode(1))
+
+
 def _decode_box(data, channels, box_of):
   """Decodes the box `box_of([height, width])` ([y, x, h, w]) of encoded `data`: a JPEG only
   inside the box, from its header's shape; anything else whole, once, then sliced."""
   def jpeg():
-    box = box_of(tf.io.extract_jpeg_shape(data)[:2])
-    return tf.io.decode_and_crop_jpeg(data, box, channels=channels)  # converts grey ↔ colour
+    shape = tf.io.extract_jpeg_shape(data)
+    box = box_of(shape[:2])
+    if channels != 1:
+      return tf.io.decode_and_crop_jpeg(data, box, channels=channels)  # grey → colour too
+    # libjpeg makes a colour JPEG grey itself, but not a four-component (CMYK) one.
+    return tf.cond(
+        shape[2] == 4,
+        lambda: to_channels(tf.io.decode_and_crop_jpeg(data, box, channels=3), 1),
+        lambda: tf.io.decode_and_crop_jpeg(data, box, channels=1))
 
   def other():
     image = _decode_any(data, channels)

@@ -42,6 +42,21 @@ _NAME = re.compile(r'^[a-z]([-a-z0-9]*[a-z0-9])?$')
 _NAME_MAX = 52
 # A namespace is a DNS-1123 label.
 _NAMESPACE = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
+# A PersistentVolumeClaim's name is a DNS-1123 subdomain: labels joined by dots, 253 at most.
+_LABEL = r'[a-z0-9]([-a-z0-9]*[a-z0-9])?'
+_CLAIM = re.compile(rf'^{_LABEL}(\.{_LABEL})*$')
+_CLAIM_MAX = 253
+# An image reference as the container runtimes parse it (github.com/distribution/reference,
+# regexp.go): [host[:port]/]path[:tag][@digest], the path of lowercase components.
+_COMPONENT = r'[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*'
+_HOST_PART = r'(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])'
+_HOST = rf'(?:{_HOST_PART}(?:\.{_HOST_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?'
+_IMAGE = re.compile(
+    rf'^(?P<name>(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*)(?::[\w][\w.-]{{0,127}})?'
+    r'(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$')
+_IMAGE_NAME_MAX = 255
+IMAGE_HELP = ('use [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST] with NAME in lowercase letters, '
+              "digits and '.', '_', '-', '/' (e.g. ghcr.io/team/research:v1)")
 
 
 def check(job):
@@ -58,9 +73,16 @@ def check(job):
   if not job.image:
     raise UserError('a TFJob runs a container image: pass --image=REGISTRY/IMAGE:TAG, an image '
                     'with this repository and its requirements installed')
+  image = _IMAGE.fullmatch(job.image)
+  if not image or len(image.group('name')) > _IMAGE_NAME_MAX:
+    raise UserError(f'--image={job.image!r} is not a container image reference: {IMAGE_HELP}')
   if not job.pvc:
     raise UserError('the workdir lives on a PersistentVolumeClaim that every pod mounts: pass '
                     '--pvc=CLAIM_NAME (kubectl get pvc -n NAMESPACE lists them)')
+  if not _CLAIM.fullmatch(job.pvc) or len(job.pvc) > _CLAIM_MAX:
+    raise UserError(f'--pvc={job.pvc!r} is not a PersistentVolumeClaim name: use at most '
+                    f"{_CLAIM_MAX} lowercase letters, digits, '-' and '.', starting and ending "
+                    'with a letter or digit (kubectl get pvc -n NAMESPACE lists them)')
   if not _NAME.match(job.name) or len(job.name) > _NAME_MAX:
     raise UserError(f'--name={job.name!r} is not a valid TFJob name: use at most {_NAME_MAX} '
                     "lowercase letters, digits and '-', starting with a letter")

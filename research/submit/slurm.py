@@ -12,6 +12,7 @@ restarts.
 """
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -46,18 +47,43 @@ def log_path(workdir, job_id='%j'):
   return os.path.join(workdir, job_lib.SUBMIT_DIR, f'slurm-{job_id}.out')
 
 
+def _directive(name, value):
+  """`--name=value` as sbatch reads it from an #SBATCH line (src/sbatch/opt.c, _get_argument):
+  whitespace ends an argument unless quoted, a backslash escapes the next character, and an
+  unquoted '#' starts a comment; a value holding any of those goes in double quotes."""
+  value = str(value)
+  if re.search(r'[\s"\'\\#]', value):
+    value = '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'
+  return f'--{name}={value}'
+
+
+def check(job):
+  """job_lib.check, then what a Slurm job file cannot carry; raises UserError."""
+  job_lib.check(job)
+  if '\n' in job.workdir:
+    raise UserError(f'--workdir={job.workdir!r} holds a newline, which the job file cannot '
+                    'carry: pass a path without one')
+  if '\n' in job.chdir:
+    raise UserError(f'the current directory {job.chdir!r} holds a newline, which the job file '
+                    'cannot carry (--chdir): submit from a directory without one')
+  if '%' in job.workdir:
+    # --output is a file name pattern: Slurm replaces %j, %x, ... in all of it.
+    raise UserError(f"--workdir={job.workdir!r} holds '%', which the job file cannot carry "
+                    "(Slurm reads --output's % as a pattern): pass a path without one")
+
+
 def script(job):
   """The sbatch script of `job` (text)."""
   w = job.workdir
-  directives = [f'--job-name={job.name}', f'--nodes={job.nodes}',
-                f'--ntasks-per-node={job.tasks_per_node}']
+  directives = [_directive('job-name', job.name), _directive('nodes', job.nodes),
+                _directive('ntasks-per-node', job.tasks_per_node)]
   if job.gpus_per_task:
     # Slurm binds each task to its own GPUs (CUDA_VISIBLE_DEVICES), which the worker then uses.
-    directives.append(f'--gpus-per-task={job.gpus_per_task}')
-  directives += [f'--time={job.time}'] if job.time else []
-  directives += [f'--partition={job.partition}'] if job.partition else []
-  directives += [f'--output={log_path(w)}', '--open-mode=append', f'--chdir={job.chdir}',
-                 '--requeue', f'--signal=USR1@{SIGNAL_SECONDS}']
+    directives.append(_directive('gpus-per-task', job.gpus_per_task))
+  directives += [_directive('time', job.time)] if job.time else []
+  directives += [_directive('partition', job.partition)] if job.partition else []
+  directives += [_directive('output', log_path(w)), '--open-mode=append',
+                 _directive('chdir', job.chdir), '--requeue', f'--signal=USR1@{SIGNAL_SECONDS}']
   state = os.path.join(w, checkpoints.CHECKPOINT_DIR, 'checkpoint')  # names the latest first
   lost_at = os.path.join(w, job_lib.SUBMIT_DIR, LOST_AT_NAME)
   train = ' '.join(shlex.quote(a) for a in
@@ -158,7 +184,7 @@ def _check_not_running(workdir):
 def submit(job, dry_run=False):
   """Checks `job`, writes its script and runs sbatch; returns what to tell the user. With
   `dry_run`, returns the script and writes and submits nothing."""
-  job_lib.check(job)
+  check(job)
   path = os.path.join(job.workdir, job_lib.SUBMIT_DIR, SCRIPT_NAME)
   text = script(job)
   if dry_run:
