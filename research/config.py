@@ -87,6 +87,10 @@ def base(model='cnn', dataset='mnist'):
   c.augment = ml_collections.ConfigDict(dict(
       enabled=True, **augment_preset(dataset),
       invert=0.0,  # the probability of an example inverted (1 - x): robustness to polarity
+      # The probability of an example having a random rectangle of erase_area (fractions of the
+      # image) and erase_aspect (height / width) filled with a random grey: robustness to
+      # occlusion; 0.0 = off
+      erase=0.0, erase_area=(0.02, 0.33), erase_aspect=(0.3, 3.3),
       # (num_ops, magnitude): ops per image, strength on the 0-10 scale; (0, 0) = off
       randaugment=(0, 0),
       # Beta(alpha, alpha) mixing weights; 0.0 = off. Each example is mixed with probability
@@ -223,7 +227,8 @@ _RANGES = {
     'dataset.test_fraction': _HALF_OPEN_FRACTION,
     'augment.rotate': _Range(0.0, 180.0), 'augment.scale': _HALF_OPEN_FRACTION,
     'augment.translate': _FRACTION, 'augment.brightness': _FRACTION,
-    'augment.contrast': _FRACTION,
+    'augment.contrast': _FRACTION, 'augment.erase_area': _Range(0.0, 1.0, lo_open=True),
+    'augment.erase_aspect': _POSITIVE,
 }
 
 
@@ -246,7 +251,8 @@ def check_ranges(config):
     if not all(allowed.holds(v) for v in _numbers(value)):
       raise UserError(f'config field {field}={value!r} is out of range: make it {allowed.words}'
                       + (' (each element)' if isinstance(value, (tuple, list)) else ''))
-  for field in ('dataset.crop_area', 'dataset.crop_aspect'):
+  for field in ('dataset.crop_area', 'dataset.crop_aspect', 'augment.erase_area',
+                'augment.erase_aspect'):
     low, high = fields[field]
     if low > high:
       raise UserError(f'config field {field}={tuple(fields[field])!r} is (low, high) with low > '
@@ -292,7 +298,7 @@ def check_augment(config, num_replicas=1):
     if a[field] < 0:
       raise UserError(f'config field augment.{field}={a[field]} is negative: make it 0.0 (off) '
                       'or positive')
-  for field in ('mix_prob', 'switch_prob', 'invert'):
+  for field in ('mix_prob', 'switch_prob', 'invert', 'erase'):
     if not 0.0 <= a[field] <= 1.0:
       raise UserError(f'config field augment.{field}={a[field]} is a probability: make it '
                       'between 0 and 1')

@@ -1,7 +1,7 @@
 """Run as a script (2 logical CPU devices need a fresh process): one training step under the
 default strategy and one under MirroredStrategy over 2 logical CPUs, from the same weights and
-the same global batch, with every augmentation on (mixup, cutmix, RandAugment); prints the
-largest differences of loss and weights as JSON.
+the same global batch, with every augmentation on (mixup, cutmix, RandAugment, random erasing);
+prints the largest differences of loss and weights as JSON.
 
 `recipe` runs two steps with gradient clipping (active), accumulation over 2 micro-batches and
 an EMA of the weights, and also compares the averages, the gradient norms, and the EMA swap
@@ -102,7 +102,7 @@ def main():
   # Every augmentation on: each example draws by its place in the global batch, and pairs mix
   # within a replica, so 2 replicas see exactly the one device's inputs.
   config.augment.update(dict(randaugment=(2, 9), color_ops=True, mixup_alpha=0.4,
-                             cutmix_alpha=1.0))
+                             cutmix_alpha=1.0, erase=0.5))
   config.schedule.warmup_epochs = 0.0  # a first step with learning rate 0 would prove nothing
   # SGD: the update is the gradient times the rate. Adam's first update is about lr·sign(g), which
   # turns rounding-level gradient differences of near-zero entries into lr-sized ones.

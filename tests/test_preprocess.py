@@ -117,6 +117,40 @@ class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(half, y[128:])
 
 
+class RandomEraseTest(tf.test.TestCase, parameterized.TestCase):
+
+  def _erase(self, x, p, positions=None, global_batch=0):
+    cfg = _augment(rotate=0.0, scale=0.0, translate=0.0, erase=p, erase_area=(0.02, 0.33),
+                   erase_aspect=(0.3, 3.3))
+    return preprocess.random_augment(x, cfg, tf.constant([3, 4], tf.int64), positions,
+                                     global_batch).numpy()
+
+  @parameterized.parameters(0.0, 0.5, 1.0)
+  def test_the_drawn_share_of_a_batch_has_one_rectangle_of_one_grey(self, p):
+    # Distinct values everywhere, so that changed pixels are exactly the erased ones.
+    x = tf.random.stateless_uniform((256, 20, 24, 1), seed=(0, 1), minval=0.01, maxval=0.99)
+    y = self._erase(x, p)
+    changed = y != x.numpy()
+    erased = changed.any(axis=(1, 2, 3))
+    self.assertNear(erased.mean(), p, 0.1)
+    for image, mask in zip(y[erased], changed[erased]):
+      rows, cols = np.nonzero(mask[..., 0])
+      box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1, 0]
+      self.assertTrue(box.all())  # one solid rectangle
+      self.assertLen(np.unique(image[mask]), 1)  # filled with one grey level
+      self.assertBetween(mask.mean(), 0.005, 0.4)  # its area, to whole pixels
+    # Keyed by place in the global batch: the second half alone draws as it did in the whole.
+    self.assertAllEqual(self._erase(x[128:], p, tf.range(128, 256), 256), y[128:])
+
+  def test_rectangles_vary_in_area_and_shape(self):
+    x = tf.random.stateless_uniform((256, 32, 32, 1), seed=(0, 2), minval=0.01, maxval=0.99)
+    changed = (self._erase(x, 1.0) != x.numpy())[..., 0]
+    heights = changed.any(axis=2).sum(axis=1)
+    widths = changed.any(axis=1).sum(axis=1)
+    self.assertGreater(np.ptp(changed.mean(axis=(1, 2))), 0.2)
+    self.assertTrue((heights > 2 * widths).any() and (widths > 2 * heights).any())
+
+
 class RandAugmentTest(tf.test.TestCase, parameterized.TestCase):
 
   def _run(self, x, dataset='cifar10', ops=(2, 9), step=1):

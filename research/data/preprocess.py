@@ -32,6 +32,7 @@ _MAX_POSTERIZE_BITS_DROPPED = 4
 # Draw salts: each random quantity has its own stream under the step's seed.
 _RANDAUGMENT_SALT = 100
 MIXING_SALT = 200
+_ERASE_SALT = 300
 
 
 def preprocess(images, *, input_size=0, training=False, augment=None, seed=None,
@@ -156,7 +157,31 @@ def random_augment(x, cfg, seed, positions=None, global_batch=0):
   num_ops, magnitude = cfg.get('randaugment', (0, 0))
   if num_ops:
     x = rand_augment(x, num_ops, magnitude, cfg.get('color_ops', True), draws)
+  if cfg.get('erase', 0.0):
+    x = random_erase(x, cfg, draws)
   return x
+
+
+def random_erase(x, cfg, draws):
+  """Random erasing (Zhong et al., 2020): with probability `cfg.erase` an image has one
+  rectangle of `erase_area` (a range of fractions of the image) and `erase_aspect` (a range of
+  height / width, drawn on a log scale) filled with one random grey level, so that the class
+  must be told from what the occlusion leaves. The rectangle lies inside the image."""
+  h, w = x.shape[1], x.shape[2]
+  erased = draws.uniform(_ERASE_SALT) < cfg.erase
+  area = draws.uniform(_ERASE_SALT + 1, *cfg.erase_area) * (h * w)
+  aspect = tf.exp(draws.uniform(_ERASE_SALT + 2, *(math.log(a) for a in cfg.erase_aspect)))
+  height = tf.minimum(tf.sqrt(area * aspect), h)
+  width = tf.minimum(tf.sqrt(area / aspect), w)
+  top = draws.uniform(_ERASE_SALT + 3) * (h - height)
+  left = draws.uniform(_ERASE_SALT + 4) * (w - width)
+  ys = tf.range(h, dtype=tf.float32)[None, :, None] + 0.5  # pixel centres
+  xs = tf.range(w, dtype=tf.float32)[None, None, :] + 0.5
+  inside = ((ys >= top[:, None, None]) & (ys < (top + height)[:, None, None])
+            & (xs >= left[:, None, None]) & (xs < (left + width)[:, None, None])
+            & erased[:, None, None])
+  fill = draws.uniform(_ERASE_SALT + 5)[:, None, None, None]
+  return tf.where(inside[..., None], fill, x)
 
 
 def _random_affine(x, cfg, draws):
