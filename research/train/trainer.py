@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 
 from absl import logging
@@ -36,10 +37,17 @@ from research.train import precision
 from research.train import steps
 
 
-# What the project writes at the top of a workdir: a directory holding none of these is not a
-# run, and training into it (a folder of images, a home directory) is refused.
-_RUN_FILES = (config_lib.CONFIG_FILE, checkpoints.CHECKPOINT_DIR, workdir_lock.LOCK_FILE,
+# What the project writes at the top of a workdir (and the temporary names of its atomic writes:
+# NAME.tmp, NAME.<pid>.tmp): a directory holding none of these is not a run, and training into
+# it (a folder of images, a home directory) is refused.
+_RUN_FILES = (config_lib.CONFIG_FILE, config_lib.CHANGES, checkpoints.DATA_INFO,
+              outputs.RESULTS, checkpoints.CHECKPOINT_DIR, workdir_lock.LOCK_FILE,
               job_lib.SUBMIT_DIR)
+_TEMPORARY = re.compile(r'(\.\d+)?\.tmp$')
+
+
+def _is_run_file(name):
+  return _TEMPORARY.sub('', name) in _RUN_FILES
 
 
 def check_workdir(config, workdir, start_over, accept=()):
@@ -52,7 +60,7 @@ def check_workdir(config, workdir, start_over, accept=()):
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'workdir {workdir!r} is a file: pass a directory')
   entries = os.listdir(workdir) if os.path.isdir(workdir) else []
-  if entries and not set(entries) & set(_RUN_FILES):
+  if entries and not any(_is_run_file(e) for e in entries):
     shown = ', '.join(sorted(entries)[:3]) + (', ...' if len(entries) > 3 else '')
     raise UserError(f'workdir {workdir!r} is a directory of other files ({shown}), not a run: '
                     'pass a new or empty --workdir (nothing was changed)')
