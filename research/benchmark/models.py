@@ -173,8 +173,8 @@ def custom(key, strategy, state, config, dataset_fn, steps):
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
   def call(n):
-    loss_sum, _, count = train(iterator, tf.constant(n)).numpy()[:3]
-    return float(count), loss_sum / count
+    totals = train(iterator, tf.constant(n))
+    return float(totals['count']), totals['loss_sum'] / totals['count']
 
   return timing.Measurement(key, call, steps, max(1, steps // 4))
 

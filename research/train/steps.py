@@ -15,8 +15,10 @@ from research.data import preprocess
 
 _SUM = tf.distribute.ReduceOp.SUM
 
-# What a training call returns, summed over its steps (make_train_fn).
+# The names of what a training call returns, summed over its steps (make_train_fn). Inside the
+# call they travel as one vector in this order: one all-reduce per step carries them all.
 TOTALS = ('loss_sum', 'correct', 'count', 'stop', 'grad_norm_sum', 'grad_norms')
+_STOP = TOTALS.index('stop')
 
 # Evaluation reports top-k accuracy beside top-1 for this k (the ImageNet papers' top-5).
 TOP_K = 5
@@ -70,10 +72,12 @@ def reduce_and_clip(grads, clip_norm=0.0, loss_scale=None, measure_norm=True):
 
 
 def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
-  """Returns train(iterator, num_steps) → the TOTALS over the steps it ran: loss sum, correct,
-  count, stop (> 0 when it ended early), and the sum and number of the gradient norms taken:
-  every step's with clipping on, else the call's first step's (reduce_and_clip). Batches may
-  carry per-example weights (a skipped bad example weighs 0): count then sums the weights.
+  """Returns train(iterator, num_steps) → {name: float32 number} of the TOTALS over the steps
+  it ran: loss_sum, correct, count, stop (> 0 when it ended early), and grad_norm_sum and
+  grad_norms, the sum and number of the gradient norms taken: every step's with clipping on,
+  else the call's first step's (reduce_and_clip). Batches may carry per-example weights (a
+  skipped bad example weighs 0): count then sums the weights. One compiled call and one copy to
+  the host per call; the numbers are numpy float32, so sums of them round as on the device.
 
   `step` (an int64 variable made under the strategy) counts the steps taken; it keys the
   augmentation and is saved in checkpoints. The call ends early, after the current step, once
@@ -144,11 +148,12 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
       correct, count = tf.reduce_sum(hits * weights), tf.reduce_sum(weights)
     # The norm is the same on every replica: summed, it is counted once.
     norm, measured = (tf.where(replica == 0, v, 0.0) for v in (norm, measured))
-    return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value(), norm,
-                     measured])
+    totals = dict(loss_sum=tf.reduce_sum(per_example), correct=correct, count=count,
+                  stop=stop_flag.read_value(), grad_norm_sum=norm, grad_norms=measured)
+    return tf.stack([totals[name] for name in TOTALS])
 
   @tf.function
-  def train(iterator, num_steps):
+  def train_steps(iterator, num_steps):
     # Many steps per call: the Python loop and the host-device round trip are paid once per call.
     totals = tf.zeros([len(TOTALS)])
     for i in tf.range(num_steps):
@@ -164,9 +169,12 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
       totals += sums
       # The stop flags ride along in the metrics' all-reduce: every worker sees the same sum
       # after the same step, so all of them stop there, and no collective is left waiting.
-      if sums[3] > 0:
+      if sums[_STOP] > 0:
         break
     return totals
+
+  def train(iterator, num_steps):
+    return dict(zip(TOTALS, train_steps(iterator, num_steps).numpy()))
 
   return train
 

@@ -366,8 +366,7 @@ def _train(config, workdir, run, wall_start):
   profiler = _Profiler(config, os.path.join(workdir, 'train'), run.chief)
   train_tags = _train_tags(config)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
-  no_sums = tf.zeros([len(steps.TOTALS)])
-  sums, window_start, window_step = no_sums, time.time(), step
+  sums, window_start, window_step = None, time.time(), step  # sums: of the log window's chunks
   train_start, results, stopped = time.time(), {}, False
   skipped = window_skipped = 0  # bad examples skipped (config.dataset.skip_bad_examples)
   # A vanished peer aborts the collectives in a chunk, an evaluation or a save: the error
@@ -379,16 +378,16 @@ def _train(config, workdir, run, wall_start):
                                    config.checkpoint_every_steps), profiler.marks) - step
       chunk = _run_chunk(train_fn, train_iter, n, config, run)
       first, step = step, int(run.step.numpy())
-      skipped += (step - first) * config.batch_size - int(chunk[2])  # weight-0 examples
-      stopped = bool(chunk[3] > 0)  # a preemption signal reached a worker: all stopped here
+      skipped += (step - first) * config.batch_size - int(chunk['count'])  # weight-0 examples
+      stopped = bool(chunk['stop'] > 0)  # a preemption signal reached a worker: all stopped here
       _check_finite(chunk, first, step, run.saver)
-      sums += chunk  # the stop flags summed along are not read
+      sums = _add(sums, chunk)
       if step % config.log_every_steps == 0 or step == total or stopped:
         results.update(_log_window(sums, time.time() - window_start, step, window_step, run,
                                    skipped - window_skipped))
         _scalars(train_writer, step, {tag: results[k] for tag, k in train_tags.items()},
                  run.saver)
-        sums, window_start, window_step, window_skipped = no_sums, time.time(), step, skipped
+        sums, window_start, window_step, window_skipped = None, time.time(), step, skipped
       if data.validation is not None and (step % eval_every == 0 or step == total):
         val = evaluate(data.validation, 'validation', step, val_writer)
         results.update({f'validation_{k}': val[k] for k in val if 'accuracy' in k})
@@ -429,7 +428,8 @@ def _writer(workdir, name, chief):
 
 
 def _run_chunk(train_fn, train_iter, n, config, run):
-  """`n` training steps in one compiled call; a corrupt example met there is one line."""
+  """`n` training steps in one compiled call, their totals by name (steps.make_train_fn); a
+  corrupt example met there is one line."""
   try:
     return train_fn(train_iter, tf.constant(n))
   except tf.errors.OpError as e:  # other errors go on up
@@ -485,9 +485,15 @@ def _evaluator(config, run):
   return evaluate
 
 
-def _check_finite(sums, first, step, saver):
+def _add(sums, chunk):
+  """The window's sums with a chunk's totals added, name by name (None: an empty window). The
+  totals are float32, so the sums round as they would on the device."""
+  return chunk if sums is None else {name: sums[name] + value for name, value in chunk.items()}
+
+
+def _check_finite(totals, first, step, saver):
   """Stops the run at the first non-finite loss, before anything is saved from it."""
-  loss_sum = float(sums[0].numpy())
+  loss_sum = float(totals['loss_sum'])
   if not math.isfinite(loss_sum):
     latest = saver.latest.latest_checkpoint
     raise UserError(f'training loss became {loss_sum} between steps {first} and {step}: stopped '
@@ -516,7 +522,9 @@ def _write_hparams(config, writer, saver):
 
 def _log_window(sums, seconds, step, window_start_step, run, bad=0):
   """Logs the metrics of the steps since the last log line; returns them."""
-  loss_sum, correct, count, _, norm_sum, norms = (float(v) for v in sums.numpy())
+  loss_sum, correct, count, norm_sum, norms = (
+      float(sums[name]) for name in ('loss_sum', 'correct', 'count', 'grad_norm_sum',
+                                     'grad_norms'))
   m = {'train_loss': loss_sum / count, 'train_accuracy': correct / count,
        'images_per_sec': count / seconds, 'learning_rate': float(run.lr(step - 1)),
        'bad_examples': bad, 'grad_norm': norm_sum / norms}
