@@ -8,7 +8,6 @@ corrupted copies instead: eval_<split>_corrupt.json and the chart corrupt_<split
 from absl import flags
 
 from launch import common
-from research import checkpoints
 from research import corruptions
 from research import evaluate
 
@@ -16,7 +15,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to evaluate.',
 _SPLIT = flags.DEFINE_enum('split', 'test', evaluate.SPLITS, 'Which split to evaluate.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir (default: the run\'s own, '
                                 'else $TFDS_DATA_DIR).')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', checkpoints.CHECKPOINT_HELP)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', common.CHECKPOINT_HELP)
 _NAMES = ', '.join(corruptions.CORRUPTIONS)
 _CORRUPTIONS = flags.DEFINE_string(
     'corruptions', '', f'all, or corruptions separated by commas ({_NAMES}): accuracy at each '

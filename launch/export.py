@@ -8,12 +8,11 @@ class names; see docs/handoff.md.
 from absl import flags
 
 from launch import common
-from research import checkpoints
 from research import export
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to export.', required=True)
 _OUT = flags.DEFINE_string('out', None, 'Directory to write the SavedModel to.', required=True)
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', checkpoints.CHECKPOINT_HELP)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', common.CHECKPOINT_HELP)
 _OVERWRITE = flags.DEFINE_boolean('overwrite', False,
                                   'Replace what --out holds (only once the new export is written).')
 

@@ -25,6 +25,7 @@ from research.data import folder
 from research.data import preprocess
 from research.errors import UserError
 from research.train import optim
+from research.train import saving
 from research.train import steps
 from research.train import trainer
 from tests import helpers
@@ -159,8 +160,7 @@ def _state(config, path):
   checkpoint `path`, restored strictly."""
   model, optimizer, _, step = trainer.build_state(config, tf.distribute.get_strategy(), 10,
                                                   (28, 28, 1), 10, 10)
-  checkpoints.restore_newest_readable(checkpoints.training_checkpoint(model, optimizer, step),
-                                      [path])
+  checkpoints.restore_newest_readable(saving.training_checkpoint(model, optimizer, step), [path])
   return (_values(optim.ema_variables(optimizer)), _values(model.trainable_variables),
           int(step.numpy()), {v.path: v.numpy() for v in model.weights})
 

@@ -24,6 +24,7 @@ from research import checkpoints
 from research import processes
 from research import workdir_lock
 from research.errors import UserError
+from research.train import saving
 from research.train import trainer
 from tests import helpers
 
@@ -234,13 +235,13 @@ class FailedWritesTest(tf.test.TestCase, parameterized.TestCase):
     with _small_disk(self) as disk:
       workdir = os.path.join(disk, 'run')
       self._train(workdir, num_train_steps=2)
-      save = checkpoints.Saver.save
+      save = saving.Saver.save
 
       def fill_then_save(saver, step):
         _fill(disk)
         return save(saver, step)
 
-      with mock.patch.object(checkpoints.Saver, 'save', fill_then_save):
+      with mock.patch.object(saving.Saver, 'save', fill_then_save):
         with self.assertRaisesRegex(
             UserError, rf'^could not write checkpoint {re.escape(workdir)}/checkpoints/ckpt-4: '
             rf'{_ENOSPC}; the latest checkpoint, .*/ckpt-2, is complete'):

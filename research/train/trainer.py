@@ -32,6 +32,7 @@ from research.errors import UserError
 from research.train import init_from
 from research.train import optim
 from research.train import precision
+from research.train import saving
 from research.train import steps
 
 
@@ -192,7 +193,7 @@ class _Run:
   optimizer: object
   lr: object
   step: tf.Variable  # steps taken: the data position and the augmentation seeds follow from it
-  saver: checkpoints.Saver
+  saver: saving.Saver
   steps_per_epoch: int
   total_steps: int
   precision_reason: str  # why config.mixed_precision is what it is (auto's choice, or given)
@@ -280,9 +281,8 @@ def _build_run(config, workdir, start_over, strategy, chief, reason, source, loc
   check_profile_steps(config, total)
   model, optimizer, lr, step = build_state(config, strategy, data.num_classes,
                                            data.image_shape, total, per_epoch)
-  saver = checkpoints.Saver(checkpoints.training_checkpoint(model, optimizer, step), workdir,
-                            config.keep_checkpoints, chief,
-                            strategy_lib.worker_index(strategy), lock)
+  saver = saving.Saver(saving.training_checkpoint(model, optimizer, step), workdir,
+                       config.keep_checkpoints, chief, strategy_lib.worker_index(strategy), lock)
   restored = saver.restore()
   start = init_from.load(source, model, strategy) if source and not restored else ''
   if restored:
