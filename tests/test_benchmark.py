@@ -1,6 +1,7 @@
 """The benchmark: its analytic FLOP count against hand arithmetic and the traced graph, its
-precisions (the bfloat16 probe's dtypes, each precision's ceiling and ratios), and the --quick run
-as a user runs it (table and JSON complete and well formed; no speed thresholds)."""
+precisions (the bfloat16 probe's dtypes, each precision's ceiling and ratios), and a --quick run
+from the command line at the --smoke sizes (table and JSON complete and well formed; no speed
+thresholds)."""
 
 import json
 import math
@@ -106,6 +107,12 @@ class PrecisionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual((x.shape, w.shape), (benchmark.probes.CONV_SHAPE, (3, 3, 128, 128)))
     self.assertEqual(benchmark.probes._conv(x, w).dtype, dtype)
     self.assertEqual(_conv_dtypes(probe), [dtype])
+
+  def test_probe_labels_state_their_sizes(self):
+    self.assertEqual(benchmark.probes.labels(), {
+        'matmul': 'matmul 4096×4096 float32', 'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32',
+        'conv3x3_train': 'the same conv, forward + both gradients',
+        'conv3x3_bf16': 'the same conv, forward, bfloat16'})
 
   @parameterized.parameters(('float32', 'conv3x3', 0.1), ('mixed_bfloat16', 'conv3x3_bf16', 0.15))
   def test_fraction_uses_the_ceiling_of_its_precision(self, name, ceiling, fraction):
@@ -248,13 +255,14 @@ def _numbers(tree, path=''):
 class QuickRunTest(tf.test.TestCase):
 
   def test_quick_run_writes_table_and_json(self):
+    # --smoke: the --quick run's every measurement, ratio and row, at sizes that take seconds.
     real = helpers.real_data_dir()
     # Without prepared MNIST, point tfds at an empty dir: the real-data rows must then be
     # skipped with a reason, whatever tfds' default dir happens to hold.
     env = {'TFDS_DATA_DIR': real or self.create_tempdir().full_path}
     path = os.path.join(self.create_tempdir().full_path, 'bench.json')
     # One round: each ratio is still bracketed by its reference; more rounds add only samples.
-    proc = helpers.run_cli('launch.benchmark', '--quick', '--repeats=1', f'--json={path}', env=env,
+    proc = helpers.run_cli('launch.benchmark', '--smoke', '--repeats=1', f'--json={path}', env=env,
                            timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(path) as f:
@@ -266,6 +274,7 @@ class QuickRunTest(tf.test.TestCase):
     rounds = results['repeats']
     self.assertEqual(rounds, 1)
     self.assertTrue(results['quick'])
+    self.assertTrue(results['smoke'])
     self.assertEqual(results['precisions'], ['float32', 'mixed_bfloat16'])
     self.assertCountEqual(results['ceilings'],
                           ['matmul', 'conv3x3', 'conv3x3_train', 'conv3x3_bf16'])
@@ -298,6 +307,7 @@ class QuickRunTest(tf.test.TestCase):
       for key in ('config', 'model', 'batch_size', 'input_size', 'params',
                   'forward_macs_per_image', 'train_gflop_per_image', 'compute', 'memory'):
         self.assertIn(key, model, name)
+      self.assertEqual(model['batch_size'], benchmark.models.SMOKE_BATCH)
       # Each precision's achieved GFLOP/s is its own custom loop's rate, as a fraction of the
       # conv ceiling of the same precision; float32 also of the float32-only probes.
       rows = model['measurements']
@@ -377,7 +387,10 @@ class QuickRunTest(tf.test.TestCase):
         'samples'], relative['custom_synthetic_bf16'], relative['fit_bf16']):
       self.assertAlmostEqual(r, custom / fit, places=9)
 
-    self.assertIn('ceiling  matmul 4096×4096 float32', table)
+    labels = benchmark.probes.labels(benchmark.probes.SMOKE_MATMUL_SIZE,
+                                     benchmark.probes.SMOKE_CONV_SHAPE)
+    self.assertEqual({k: p['label'] for k, p in results['ceilings'].items()}, labels)
+    self.assertIn(f'ceiling  {labels["matmul"]}', table)
     self.assertRegex(table, r'ceiling +the same conv, forward, bfloat16 .* GFLOP/s = \d\.\d\d × '
                      'the float32 forward rate')
     # The custom ≥ fit bar, read per measured ratio against fit, in each precision.

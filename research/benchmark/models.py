@@ -45,6 +45,10 @@ MODELS = {
 }
 DEFAULT_MODELS = ('cnn', 'alexnet', 'vgg16', 'vgg16_cpu')
 QUICK_MODELS = ('cnn', 'alexnet_tiny')
+# --smoke: a --quick run at this batch size, on this many real examples, to check that every
+# measurement runs and the report is whole (its figures mean nothing).
+SMOKE_BATCH = 16
+SMOKE_EXAMPLES = 1024
 
 # Every model trains in both, each precision explicit: `auto` would measure whatever this
 # machine picks, and the bfloat16 ÷ float32 ratio says whether picking bfloat16 pays here.
@@ -117,13 +121,17 @@ class RealData:
   """MNIST's train split from the tfds data dir, loaded once; never downloads (a benchmark must
   not spend minutes fetching), so without a prepared copy the real-data rows are skipped."""
 
-  def __init__(self):
+  def __init__(self, examples=None):
     self._loaded = {}
+    self.examples = examples  # only the first this many of the split, without a validation
 
   def get(self, dataset_config):
     """(train split, None) or (None, the reason it is unavailable)."""
     cfg = dataset_config.copy_and_resolve_references()
     cfg.download = False
+    if self.examples:
+      cfg.train_split = f'{cfg.train_split}[:{self.examples}]'
+      cfg.validation_size = 0
     key = (cfg.name, cfg.train_split, cfg.validation_size, cfg.data_dir)
     if key not in self._loaded:
       try:
@@ -284,11 +292,14 @@ def compute(rates, train_gflop_per_image, ceiling):
   return out
 
 
-def benchmark_model(name, quick, repeats, real, ceiling):
-  """Every measurement of one model, its ratios, GFLOP/s and peak RSS."""
+def benchmark_model(name, quick, repeats, real, ceiling, smoke=False):
+  """Every measurement of one model, its ratios, GFLOP/s and peak RSS; `smoke`: at batch
+  SMOKE_BATCH."""
   spec, full_steps, quick_steps = MODELS[name]
   steps = quick_steps if quick else full_steps
   config = load_config(spec)
+  if smoke:
+    config.batch_size = SMOKE_BATCH
   batch, size = config.batch_size, config.model.input_size or SOURCE_SHAPE[0]
   resized = size != SOURCE_SHAPE[0]
   logging.info('Model %s (configs/%s): batch %d, input %d, %d steps per call.', name, spec,

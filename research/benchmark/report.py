@@ -17,9 +17,12 @@ from research.benchmark import probes
 from research.errors import UserError
 
 
-def run(names=None, quick=False, repeats=None, json_path=None, ceilings_only=False):
+def run(names=None, quick=False, repeats=None, json_path=None, ceilings_only=False,
+        smoke=False):
   """Benchmarks `names` (MODELS keys), or only the ceiling probes; writes JSON to `json_path` if
-  given; returns the table."""
+  given; returns the table. `smoke`: a quick run at the smallest sizes, which checks that every
+  measurement runs and the report is whole; its figures mean nothing."""
+  quick = quick or smoke
   names = [] if ceilings_only else list(
       names or (models.QUICK_MODELS if quick else models.DEFAULT_MODELS))
   unknown = [n for n in names if n not in models.MODELS]
@@ -36,7 +39,7 @@ def run(names=None, quick=False, repeats=None, json_path=None, ceilings_only=Fal
 
   start = time.time()
   results = {
-      'quick': quick, 'repeats': repeats, 'models_requested': names,
+      'quick': quick, 'smoke': smoke, 'repeats': repeats, 'models_requested': names,
       'precisions': list(models.PRECISIONS),
       'host': {'cpu_count': os.cpu_count(), 'cores_usable': len(os.sched_getaffinity(0)),
                'load_average_start': os.getloadavg()[0], 'platform': platform.platform(),
@@ -49,11 +52,11 @@ def run(names=None, quick=False, repeats=None, json_path=None, ceilings_only=Fal
                  'round against the mean of the reference samples around each variant'),
   }
   logging.info('Benchmark of %s, %d round(s)%s.', ', '.join(names) or 'the ceilings', repeats,
-               ' (quick)' if quick else '')
-  results['ceilings'] = probes.ceilings(quick, repeats)
-  real = models.RealData()
+               ' (smoke)' if smoke else ' (quick)' if quick else '')
+  results['ceilings'] = probes.ceilings(quick, repeats, smoke)
+  real = models.RealData(models.SMOKE_EXAMPLES if smoke else None)
   results['models'] = {
-      name: models.benchmark_model(name, quick, repeats, real, results['ceilings'])
+      name: models.benchmark_model(name, quick, repeats, real, results['ceilings'], smoke)
       for name in names}
   results['host']['load_average_end'] = os.getloadavg()[0]
   results['wall_seconds'] = time.time() - start
