@@ -105,7 +105,7 @@ class PrecisionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual((x.dtype, w.dtype), (dtype, dtype))
     # The same conv shapes in both precisions, so their rates compare.
     self.assertEqual((x.shape, w.shape), (benchmark.probes.CONV_SHAPE, (3, 3, 128, 128)))
-    self.assertEqual(benchmark.probes._conv(x, w).dtype, dtype)
+    self.assertEqual(benchmark.probes.conv(x, w).dtype, dtype)
     self.assertEqual(_conv_dtypes(probe), [dtype])
 
   def test_probe_labels_state_their_sizes(self):
@@ -138,11 +138,11 @@ class PrecisionTest(tf.test.TestCase, parameterized.TestCase):
         ('fit_bf16', fit_speed))}
     benchmark.timing.interleave('test', list(measured.values()), 1,
                                 reference=measured['custom_synthetic'])
-    ratio = benchmark.models._ratio(measured, 'bf16_over_float32', 'custom_synthetic')
+    ratio = benchmark.models.ratio_row(measured, 'bf16_over_float32', 'custom_synthetic')
     self.assertAlmostEqual(ratio['median'], bf16_speed)
     bf16 = measured['custom_synthetic_bf16']
     self.assertEqual(ratio['samples'], [r / a for r, a in zip(bf16.rates, bf16.around)])
-    bar = benchmark.models._ratio(measured, 'custom_over_fit_bf16', 'custom_synthetic')
+    bar = benchmark.models.ratio_row(measured, 'custom_over_fit_bf16', 'custom_synthetic')
     self.assertAlmostEqual(bar['median'], custom_over_fit)
     self.assertIs(bar['meets_bar'], meets)
     self.assertNotIn('meets_bar', ratio)
@@ -178,7 +178,7 @@ class RealDataTest(tf.test.TestCase):
                                         strides=[1, 1, 1, 1], padding='SAME')
     dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=y,
                                          strides=[1, 1, 1, 1], padding='SAME')
-    got = benchmark.probes._conv_train(x, w)
+    got = benchmark.probes.conv_train(x, w)
     self.assertLen(got, 2)
     self.assertAllClose(got[0], dx, rtol=1e-5, atol=1e-5)
     self.assertAllClose(got[1], dw, rtol=1e-5, atol=1e-5)
@@ -213,8 +213,8 @@ class RealDataTest(tf.test.TestCase):
     self.assertEqual(drain.around, [])
     measured = {m.key: m for m in (ref, same, faster)}
     for key, expected in (('one_device_over_default', 1.0), ('custom_over_fit', 0.5)):
-      self.assertAlmostEqual(benchmark.models._ratio(measured, key, 'custom_synthetic')['median'],
-                             expected)
+      row = benchmark.models.ratio_row(measured, key, 'custom_synthetic')
+      self.assertAlmostEqual(row['median'], expected)
     # fit at twice the custom loop's rate spends half a custom step less per step, measured
     # against the same bracketing samples (rates in images/s; 10 images per step here).
     overhead = benchmark.timing.step_overhead(measured, 'fit', batch=10)

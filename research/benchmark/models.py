@@ -261,7 +261,10 @@ def precision_of(key):
   return PRECISIONS[1] if key.endswith(BF16) else PRECISIONS[0]
 
 
-def _ratio(measured, key, reference):
+def ratio_row(measured, key, reference):
+  """The JSON row of ratio `key` (RATIOS) from the Measurements `measured` by key, each sample
+  against the `reference` samples around it; a reason when one side was not measured, and
+  whether the custom loop met its bar for the ratios against fit."""
   num, den, label = RATIOS[key]
   a, b = measured.get(num), measured.get(den)
   if a is None or b is None:
@@ -387,7 +390,7 @@ def benchmark_model(name, quick, repeats, real, ceiling, smoke=False):
                            for key in MEASUREMENTS}
   for key, row in entry['measurements'].items():
     row['precision'] = precision_of(key)
-  entry['ratios'] = {key: _ratio(measured, key, reference.key) for key in RATIOS}
+  entry['ratios'] = {key: ratio_row(measured, key, reference.key) for key in RATIOS}
   overheads = {key: timing.step_overhead(measured, key, batch) for key in ('fit', 'fit_spe25')}
   entry['fit_step_overhead'] = {k: v for k, v in overheads.items() if v}
 

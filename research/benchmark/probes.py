@@ -56,11 +56,12 @@ def _probe(key, fn, args, flops_per_iteration, iterations, bracket=True):
   return m
 
 
-def _conv(x, w):
+def conv(x, w):
+  """The probes' 3×3 conv, stride 1, same padding."""
   return tf.nn.conv2d(x, w, 1, 'SAME')
 
 
-def _conv_train(x, w):
+def conv_train(x, w):
   """A 3×3 conv as a training step runs it: forward, then TF's gradients of its input and of its
   filter from the output's gradient (here the output itself, so both wait for the forward)."""
   with tf.GradientTape() as tape:
@@ -88,10 +89,10 @@ def probes(quick, smoke=False):
   conv_flops = 2 * batch * height * width * channels * channels * 9
   return [
       _probe('matmul', tf.matmul, (a, b), 2 * n ** 3, 1 if quick else 3, bracket=False),
-      _probe('conv3x3', _conv, conv_operands(shape=shape), conv_flops, 2 if quick else 8),
-      _probe('conv3x3_train', _conv_train, conv_operands(shape=shape), 3 * conv_flops,
+      _probe('conv3x3', conv, conv_operands(shape=shape), conv_flops, 2 if quick else 8),
+      _probe('conv3x3_train', conv_train, conv_operands(shape=shape), 3 * conv_flops,
              1 if quick else 3),
-      _probe('conv3x3_bf16', _conv, conv_operands(tf.bfloat16, shape), conv_flops,
+      _probe('conv3x3_bf16', conv, conv_operands(tf.bfloat16, shape), conv_flops,
              2 if quick else 8),
   ]
 
