@@ -421,7 +421,7 @@ class StreamingQuickRunTest(tf.test.TestCase):
 
   def test_quick_streaming_run_writes_table_and_json(self):
     path = os.path.join(self.create_tempdir().full_path, 'stream.json')
-    proc = helpers.run_cli('launch.benchmark', '--streaming', '--quick', '--repeats=1',
+    proc = helpers.run_cli('launch.benchmark', '--streaming', '--smoke', '--repeats=1',
                            f'--json={path}', timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(path) as f:
@@ -437,6 +437,8 @@ class StreamingQuickRunTest(tf.test.TestCase):
       self.assertAlmostEqual(result['ratios'][ratio]['median'],
                              row['images_per_sec']['median'] / row['reference_around'][0])
     self.assertEqual(result['crop_size'], 67)
+    self.assertTrue(result['smoke'])
+    self.assertEqual(result['files'], benchmark.streaming.SETUPS['smoke'][1])
     for label in benchmark.streaming.LABELS.values():
       self.assertIn(label, proc.stdout)
     self.assertIn('streaming pipeline / bare decode-and-crop loop', proc.stdout)
