@@ -400,24 +400,31 @@ def _train(config, workdir, run, wall_start):
   with _summary_writes(run.saver):
     for writer in (train_writer, val_writer):
       writer.flush()
-  final = dict(step=step, epoch=step / run.steps_per_epoch, train_seconds=train_seconds,
+  final = _final(config, workdir, run, step, evaluate, watcher.signal_name,
+                 train_seconds=train_seconds, bad_examples_skipped=skipped)
+  final['wall_seconds'] = time.time() - wall_start
+  return _write_results(workdir, previous, results, run.chief, **final)
+
+
+def _final(config, workdir, run, step, evaluate, signal_name, **final):
+  """The results of the run's end (with `final`): the test split's metrics once it is done,
+  else what stopped it."""
+  final.update(step=step, epoch=step / run.steps_per_epoch,
                weights_digest=outputs.weights_digest(run.model),
-               precision=config.mixed_precision, precision_reason=run.precision_reason,
-               bad_examples_skipped=skipped)
+               precision=config.mixed_precision, precision_reason=run.precision_reason)
   if run.init_from:
     final['init_from'] = run.init_from
-  if step < total:
+  if step < run.total_steps:
     logging.warning('Stopped by %s at step %d of %d, saved: re-run the same command to resume.',
-                    watcher.signal_name or 'a signal to another worker', step, total)
-    final['preempted'] = watcher.signal_name or 'another worker'
+                    signal_name or 'a signal to another worker', step, run.total_steps)
+    final['preempted'] = signal_name or 'another worker'
   else:
     test_writer = _writer(workdir, 'test', run.chief)
-    test = evaluate(data.test, 'test', step, test_writer)
+    test = evaluate(run.data.test, 'test', step, test_writer)
     final.update({f'test_{k}': v for k, v in test.items()}, preempted='')
     with _summary_writes(run.saver):
       test_writer.flush()
-  final['wall_seconds'] = time.time() - wall_start
-  return _write_results(workdir, previous, results, run.chief, **final)
+  return final
 
 
 def _writer(workdir, name, chief):
