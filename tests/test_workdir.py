@@ -260,18 +260,18 @@ class FailedWritesTest(tf.test.TestCase, parameterized.TestCase):
     with _small_disk(self) as disk:
       workdir = os.path.join(disk, 'run')
       self._train(workdir, num_train_steps=2)
-      scalars = trainer._scalars
+      scalar = tf.summary.scalar
       filled = []
 
-      def fill_then_write(*args):
+      def fill_then_write(*args, **kwargs):
         if not filled:
           _fill(disk)
           filled.append(True)
-        return scalars(*args)
+        return scalar(*args, **kwargs)
 
       # No checkpoint or evaluation before the end: the events writer's buffer reaches the
       # disk first (after some 70 scalars).
-      with mock.patch.object(trainer, '_scalars', fill_then_write):
+      with mock.patch.object(tf.summary, 'scalar', fill_then_write):
         with self.assertRaisesRegex(
             UserError, rf'^could not write TensorBoard events file {re.escape(workdir)}/'
             rf'(train|validation)/events\.out\.tfevents\.\S+: {_ENOSPC}; the latest '
