@@ -1,5 +1,5 @@
 """Benchmarks training throughput: python -m launch.benchmark [--models=cnn,alexnet,vgg16,vgg16_cpu]
-[--quick] [--json=PATH] [--repeats=N] [--ceilings_only] [--streaming] [--augment].
+[--quick] [--smoke] [--json=PATH] [--repeats=N] [--ceilings_only] [--streaming] [--augment].
 
 Prints a table of images/s (median [min–max] over interleaved rounds) per model and measurement:
 the custom loop on synthetic and on real data, with and without the on-device resize, against
@@ -7,8 +7,10 @@ Keras fit and under each strategy; the custom loop and fit again in mixed_bfloat
 between them (bfloat16 ÷ float32, and custom ÷ fit in each precision against the bar ≥ 1);
 achieved GFLOP/s against a matmul and a conv ceiling of each precision; peak RSS.
 --quick (cnn, and AlexNet-tiny's resize ratio) takes a few minutes on 2 idle CPU cores; the full
-run takes far longer (VGG16-224 trains at ~1–2 img/s there). --ceilings_only measures the probes
-alone (with ONEDNN_VERBOSE=1 set, the log shows which kernels they run).
+run takes far longer (VGG16-224 trains at ~1–2 img/s there). --smoke is --quick at the smallest
+sizes: it checks that everything runs and the report is whole, its figures meaningless.
+--ceilings_only measures the probes alone (with ONEDNN_VERBOSE=1 set, the log shows which
+kernels they run).
 --streaming measures the streaming input path instead (research/benchmark/streaming.py).
 --augment measures the on-device augmentation and pad-resize alone instead
 (research/benchmark/augment.py).
@@ -24,6 +26,10 @@ _MODELS = flags.DEFINE_list(
     f'{",".join(benchmark.DEFAULT_MODELS)} ({",".join(benchmark.QUICK_MODELS)} with --quick).')
 _QUICK = flags.DEFINE_bool('quick', False, 'Few steps and rounds; resized models measure only '
                            'the resize ratio.')
+_SMOKE = flags.DEFINE_bool('smoke', False, 'A --quick run at the smallest sizes (batch 16, small '
+                           'probes, 1,024 real examples; with --streaming 32 files, 8 steps a '
+                           'call): checks that every measurement runs and the report is whole in '
+                           'a fraction of the time; its figures mean nothing.')
 _JSON = flags.DEFINE_string('json', None, 'Also write every number to this JSON file.')
 _STREAMING = flags.DEFINE_bool('streaming', False, 'Benchmark the streaming input path instead: '
                                'pipeline alone vs a bare decode-and-crop loop, and AlexNet fed '
@@ -42,10 +48,11 @@ def main():
     print(benchmark.augment.report(_QUICK.value))
     return
   if _STREAMING.value:
-    print(benchmark.streaming.report(_QUICK.value, _REPEATS.value, _JSON.value))
+    print(benchmark.streaming.report(_QUICK.value, _REPEATS.value, _JSON.value, _SMOKE.value))
     return
   print(benchmark.run(_MODELS.value, quick=_QUICK.value, repeats=_REPEATS.value,
-                      json_path=_JSON.value, ceilings_only=_CEILINGS_ONLY.value))
+                      json_path=_JSON.value, ceilings_only=_CEILINGS_ONLY.value,
+                      smoke=_SMOKE.value))
 
 
 if __name__ == '__main__':

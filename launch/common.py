@@ -25,6 +25,12 @@ def default_config_path(argv):
   return os.path.join(config_lib.CONFIG_DIR, 'default.py') + f':{model},{dataset}'
 
 
+# The --checkpoint help of evaluate, predict and export.
+CHECKPOINT_HELP = ('Which checkpoint: best (the run\'s best by validation accuracy, else its '
+                   'latest), latest, or a path (a checkpoint prefix like W/checkpoints/ckpt-350, '
+                   'or a checkpoints directory).')
+
+
 _CONFIG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError, UserError)
 
 

@@ -9,7 +9,6 @@ instead: eval_<split>_corrupt.json and the chart corrupt_<split>.png.
 from absl import flags
 
 from launch import common
-from research import checkpoints
 from research import corruptions
 from research import evaluate
 
@@ -17,7 +16,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to evaluate.',
 _SPLIT = flags.DEFINE_enum('split', 'test', evaluate.SPLITS, 'Which split to evaluate.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir (default: the run\'s own, '
                                 'else $TFDS_DATA_DIR).')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', checkpoints.CHECKPOINT_HELP)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', common.CHECKPOINT_HELP)
 _OUT = flags.DEFINE_string('out', None, 'Directory for the evaluation\'s files (default: the '
                            'workdir; one on read-only storage is only read).')
 _NAMES = ', '.join(corruptions.CORRUPTIONS)

@@ -8,13 +8,12 @@ class names; see docs/handoff.md.
 from absl import flags
 
 from launch import common
-from research import checkpoints
 from research import export
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to export.', required=True)
 _OUT = flags.DEFINE_string('out', None, 'Folder to write the SavedModel to: new, empty, or a '
                            'previous export; never in or around a workdir.', required=True)
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', checkpoints.CHECKPOINT_HELP)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', common.CHECKPOINT_HELP)
 _OVERWRITE = flags.DEFINE_boolean('overwrite', False,
                                   'Replace a previous export in --out (only once the new one is '
                                   'written); other files are never replaced.')

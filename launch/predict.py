@@ -10,14 +10,13 @@ import sys
 from absl import flags
 
 from launch import common
-from research import checkpoints
 from research import predict
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run whose model to use.')
 _SAVED_MODEL = flags.DEFINE_string('saved_model', None,
                                    'An export (launch.export) to use instead of --workdir.')
 _TOP_K = flags.DEFINE_integer('top_k', 3, 'How many classes to give per image.', lower_bound=1)
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', checkpoints.CHECKPOINT_HELP)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', common.CHECKPOINT_HELP)
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Images per model call.', lower_bound=1)
 _OUTPUT = flags.DEFINE_string('output', None, 'Write a CSV here instead of printing.')
 

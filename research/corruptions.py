@@ -23,10 +23,6 @@ def _to_uint8(x):
   return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
-def _side(x):
-  return tf.cast(tf.shape(x)[1], tf.float32)
-
-
 def gaussian_noise(x, severity, index):
   sigma = (0.08, 0.12, 0.18, 0.26, 0.38)[severity - 1] * 255.0
   seeds = tf.stack([tf.fill(tf.shape(index), tf.cast(severity, tf.int64)), index], axis=1)

@@ -47,6 +47,26 @@ def mock_tfds(num_examples=64):
     yield
 
 
+@contextlib.contextmanager
+def after_each_train_call(hook):
+  """Within: each compiled training call of the loop returns hook(step, totals) instead of its
+  totals, `step` being the step counter after the call (steps.make_train_fn)."""
+  from research.train import steps  # pylint: disable=import-outside-toplevel  # a TF import
+  make_train_fn = steps.make_train_fn
+
+  def make(strategy, model, optimizer, config, step, stop_flag):
+    train = make_train_fn(strategy, model, optimizer, config, step, stop_flag)
+
+    def train_then_hook(iterator, num_steps):
+      totals = train(iterator, num_steps)
+      return hook(int(step.numpy()), totals)
+
+    return train_then_hook
+
+  with mock.patch.object(steps, 'make_train_fn', make):
+    yield
+
+
 def real_data_dir():
   """TFDS_DATA_DIR holding prepared MNIST (CI points it at ../shared/tfds), or None."""
   path = os.environ.get('TFDS_DATA_DIR', '')

@@ -41,7 +41,9 @@ def one_step(config, strategy, images, labels, initial=None, num_steps=1):
   train = steps.make_train_fn(strategy, model, optimizer, config, step, tf.Variable(0.0))
   batches = strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors((images, labels)).repeat())
-  loss_sum, _, count, _, norm_sum, norms = train(iter(batches), tf.constant(num_steps)).numpy()
+  totals = train(iter(batches), tf.constant(num_steps))
+  loss_sum, count, norm_sum, norms = (
+      totals[k] for k in ('loss_sum', 'count', 'grad_norm_sum', 'grad_norms'))
   averages = [v.numpy() for v in optim.ema_variables(optimizer)]
   return (loss_sum / count, before, [v.numpy() for v in model.weights], _fused(model, strategy),
           averages, norm_sum / norms, _swap_ok(model, optimizer, averages))

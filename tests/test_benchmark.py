@@ -1,6 +1,7 @@
 """The benchmark: its analytic FLOP count against hand arithmetic and the traced graph, its
-precisions (the bfloat16 probe's dtypes, each precision's ceiling and ratios), and the --quick run
-as a user runs it (table and JSON complete and well formed; no speed thresholds)."""
+precisions (the bfloat16 probe's dtypes, each precision's ceiling and ratios), and a --quick run
+from the command line at the --smoke sizes (table and JSON complete and well formed; no speed
+thresholds)."""
 
 import json
 import math
@@ -104,8 +105,14 @@ class PrecisionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual((x.dtype, w.dtype), (dtype, dtype))
     # The same conv shapes in both precisions, so their rates compare.
     self.assertEqual((x.shape, w.shape), (benchmark.probes.CONV_SHAPE, (3, 3, 128, 128)))
-    self.assertEqual(benchmark.probes._conv(x, w).dtype, dtype)
+    self.assertEqual(benchmark.probes.conv(x, w).dtype, dtype)
     self.assertEqual(_conv_dtypes(probe), [dtype])
+
+  def test_probe_labels_state_their_sizes(self):
+    self.assertEqual(benchmark.probes.labels(), {
+        'matmul': 'matmul 4096×4096 float32', 'conv3x3': 'conv 3×3, 32×56×56×128 → 128, float32',
+        'conv3x3_train': 'the same conv, forward + both gradients',
+        'conv3x3_bf16': 'the same conv, forward, bfloat16'})
 
   @parameterized.parameters(('float32', 'conv3x3', 0.1), ('mixed_bfloat16', 'conv3x3_bf16', 0.15))
   def test_fraction_uses_the_ceiling_of_its_precision(self, name, ceiling, fraction):
@@ -131,11 +138,11 @@ class PrecisionTest(tf.test.TestCase, parameterized.TestCase):
         ('fit_bf16', fit_speed))}
     benchmark.timing.interleave('test', list(measured.values()), 1,
                                 reference=measured['custom_synthetic'])
-    ratio = benchmark.models._ratio(measured, 'bf16_over_float32', 'custom_synthetic')
+    ratio = benchmark.models.ratio_row(measured, 'bf16_over_float32', 'custom_synthetic')
     self.assertAlmostEqual(ratio['median'], bf16_speed)
     bf16 = measured['custom_synthetic_bf16']
     self.assertEqual(ratio['samples'], [r / a for r, a in zip(bf16.rates, bf16.around)])
-    bar = benchmark.models._ratio(measured, 'custom_over_fit_bf16', 'custom_synthetic')
+    bar = benchmark.models.ratio_row(measured, 'custom_over_fit_bf16', 'custom_synthetic')
     self.assertAlmostEqual(bar['median'], custom_over_fit)
     self.assertIs(bar['meets_bar'], meets)
     self.assertNotIn('meets_bar', ratio)
@@ -171,7 +178,7 @@ class RealDataTest(tf.test.TestCase):
                                         strides=[1, 1, 1, 1], padding='SAME')
     dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=y,
                                          strides=[1, 1, 1, 1], padding='SAME')
-    got = benchmark.probes._conv_train(x, w)
+    got = benchmark.probes.conv_train(x, w)
     self.assertLen(got, 2)
     self.assertAllClose(got[0], dx, rtol=1e-5, atol=1e-5)
     self.assertAllClose(got[1], dw, rtol=1e-5, atol=1e-5)
@@ -206,8 +213,8 @@ class RealDataTest(tf.test.TestCase):
     self.assertEqual(drain.around, [])
     measured = {m.key: m for m in (ref, same, faster)}
     for key, expected in (('one_device_over_default', 1.0), ('custom_over_fit', 0.5)):
-      self.assertAlmostEqual(benchmark.models._ratio(measured, key, 'custom_synthetic')['median'],
-                             expected)
+      row = benchmark.models.ratio_row(measured, key, 'custom_synthetic')
+      self.assertAlmostEqual(row['median'], expected)
     # fit at twice the custom loop's rate spends half a custom step less per step, measured
     # against the same bracketing samples (rates in images/s; 10 images per step here).
     overhead = benchmark.timing.step_overhead(measured, 'fit', batch=10)
@@ -248,13 +255,14 @@ def _numbers(tree, path=''):
 class QuickRunTest(tf.test.TestCase):
 
   def test_quick_run_writes_table_and_json(self):
+    # --smoke: the --quick run's every measurement, ratio and row, at sizes that take seconds.
     real = helpers.real_data_dir()
     # Without prepared MNIST, point tfds at an empty dir: the real-data rows must then be
     # skipped with a reason, whatever tfds' default dir happens to hold.
     env = {'TFDS_DATA_DIR': real or self.create_tempdir().full_path}
     path = os.path.join(self.create_tempdir().full_path, 'bench.json')
     # One round: each ratio is still bracketed by its reference; more rounds add only samples.
-    proc = helpers.run_cli('launch.benchmark', '--quick', '--repeats=1', f'--json={path}', env=env,
+    proc = helpers.run_cli('launch.benchmark', '--smoke', '--repeats=1', f'--json={path}', env=env,
                            timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(path) as f:
@@ -266,6 +274,7 @@ class QuickRunTest(tf.test.TestCase):
     rounds = results['repeats']
     self.assertEqual(rounds, 1)
     self.assertTrue(results['quick'])
+    self.assertTrue(results['smoke'])
     self.assertEqual(results['precisions'], ['float32', 'mixed_bfloat16'])
     self.assertCountEqual(results['ceilings'],
                           ['matmul', 'conv3x3', 'conv3x3_train', 'conv3x3_bf16'])
@@ -298,6 +307,7 @@ class QuickRunTest(tf.test.TestCase):
       for key in ('config', 'model', 'batch_size', 'input_size', 'params',
                   'forward_macs_per_image', 'train_gflop_per_image', 'compute', 'memory'):
         self.assertIn(key, model, name)
+      self.assertEqual(model['batch_size'], benchmark.models.SMOKE_BATCH)
       # Each precision's achieved GFLOP/s is its own custom loop's rate, as a fraction of the
       # conv ceiling of the same precision; float32 also of the float32-only probes.
       rows = model['measurements']
@@ -377,7 +387,10 @@ class QuickRunTest(tf.test.TestCase):
         'samples'], relative['custom_synthetic_bf16'], relative['fit_bf16']):
       self.assertAlmostEqual(r, custom / fit, places=9)
 
-    self.assertIn('ceiling  matmul 4096×4096 float32', table)
+    labels = benchmark.probes.labels(benchmark.probes.SMOKE_MATMUL_SIZE,
+                                     benchmark.probes.SMOKE_CONV_SHAPE)
+    self.assertEqual({k: p['label'] for k, p in results['ceilings'].items()}, labels)
+    self.assertIn(f'ceiling  {labels["matmul"]}', table)
     self.assertRegex(table, r'ceiling +the same conv, forward, bfloat16 .* GFLOP/s = \d\.\d\d × '
                      'the float32 forward rate')
     # The custom ≥ fit bar, read per measured ratio against fit, in each precision.
@@ -408,7 +421,7 @@ class StreamingQuickRunTest(tf.test.TestCase):
 
   def test_quick_streaming_run_writes_table_and_json(self):
     path = os.path.join(self.create_tempdir().full_path, 'stream.json')
-    proc = helpers.run_cli('launch.benchmark', '--streaming', '--quick', '--repeats=1',
+    proc = helpers.run_cli('launch.benchmark', '--streaming', '--smoke', '--repeats=1',
                            f'--json={path}', timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(path) as f:
@@ -424,6 +437,8 @@ class StreamingQuickRunTest(tf.test.TestCase):
       self.assertAlmostEqual(result['ratios'][ratio]['median'],
                              row['images_per_sec']['median'] / row['reference_around'][0])
     self.assertEqual(result['crop_size'], 67)
+    self.assertTrue(result['smoke'])
+    self.assertEqual(result['files'], benchmark.streaming.SETUPS['smoke'][1])
     for label in benchmark.streaming.LABELS.values():
       self.assertIn(label, proc.stdout)
     self.assertIn('streaming pipeline / bare decode-and-crop loop', proc.stdout)

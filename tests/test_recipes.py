@@ -25,6 +25,7 @@ from research.data import folder
 from research.data import preprocess
 from research.errors import UserError
 from research.train import optim
+from research.train import saving
 from research.train import steps
 from research.train import trainer
 from tests import helpers
@@ -46,8 +47,8 @@ def _batch(size=8, seed=0):
 
 
 def _trainer(config, strategy=None):
-  """(model, optimizer, one_step(batch, *more) → the train fn's TOTALS over one call of a step
-  per batch)."""
+  """(model, optimizer, one_step(batch, *more) → the train fn's totals by name over one call of
+  a step per batch)."""
   strategy = strategy or tf.distribute.get_strategy()
   model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 10)
   train = steps.make_train_fn(strategy, model, optimizer, config, step, tf.Variable(0.0))
@@ -57,7 +58,7 @@ def _trainer(config, strategy=None):
     for b in more:
       dataset = dataset.concatenate(tf.data.Dataset.from_tensors(b))
     batches = strategy.experimental_distribute_dataset(dataset)
-    return train(iter(batches), tf.constant(1 + len(more))).numpy()
+    return train(iter(batches), tf.constant(1 + len(more)))
 
   return model, optimizer, one_step
 
@@ -159,8 +160,7 @@ def _state(config, path):
   checkpoint `path`, restored strictly."""
   model, optimizer, _, step = trainer.build_state(config, tf.distribute.get_strategy(), 10,
                                                   (28, 28, 1), 10, 10)
-  checkpoints.restore_newest_readable(checkpoints.training_checkpoint(model, optimizer, step),
-                                      [path])
+  checkpoints.restore_newest_readable(saving.training_checkpoint(model, optimizer, step), [path])
   return (_values(optim.ema_variables(optimizer)), _values(model.trainable_variables),
           int(step.numpy()), {v.path: v.numpy() for v in model.weights})
 
@@ -184,7 +184,7 @@ class ClipTest(tf.test.TestCase, parameterized.TestCase):
         name='constant', learning_rate=1.0, warmup_epochs=0.0)))
     reference, grads = _gradient(model, _batch())
     before = _values(model.trainable_variables)
-    norm = float(one_step(_batch())[steps.TOTALS.index('grad_norm_sum')])
+    norm = float(one_step(_batch())['grad_norm_sum'])
     return before, _values(model.trainable_variables), norm, reference, grads
 
   def test_grad_norm_is_the_global_norm_of_the_mean_loss_gradient(self):
@@ -211,8 +211,8 @@ class ClipTest(tf.test.TestCase, parameterized.TestCase):
     model, _, one_step = _trainer(_sgd_config(clip_global_norm=clip))
     first, _ = _gradient(model, _batch(seed=0))
     totals = one_step(*(_batch(seed=i) for i in range(3)))
-    self.assertEqual(totals[steps.TOTALS.index('grad_norms')], measured)
-    norm_sum = totals[steps.TOTALS.index('grad_norm_sum')]
+    self.assertEqual(totals['grad_norms'], measured)
+    norm_sum = totals['grad_norm_sum']
     if measured == 1:
       self.assertAllClose(norm_sum, first, rtol=1e-5)
     else:  # the later steps' norms differ from the first's: clipped, they are all in the sum
@@ -302,23 +302,22 @@ class RecipeResumeTest(tf.test.TestCase):
     with helpers.mock_tfds():
       uninterrupted = trainer.train_and_evaluate(config, reference)
       watchers = []
-      real_watcher, real_chunk = preemption.Watcher, trainer._run_chunk
+      real_watcher = preemption.Watcher
 
       def watcher():
         watchers.append(real_watcher())
         return watchers[-1]
 
-      def chunk(train_fn, train_iter, n, config, run):
-        out = real_chunk(train_fn, train_iter, n, config, run)
-        if int(run.step.numpy()) == 3:  # the signal lands between steps 3 and 4
+      def signal_after_step_3(step, totals):
+        if step == 3:  # the signal lands between steps 3 and 4
           os.kill(os.getpid(), signal.SIGTERM)
           deadline = time.time() + 10
           while not watchers[-1].flag.numpy() and time.time() < deadline:
             time.sleep(0.01)
-        return out
+        return totals
 
       with mock.patch.object(preemption, 'Watcher', watcher), \
-          mock.patch.object(trainer, '_run_chunk', chunk):
+          helpers.after_each_train_call(signal_after_step_3):
         stopped = trainer.train_and_evaluate(config, workdir)
       resumed = trainer.train_and_evaluate(config, workdir)
     self.assertEqual((stopped['preempted'], stopped['step']), ('SIGTERM', 4))

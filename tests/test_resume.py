@@ -253,12 +253,12 @@ class PreemptionWatcherTest(tf.test.TestCase):
     train = steps.make_train_fn(strategy, model, optimizer, config, step, flag)
     images = np.zeros((8, 28, 28, 1), np.uint8)
     batches = iter(tf.data.Dataset.from_tensors((images, np.zeros(8, np.int32))).repeat())
-    out = train(batches, tf.constant(5)).numpy()
+    out = train(batches, tf.constant(5))
     self.assertEqual(int(step.numpy()), 1)
-    self.assertEqual(out[2], 8)  # one batch counted
-    self.assertGreater(out[3], 0)  # and reported as a stop
+    self.assertEqual(out['count'], 8)  # one batch counted
+    self.assertGreater(out['stop'], 0)  # and reported as a stop
     flag.assign(0.0)
-    self.assertEqual(train(batches, tf.constant(5)).numpy()[3], 0)
+    self.assertEqual(train(batches, tf.constant(5))['stop'], 0)
     self.assertEqual(int(step.numpy()), 6)
 
 

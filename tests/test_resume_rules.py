@@ -14,6 +14,7 @@ import tempfile
 from absl.testing import parameterized
 import tensorflow as tf
 
+from research import checkpoints
 from research import config as config_lib
 from research import outputs
 from research.errors import UserError
@@ -134,9 +135,34 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(UserError, 'learning_rat, not config fields'):
       trainer.check_workdir(helpers.tiny_config(), self.workdir, False, accept=('learning_rat',))
 
+  def test_an_accepted_change_the_checkpoint_cannot_take_is_one_balanced_line(self):
+    before = _snapshot(self.workdir)
+    config = helpers.tiny_config(image_grid_size=0, num_train_steps=4)
+    config.model.filters = (8, 8)
+    with helpers.mock_tfds(), self.assertRaisesRegex(
+        UserError, 'does not match this model and optimizer') as caught:
+      trainer.train_and_evaluate(config, self.workdir, accept=('model.filters',))
+    message = str(caught.exception)
+    self.assertNotIn('\n', message)
+    self.assertEqual(message.count('('), message.count(')'), message)
+    self.assertEqual(_snapshot(self.workdir), before)
+
   def test_start_over_takes_any_config(self):
     config = helpers.tiny_config(image_grid_size=0, seed=5)
     self.assertEqual(trainer.check_workdir(config, self.workdir, start_over=True), {})
+
+
+class BriefTest(tf.test.TestCase):
+  """An error's text inside a one-line message: cut at a word, its brackets closed."""
+
+  def test_a_long_line_is_cut_at_a_word_and_its_brackets_closed(self):
+    text = ('Unresolved object in checkpoint (root).optimizer._variables.1: attributes '
+            '{VARIABLE_VALUE} (Showing 1 of 12 unresolved objects, with their paths)\nmore')
+    short = checkpoints.brief(text, limit=100)
+    self.assertLessEqual(len(short), 106)
+    self.assertTrue(short.endswith('Showing ...)'), short)
+    self.assertEqual(short.count('('), short.count(')'))
+    self.assertEqual(checkpoints.brief('short (one) line\nsecond'), 'short (one) line')
 
 
 class SavedConfigTest(tf.test.TestCase):

@@ -2,7 +2,6 @@
 
 import json
 import os
-from unittest import mock
 
 from absl.testing import parameterized
 import keras
@@ -180,18 +179,14 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     config = helpers.tiny_config('cnn_dropout', num_train_steps=4, checkpoint_every_steps=4)
     config.augment.update(dict(randaugment=(2, 9), color_ops=True, mixup_alpha=0.4,
                                cutmix_alpha=1.0))
-    run_chunk = trainer._run_chunk
 
-    def stop_at_step_2(*args):  # as a preemption signal there would
-      chunk = run_chunk(*args)
-      if int(args[-1].step.numpy()) == 2:
-        return tf.concat([chunk[:3], [1.0], chunk[4:]], 0)
-      return chunk
+    def stop_at_step_2(step, totals):  # as a preemption signal there would
+      return {**totals, 'stop': np.float32(1.0)} if step == 2 else totals
 
     with helpers.mock_tfds():
       whole = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
       workdir = self.create_tempdir().full_path
-      with mock.patch.object(trainer, '_run_chunk', stop_at_step_2):
+      with helpers.after_each_train_call(stop_at_step_2):
         stopped = trainer.train_and_evaluate(config, workdir)
       resumed = trainer.train_and_evaluate(config, workdir)
     self.assertEqual(stopped['step'], 2)
@@ -213,6 +208,15 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
                      r'epochs\) at batch 8 in .*, from scratch\.$')
     self.assertRegex(plans[1][0], r': 4 steps \(0\.67 epochs\) at batch 8 in .*, resuming at '
                      r'step 2\.$')
+
+  def test_a_label_smoothed_training_loss_says_so(self):
+    workdir = self.create_tempdir().full_path
+    with helpers.mock_tfds(), self.assertLogs(level='INFO') as logs:
+      trainer.train_and_evaluate(helpers.tiny_config(label_smoothing=0.1), workdir)
+    progress = [line for line in logs.output if ' epoch ' in line and 'img/s' in line]
+    self.assertNotEmpty(progress)
+    for line in progress:
+      self.assertRegex(line, r': loss \(with label smoothing 0\.1\) \d')
 
   def test_workdir_of_another_model_is_refused_untouched(self):
     workdir = self.create_tempdir().full_path

@@ -25,6 +25,7 @@ from research import evaluate
 from research import processes
 from research import workdir_lock
 from research.errors import UserError
+from research.train import saving
 from research.train import trainer
 from tests import helpers
 
@@ -255,13 +256,13 @@ class FailedWritesTest(tf.test.TestCase, parameterized.TestCase):
     with _small_disk(self) as disk:
       workdir = os.path.join(disk, 'run')
       self._train(workdir, num_train_steps=2)
-      save = checkpoints.Saver.save
+      save = saving.Saver.save
 
       def fill_then_save(saver, step):
         _fill(disk)
         return save(saver, step)
 
-      with mock.patch.object(checkpoints.Saver, 'save', fill_then_save):
+      with mock.patch.object(saving.Saver, 'save', fill_then_save):
         with self.assertRaisesRegex(
             UserError, rf'^could not write checkpoint {re.escape(workdir)}/checkpoints/ckpt-4: '
             rf'{_ENOSPC}; the latest checkpoint, .*/ckpt-2, is complete'):
@@ -280,18 +281,18 @@ class FailedWritesTest(tf.test.TestCase, parameterized.TestCase):
     with _small_disk(self) as disk:
       workdir = os.path.join(disk, 'run')
       self._train(workdir, num_train_steps=2)
-      scalars = trainer._scalars
+      scalar = tf.summary.scalar
       filled = []
 
-      def fill_then_write(*args):
+      def fill_then_write(*args, **kwargs):
         if not filled:
           _fill(disk)
           filled.append(True)
-        return scalars(*args)
+        return scalar(*args, **kwargs)
 
       # No checkpoint or evaluation before the end: the events writer's buffer reaches the
       # disk first (after some 70 scalars).
-      with mock.patch.object(trainer, '_scalars', fill_then_write):
+      with mock.patch.object(tf.summary, 'scalar', fill_then_write):
         with self.assertRaisesRegex(
             UserError, rf'^could not write TensorBoard events file {re.escape(workdir)}/'
             rf'(train|validation)/events\.out\.tfevents\.\S+: {_ENOSPC}; the latest '

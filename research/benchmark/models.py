@@ -45,6 +45,10 @@ MODELS = {
 }
 DEFAULT_MODELS = ('cnn', 'alexnet', 'vgg16', 'vgg16_cpu')
 QUICK_MODELS = ('cnn', 'alexnet_tiny')
+# --smoke: a --quick run at this batch size, on this many real examples, to check that every
+# measurement runs and the report is whole (its figures mean nothing).
+SMOKE_BATCH = 16
+SMOKE_EXAMPLES = 1024
 
 # Every model trains in both, each precision explicit: `auto` would measure whatever this
 # machine picks, and the bfloat16 ÷ float32 ratio says whether picking bfloat16 pays here.
@@ -117,13 +121,17 @@ class RealData:
   """MNIST's train split from the tfds data dir, loaded once; never downloads (a benchmark must
   not spend minutes fetching), so without a prepared copy the real-data rows are skipped."""
 
-  def __init__(self):
+  def __init__(self, examples=None):
     self._loaded = {}
+    self.examples = examples  # only the first this many of the split, without a validation
 
   def get(self, dataset_config):
     """(train split, None) or (None, the reason it is unavailable)."""
     cfg = dataset_config.copy_and_resolve_references()
     cfg.download = False
+    if self.examples:
+      cfg.train_split = f'{cfg.train_split}[:{self.examples}]'
+      cfg.validation_size = 0
     key = (cfg.name, cfg.train_split, cfg.validation_size, cfg.data_dir)
     if key not in self._loaded:
       try:
@@ -173,8 +181,8 @@ def custom(key, strategy, state, config, dataset_fn, steps):
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
   def call(n):
-    loss_sum, _, count = train(iterator, tf.constant(n)).numpy()[:3]
-    return float(count), loss_sum / count
+    totals = train(iterator, tf.constant(n))
+    return float(totals['count']), totals['loss_sum'] / totals['count']
 
   return timing.Measurement(key, call, steps, max(1, steps // 4))
 
@@ -253,7 +261,10 @@ def precision_of(key):
   return PRECISIONS[1] if key.endswith(BF16) else PRECISIONS[0]
 
 
-def _ratio(measured, key, reference):
+def ratio_row(measured, key, reference):
+  """The JSON row of ratio `key` (RATIOS) from the Measurements `measured` by key, each sample
+  against the `reference` samples around it; a reason when one side was not measured, and
+  whether the custom loop met its bar for the ratios against fit."""
   num, den, label = RATIOS[key]
   a, b = measured.get(num), measured.get(den)
   if a is None or b is None:
@@ -284,13 +295,15 @@ def compute(rates, train_gflop_per_image, ceiling):
   return out
 
 
-def benchmark_model(name, quick, repeats, real, ceiling):
-  """Every measurement of one model, its ratios, GFLOP/s and peak RSS."""
+def benchmark_model(name, quick, repeats, real, ceiling, smoke=False):
+  """Every measurement of one model, its ratios, GFLOP/s and peak RSS; `smoke`: at batch
+  SMOKE_BATCH."""
   spec, full_steps, quick_steps = MODELS[name]
   steps = quick_steps if quick else full_steps
   config = load_config(spec)
+  if smoke:
+    config.batch_size = SMOKE_BATCH
   batch, size = config.batch_size, config.model.input_size or SOURCE_SHAPE[0]
-  resized = size != SOURCE_SHAPE[0]
   logging.info('Model %s (configs/%s): batch %d, input %d, %d steps per call.', name, spec,
                batch, size, steps)
   reset = timing.reset_peak_rss()
@@ -298,7 +311,6 @@ def benchmark_model(name, quick, repeats, real, ceiling):
 
   entry = {'config': f'configs/{spec}', 'model': config.model.name, 'batch_size': batch,
            'input_size': size, 'source_size': SOURCE_SHAPE[0], 'steps_per_call': steps}
-  skipped = {}
   default = strategy_lib.build(config)
   state = _build(config, default)
   model, optimizer, _ = state
@@ -308,6 +320,31 @@ def benchmark_model(name, quick, repeats, real, ceiling):
   entry['forward_macs_per_image'] = macs
   entry['train_gflop_per_image'] = flops.train_flops_per_image(macs) / 1e9
 
+  todo, skipped = _variants(config, default, state, steps, quick, real)
+  reference = todo[0]  # custom_synthetic: the denominator, or numerator, of every ratio
+  timing.interleave(name, todo, repeats, reference)
+  measured = {m.key: m for m in todo}
+  entry.update(_rows(measured, skipped, reference.key, batch, entry['train_gflop_per_image'],
+                     ceiling))
+  entry['memory'] = {
+      'rss_start_mb': rss_start,
+      'peak_rss_mb': timing.status_mb('VmHWM') if reset else timing.process_peak_mb(),
+      'process_peak_rss_mb': timing.process_peak_mb(),
+      'method': ('peak RSS while this model ran: VmHWM reset at its start via '
+                 '/proc/self/clear_refs; it includes what earlier models left resident'
+                 if reset else 'process peak (ru_maxrss) after this model: not per model')}
+  del todo, measured, model, optimizer, state
+  keras.backend.clear_session()
+  gc.collect()
+  return entry
+
+
+def _variants(config, default, state, steps, quick, real):
+  """(the Measurements of one model, custom_synthetic first; {key: why it is skipped}) for the
+  model `state` (model, optimizer, step) built under the `default` strategy."""
+  batch, size = config.batch_size, config.model.input_size or SOURCE_SHAPE[0]
+  resized = size != SOURCE_SHAPE[0]
+  skipped = {}
   images, labels = _synthetic(batch, SOURCE_SHAPE[0], config.seed)
   todo = [custom('custom_synthetic', default, state, config,
                  synthetic_fn(images, labels), steps)]
@@ -323,77 +360,78 @@ def benchmark_model(name, quick, repeats, real, ceiling):
     for key in resize_keys:
       skipped[key] = f'input size = source size {size}: no resize to leave out'
 
-  only_resize = quick and resized
-  why_quick = '--quick: resized models measure only the resize ratios (a, c, a0, c0)'
-  if only_resize:
+  if quick and resized:
+    why_quick = '--quick: resized models measure only the resize ratios (a, c, a0, c0)'
     for key in ('custom_pipeline', 'pipeline_only', 'fit', 'fit_spe25', 'one_device',
                 'mirrored', *(key + BF16 for key in IN_BF16)):
       skipped[key] = why_quick
   else:
-    # The same model built in mixed_bfloat16 (trainer.build_state builds it under the
-    # precision's scope); fit in bfloat16 shares it, as fit in float32 shares the float32 one.
-    config16 = config.copy_and_resolve_references()
-    config16.mixed_precision = PRECISIONS[1]
-    state16 = _build(config16, default)
-    todo.append(custom('custom_synthetic' + BF16, default, state16, config16,
+    todo += _other_variants(config, default, state, steps, quick, real, (images, labels),
+                            skipped)
+  return todo, skipped
+
+
+def _other_variants(config, default, state, steps, quick, real, batch, skipped):
+  """The Measurements beside the resize ones: mixed_bfloat16, the real pipeline, fit and the
+  strategies, on the synthetic `batch` (images, labels); adds the reasons of those it skips to
+  `skipped`."""
+  images, labels = batch
+  model, optimizer, _ = state
+  # The same model built in mixed_bfloat16 (trainer.build_state builds it under the
+  # precision's scope); fit in bfloat16 shares it, as fit in float32 shares the float32 one.
+  config16 = config.copy_and_resolve_references()
+  config16.mixed_precision = PRECISIONS[1]
+  state16 = _build(config16, default)
+  todo = [custom('custom_synthetic' + BF16, default, state16, config16,
+                 synthetic_fn(images, labels), steps)]
+  split, reason = real.get(config.dataset)
+  if split is None:
+    skipped['custom_pipeline'] = skipped['pipeline_only'] = reason
+  else:
+    todo.append(custom('custom_pipeline', default, state, config,
+                       lambda ctx: pipeline.train_dataset(split, config.batch_size, config.seed,
+                                                          input_context=ctx), steps))
+    todo.append(_drain(split, config, steps))
+  # fit shares the custom loop's model and optimizer (memory: VGG16 is 134M parameters).
+  todo.append(_fit('fit', model, optimizer, config, images, labels, steps, 1))
+  todo.append(_fit('fit' + BF16, *state16[:2], config16, images, labels, steps, 1))
+  spe_keys = ('fit_spe25', 'fit_spe25' + BF16)
+  if steps < FIT_SPE:
+    for key in spe_keys:
+      skipped[key] = (f'only {steps} step(s) per call for this slow model: '
+                      f'steps_per_execution={FIT_SPE} would need {FIT_SPE}-step calls '
+                      'to amortise per-step overhead of milliseconds')
+  else:
+    todo.append(_spe_fit('fit_spe25', config, default, images, labels, steps))
+    if quick:  # CI runs --quick: one more model and bracketed variant would lengthen it
+      skipped[spe_keys[1]] = '--quick: fit() alone is the mixed_bfloat16 reference'
+    else:
+      todo.append(_spe_fit(spe_keys[1], config16, default, images, labels, steps))
+  for strategy_name in ('one_device', 'mirrored'):
+    cfg = config.copy_and_resolve_references()
+    cfg.strategy = strategy_name
+    strategy = strategy_lib.build(cfg)
+    todo.append(custom(strategy_name, strategy, _build(cfg, strategy), cfg,
                        synthetic_fn(images, labels), steps))
-    split, reason = real.get(config.dataset)
-    if split is None:
-      skipped['custom_pipeline'] = skipped['pipeline_only'] = reason
-    else:
-      todo.append(custom('custom_pipeline', default, state, config,
-                         lambda ctx: pipeline.train_dataset(split, batch, config.seed,
-                                                            input_context=ctx), steps))
-      todo.append(_drain(split, config, steps))
-    # fit shares the custom loop's model and optimizer (memory: VGG16 is 134M parameters).
-    todo.append(_fit('fit', model, optimizer, config, images, labels, steps, 1))
-    todo.append(_fit('fit' + BF16, *state16[:2], config16, images, labels, steps, 1))
-    spe_keys = ('fit_spe25', 'fit_spe25' + BF16)
-    if steps < FIT_SPE:
-      for key in spe_keys:
-        skipped[key] = (f'only {steps} step(s) per call for this slow model: '
-                        f'steps_per_execution={FIT_SPE} would need {FIT_SPE}-step calls '
-                        'to amortise per-step overhead of milliseconds')
-    else:
-      todo.append(_spe_fit('fit_spe25', config, default, images, labels, steps))
-      if quick:  # CI runs --quick: one more model and bracketed variant would lengthen it
-        skipped[spe_keys[1]] = '--quick: fit() alone is the mixed_bfloat16 reference'
-      else:
-        todo.append(_spe_fit(spe_keys[1], config16, default, images, labels, steps))
-    for strategy_name in ('one_device', 'mirrored'):
-      cfg = config.copy_and_resolve_references()
-      cfg.strategy = strategy_name
-      strategy = strategy_lib.build(cfg)
-      todo.append(custom(strategy_name, strategy, _build(cfg, strategy), cfg,
-                         synthetic_fn(images, labels), steps))
+  return todo
 
-  reference = todo[0]  # custom_synthetic: the denominator, or numerator, of every ratio
-  timing.interleave(name, todo, repeats, reference)
-  measured = {m.key: m for m in todo}
-  entry['precisions'] = list(PRECISIONS)
-  entry['measurements'] = {key: ({**measured[key].result(), 'label': MEASUREMENTS[key]}
-                                 if key in measured else _skip(key, skipped[key]))
-                           for key in MEASUREMENTS}
-  for key, row in entry['measurements'].items():
+
+def _rows(measured, skipped, reference, batch, train_gflop_per_image, ceiling):
+  """A model's JSON rows of the Measurements `measured` (by key) and the `skipped` ones: each
+  measurement, the ratios against `reference`, fit's overhead per step, the GFLOP/s."""
+  rows = {'precisions': list(PRECISIONS)}
+  rows['measurements'] = {key: ({**measured[key].result(), 'label': MEASUREMENTS[key]}
+                                if key in measured else _skip(key, skipped[key]))
+                          for key in MEASUREMENTS}
+  for key, row in rows['measurements'].items():
     row['precision'] = precision_of(key)
-  entry['ratios'] = {key: _ratio(measured, key, reference.key) for key in RATIOS}
+  rows['ratios'] = {key: ratio_row(measured, key, reference) for key in RATIOS}
   overheads = {key: timing.step_overhead(measured, key, batch) for key in ('fit', 'fit_spe25')}
-  entry['fit_step_overhead'] = {k: v for k, v in overheads.items() if v}
-
+  rows['fit_step_overhead'] = {k: v for k, v in overheads.items() if v}
   rates = {precision_of(key): measured[key].result()['images_per_sec']['median']
            for key in ('custom_synthetic', 'custom_synthetic' + BF16) if key in measured}
-  entry['compute'] = {
-      **compute(rates, entry['train_gflop_per_image'], ceiling),
+  rows['compute'] = {
+      **compute(rates, train_gflop_per_image, ceiling),
       'basis': ('(a) and (a16) median images/s × 3 × 2 × forward conv/dense multiply-adds per '
                 'image, each against the conv ceiling of its precision')}
-  entry['memory'] = {
-      'rss_start_mb': rss_start,
-      'peak_rss_mb': timing.status_mb('VmHWM') if reset else timing.process_peak_mb(),
-      'process_peak_rss_mb': timing.process_peak_mb(),
-      'method': ('peak RSS while this model ran: VmHWM reset at its start via '
-                 '/proc/self/clear_refs; it includes what earlier models left resident'
-                 if reset else 'process peak (ru_maxrss) after this model: not per model')}
-  del todo, measured, model, optimizer, state
-  keras.backend.clear_session()
-  gc.collect()
-  return entry
+  return rows

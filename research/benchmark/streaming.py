@@ -35,8 +35,10 @@ from research.train import trainer
 
 # name -> (config file[:variant], files written, steps per timed training call, batches per
 # timed pipeline call): each timed call takes seconds on 2 CPU cores.
+# --smoke: every measurement and ratio of the quick run, in as few calls as they need.
 SETUPS = {'full': ('alexnet_imagenet.py', 1280, 5, 60),
-          'quick': ('alexnet_imagenet.py:tiny', 256, 200, 200)}
+          'quick': ('alexnet_imagenet.py:tiny', 256, 200, 200),
+          'smoke': ('alexnet_imagenet.py:tiny', 32, 8, 8)}
 NUM_CLASSES = 10
 
 
@@ -105,9 +107,9 @@ LABELS = {
 }
 
 
-def run(quick=False, repeats=3):
+def run(quick=False, repeats=3, smoke=False):
   """Writes the files, measures, returns the JSON-able results (see the module docstring)."""
-  spec, count, steps, drain_batches = SETUPS['quick' if quick else 'full']
+  spec, count, steps, drain_batches = SETUPS['smoke' if smoke else 'quick' if quick else 'full']
   config = models.load_config(spec)
   tmp = tempfile.mkdtemp(prefix='stream-bench-')
   try:
@@ -175,12 +177,14 @@ def format_table(result):
   return '\n'.join(line.rstrip() for line in lines)
 
 
-def report(quick=False, repeats=None, json_path=None):
-  """Runs the benchmark; writes JSON to `json_path` if given; returns the printed table."""
+def report(quick=False, repeats=None, json_path=None, smoke=False):
+  """Runs the benchmark; writes JSON to `json_path` if given; returns the printed table.
+  `smoke`: the quick run at the smallest sizes (SETUPS), its figures meaningless."""
+  quick = quick or smoke
   repeats = repeats or (2 if quick else 3)
   start = time.time()
-  result = run(quick, repeats)
-  result.update(repeats=repeats, quick=quick, wall_seconds=time.time() - start,
+  result = run(quick, repeats, smoke)
+  result.update(repeats=repeats, quick=quick, smoke=smoke, wall_seconds=time.time() - start,
                 host={'cpu_count': os.cpu_count(), 'tensorflow': tf.__version__})
   if json_path:
     outputs.write_json(json_path, result)

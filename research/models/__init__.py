@@ -3,7 +3,7 @@
 `config.model.name` picks the class; the other fields of `config.model` are its constructor
 arguments. `default_config(name)` gives the preset that makes a name mean what the papers and
 tutorials mean by it. `build_model` makes one with its variables for an input shape, and its
-per-layer table.
+per-layer table; `freeze` stops chosen blocks from training.
 """
 
 import inspect
@@ -89,3 +89,14 @@ for _name, _arch in (('vgg11', vgg.VGG11), ('vgg13', vgg.VGG13), ('vgg16', vgg.V
                      ('vgg19', vgg.VGG19)):
   register(_name, vgg.VGG, dict(conv_arch=_arch, dense_units=4096, dropout=0.5, width_divisor=1,
                                 batch_norm=False), input_size=224)
+
+
+def freeze(model, names):
+  """Makes the top-level blocks `names` of `model`'s stack untrainable (their batch norm then
+  runs in inference mode); returns how many parameters they hold. Before an optimizer is built
+  it has no slots for them, and model.trainable_variables (the order of the moving averages in
+  a checkpoint) leaves them out."""
+  stack = {layer.name: layer for layer in model.stack}
+  for name in names:
+    stack[name].trainable = False
+  return sum(stack[name].count_params() for name in names if stack[name].weights)

@@ -149,12 +149,13 @@ def load(source, model, strategy):
   src, _ = models.build_model(source.config.model, source.info['num_classes'],
                               source.info['image_shape'])
   # The optimizer and step in the file are not wanted; every model weight must be there.
-  status = tf.train.Checkpoint(model=src).read(source.checkpoint)
-  try:
-    status.expect_partial().assert_existing_objects_matched()
-  except (AssertionError, ValueError) as e:
-    raise UserError(f'checkpoint {source.checkpoint} does not match its own run\'s model '
-                    f'({str(e).splitlines()[0][:120]}): pass another --config.init_from') from None
+  checkpoints.restore_newest_readable(
+      tf.train.Checkpoint(model=src), [source.checkpoint], strict=False,
+      mismatch=lambda path, detail: UserError(
+          f'checkpoint {path} does not match its own run\'s model ({detail}): pass '
+          'another --config.init_from'),
+      unreadable=lambda paths: UserError(
+          f'checkpoint {paths[-1]} is unreadable: pass another --config.init_from'))
   old, new = _stack(src), _stack(model)
   pairs, loaded, fresh = [], [], []
   for name, layer in new.items():
@@ -199,13 +200,10 @@ def check_freeze(config):
 
 
 def freeze(config, model):
-  """Makes config.freeze's blocks untrainable (their batch norm then runs in inference mode);
-  call before the optimizer is built, which then has no slots for them."""
+  """Makes config.freeze's blocks untrainable (models.freeze); call before the optimizer is
+  built, which then has no slots for them."""
   if not config.freeze:
     return
-  stack = _stack(model)
-  for name in config.freeze:
-    stack[name].trainable = False
-  frozen = sum(stack[name].count_params() for name in config.freeze if stack[name].weights)
+  frozen = models.freeze(model, config.freeze)
   logging.info('Frozen: %s (%s parameters not trained).', ', '.join(config.freeze),
                f'{frozen:,}')

@@ -15,8 +15,10 @@ from research.data import preprocess
 
 _SUM = tf.distribute.ReduceOp.SUM
 
-# What a training call returns, summed over its steps (make_train_fn).
+# The names of what a training call returns, summed over its steps (make_train_fn). Inside the
+# call they travel as one vector in this order: one all-reduce per step carries them all.
 TOTALS = ('loss_sum', 'correct', 'count', 'stop', 'grad_norm_sum', 'grad_norms')
+_STOP = TOTALS.index('stop')
 
 # Evaluation reports top-k accuracy beside top-1 for this k (the ImageNet papers' top-5).
 TOP_K = 5
@@ -70,56 +72,22 @@ def reduce_and_clip(grads, clip_norm=0.0, loss_scale=None, measure_norm=True):
 
 
 def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
-  """Returns train(iterator, num_steps) → the TOTALS over the steps it ran: loss sum, correct,
-  count, stop (> 0 when it ended early), and the sum and number of the gradient norms taken:
-  every step's with clipping on, else the call's first step's (reduce_and_clip). Batches may
-  carry per-example weights (a skipped bad example weighs 0): count then sums the weights.
+  """Returns train(iterator, num_steps) → {name: numpy float32} of the TOTALS over the steps it
+  ran, in one compiled call and one copy to the host (sums of them round as on the device):
+  loss_sum, correct, count (of the weights when batches carry them: a skipped bad example weighs
+  0), stop (> 0 when it ended early), grad_norm_sum and grad_norms (the sum and number of the
+  gradient norms taken: every step's with clipping on, else the call's first; reduce_and_clip).
 
   `step` (an int64 variable made under the strategy) counts the steps taken; it keys the
   augmentation and is saved in checkpoints. The call ends early, after the current step, once
-  `stop_flag` (a float variable set by the preemption watcher) is non-zero on any worker.
-  Each step is one optimizer update, its gradient summed over config.accumulate_steps
-  micro-batches of each replica's batch, then clipped to config.clip_global_norm.
-  """
+  `stop_flag` (a float variable set by the preemption watcher) is non-zero on any worker. Each
+  step is one optimizer update, its gradient summed over config.accumulate_steps micro-batches
+  of each replica's batch, then clipped to config.clip_global_norm."""
   global_batch = config.batch_size
-  micro_batches = config.accumulate_steps
   augment = config.augment if config.augment.enabled else None
   num_pipelines = strategy_lib.num_workers(strategy)  # one input pipeline per worker
   loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-  # XLA compiles the model alone: the augmentation's image transform has no XLA CPU kernel, and
-  # a compiled step would read the step counter from the wrong replica's device.
-  forward = lambda x: model(x, training=True)  # noqa: E731
-  if config.jit_compile:
-    forward = tf.function(forward, jit_compile=True)
-
-  def gradients(x, labels, weights, partners, lam):
-    """(per-example losses, logits, this replica's gradient of the global mean loss), summed
-    over the micro-batches. A Python loop: their number is a small constant, and each
-    micro-batch starts once the previous one's gradient is summed (the control dependency), so
-    only one micro-batch's activations are alive at a time. Mixing happened before the split,
-    on the replica's whole batch, so it is the same for any accumulate_steps."""
-    parts = [tf.split(t, micro_batches) if t is not None else [None] * micro_batches
-             for t in (x, labels, weights, partners, lam)]
-    per_example, logits, grads = [], [], None
-    for x_i, labels_i, weights_i, partners_i, lam_i in zip(*parts):
-      with tf.control_dependencies(grads or []):
-        x_i = tf.identity(x_i)
-      with tf.GradientTape() as tape:
-        logits_i = forward(x_i)
-        loss_i = cross_entropy(labels_i, logits_i, config.label_smoothing, partners_i, lam_i)
-        if weights_i is not None:
-          loss_i *= weights_i
-        # Divide by the global batch, not the replica's or the micro-batch's: summed over
-        # micro-batches and replicas, the gradient is then the global batch's mean for any
-        # replica count and any accumulate_steps.
-        loss = tf.nn.compute_average_loss(loss_i, global_batch_size=global_batch)
-        if loss_scaling:  # float16 gradients underflow unless the loss is scaled up first
-          loss = optimizer.scale_loss(loss)
-      g = tape.gradient(loss, model.trainable_variables)
-      grads = g if grads is None else [a + b for a, b in zip(grads, g)]
-      per_example.append(loss_i)
-      logits.append(logits_i)
-    return tf.concat(per_example, 0), tf.concat(logits, 0), grads
+  forward = _forward(model, config)
 
   def replica_step(images, labels, weights=None, measure_norm=True):
     # `weights`: 0 for a bad example the pipeline skipped (research/data/pipeline.py), else 1.
@@ -131,24 +99,18 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
                               augment=augment, seed=seed, positions=positions,
                               global_batch=global_batch)
     x, partners, lam = mixing.mix(x, labels, weights, augment, seed, positions, global_batch)
-    per_example, logits, grads = gradients(x, labels, weights, partners, lam)
+    per_example, logits, grads = _gradients(model, forward, optimizer, config,
+                                            (x, labels, weights, partners, lam))
     grads, norm, measured = reduce_and_clip(grads, config.clip_global_norm,
                                             optimizer.dynamic_scale if loss_scaling else None,
                                             measure_norm)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32)
                    == mixing.dominant(labels, partners, lam), tf.float32)
-    if weights is None:
-      correct, count = tf.reduce_sum(hits), tf.cast(tf.shape(labels)[0], tf.float32)
-    else:  # count: the examples trained on; the trainer counts the rest as skipped
-      correct, count = tf.reduce_sum(hits * weights), tf.reduce_sum(weights)
-    # The norm is the same on every replica: summed, it is counted once.
-    norm, measured = (tf.where(replica == 0, v, 0.0) for v in (norm, measured))
-    return tf.stack([tf.reduce_sum(per_example), correct, count, stop_flag.read_value(), norm,
-                     measured])
+    return _step_totals(replica, per_example, hits, labels, weights, norm, measured, stop_flag)
 
   @tf.function
-  def train(iterator, num_steps):
+  def train_steps(iterator, num_steps):
     # Many steps per call: the Python loop and the host-device round trip are paid once per call.
     totals = tf.zeros([len(TOTALS)])
     for i in tf.range(num_steps):
@@ -164,11 +126,64 @@ def make_train_fn(strategy, model, optimizer, config, step, stop_flag):
       totals += sums
       # The stop flags ride along in the metrics' all-reduce: every worker sees the same sum
       # after the same step, so all of them stop there, and no collective is left waiting.
-      if sums[3] > 0:
+      if sums[_STOP] > 0:
         break
     return totals
 
-  return train
+  return lambda iterator, num_steps: dict(zip(TOTALS, train_steps(iterator, num_steps).numpy()))
+
+
+def _forward(model, config):
+  """The model's training forward pass. XLA compiles the model alone (config.jit_compile): the
+  augmentation's image transform has no XLA CPU kernel, and a compiled step would read the step
+  counter from the wrong replica's device."""
+  forward = lambda x: model(x, training=True)  # noqa: E731
+  return tf.function(forward, jit_compile=True) if config.jit_compile else forward
+
+
+def _gradients(model, forward, optimizer, config, batch):
+  """(per-example losses, logits, this replica's gradient of the global mean loss) of `batch`
+  (inputs, labels, weights, partners, lam; see mixing.mix), summed over config.accumulate_steps
+  micro-batches. A Python loop: their number is a small constant, and each micro-batch starts
+  once the previous one's gradient is summed (the control dependency), so only one
+  micro-batch's activations are alive at a time. Mixing happened before the split, on the
+  replica's whole batch, so it is the same for any accumulate_steps."""
+  micro_batches = config.accumulate_steps
+  parts = [tf.split(t, micro_batches) if t is not None else [None] * micro_batches
+           for t in batch]
+  per_example, logits, grads = [], [], None
+  for x_i, labels_i, weights_i, partners_i, lam_i in zip(*parts):
+    with tf.control_dependencies(grads or []):
+      x_i = tf.identity(x_i)
+    with tf.GradientTape() as tape:
+      logits_i = forward(x_i)
+      loss_i = cross_entropy(labels_i, logits_i, config.label_smoothing, partners_i, lam_i)
+      if weights_i is not None:
+        loss_i *= weights_i
+      # Divide by the global batch, not the replica's or the micro-batch's: summed over
+      # micro-batches and replicas, the gradient is then the global batch's mean for any
+      # replica count and any accumulate_steps.
+      loss = tf.nn.compute_average_loss(loss_i, global_batch_size=config.batch_size)
+      if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        loss = optimizer.scale_loss(loss)  # float16 gradients underflow unless scaled up first
+    g = tape.gradient(loss, model.trainable_variables)
+    grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+    per_example.append(loss_i)
+    logits.append(logits_i)
+  return tf.concat(per_example, 0), tf.concat(logits, 0), grads
+
+
+def _step_totals(replica, per_example, hits, labels, weights, norm, measured, stop_flag):
+  """One replica's TOTALS of a step, stacked in their order for the one all-reduce."""
+  if weights is None:
+    correct, count = tf.reduce_sum(hits), tf.cast(tf.shape(labels)[0], tf.float32)
+  else:  # count: the examples trained on; the trainer counts the rest as skipped
+    correct, count = tf.reduce_sum(hits * weights), tf.reduce_sum(weights)
+  # The norm is the same on every replica: summed, it is counted once.
+  norm, measured = (tf.where(replica == 0, v, 0.0) for v in (norm, measured))
+  totals = dict(loss_sum=tf.reduce_sum(per_example), correct=correct, count=count,
+                stop=stop_flag.read_value(), grad_norm_sum=norm, grad_norms=measured)
+  return tf.stack([totals[name] for name in TOTALS])
 
 
 def make_eval_fn(strategy, model, config, num_classes):

@@ -34,6 +34,7 @@ from research.submit import job as job_lib
 from research.train import init_from
 from research.train import optim
 from research.train import precision
+from research.train import saving
 from research.train import steps
 
 
@@ -255,7 +256,7 @@ class _Run:
   optimizer: object
   lr: object
   step: tf.Variable  # steps taken: the data position and the augmentation seeds follow from it
-  saver: checkpoints.Saver
+  saver: saving.Saver
   steps_per_epoch: int
   total_steps: int
   precision_reason: str  # why config.mixed_precision is what it is (auto's choice, or given)
@@ -344,9 +345,8 @@ def _build_run(config, workdir, start_over, strategy, chief, reason, source, loc
   check_profile_steps(config, total)
   model, optimizer, lr, step = build_state(config, strategy, data.num_classes,
                                            data.image_shape, total, per_epoch)
-  saver = checkpoints.Saver(checkpoints.training_checkpoint(model, optimizer, step), workdir,
-                            config.keep_checkpoints, chief,
-                            strategy_lib.worker_index(strategy), lock)
+  saver = saving.Saver(saving.training_checkpoint(model, optimizer, step), workdir,
+                       config.keep_checkpoints, chief, strategy_lib.worker_index(strategy), lock)
   restored = saver.restore()
   start = init_from.load(source, model, strategy) if source and not restored else ''
   if restored:
@@ -431,8 +431,7 @@ def _train(config, workdir, run, wall_start):
   profiler = _Profiler(config, os.path.join(workdir, 'train'), run.chief)
   train_tags = _train_tags(config)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
-  no_sums = tf.zeros([len(steps.TOTALS)])
-  sums, window_start, window_step = no_sums, time.time(), step
+  sums, window_start, window_step = None, time.time(), step  # sums: of the log window's chunks
   train_start, results, stopped = time.time(), {}, False
   skipped = window_skipped = 0  # bad examples skipped (config.dataset.skip_bad_examples)
   # A vanished peer aborts the collectives in a chunk, an evaluation or a save: the error
@@ -444,16 +443,16 @@ def _train(config, workdir, run, wall_start):
                                    config.checkpoint_every_steps), profiler.marks) - step
       chunk = _run_chunk(train_fn, train_iter, n, config, run)
       first, step = step, int(run.step.numpy())
-      skipped += (step - first) * config.batch_size - int(chunk[2])  # weight-0 examples
-      stopped = bool(chunk[3] > 0)  # a preemption signal reached a worker: all stopped here
+      skipped += (step - first) * config.batch_size - int(chunk['count'])  # weight-0 examples
+      stopped = bool(chunk['stop'] > 0)  # a preemption signal reached a worker: all stopped here
       _check_finite(chunk, first, step, run.saver)
-      sums += chunk  # the stop flags summed along are not read
+      sums = _add(sums, chunk)
       if step % config.log_every_steps == 0 or step == total or stopped:
         results.update(_log_window(sums, time.time() - window_start, step, window_step, run,
-                                   skipped - window_skipped))
+                                   skipped - window_skipped, config.label_smoothing))
         _scalars(train_writer, step, {tag: results[k] for tag, k in train_tags.items()},
                  run.saver)
-        sums, window_start, window_step, window_skipped = no_sums, time.time(), step, skipped
+        sums, window_start, window_step, window_skipped = None, time.time(), step, skipped
       if data.validation is not None and (step % eval_every == 0 or step == total):
         val = evaluate(data.validation, 'validation', step, val_writer)
         results.update({f'validation_{k}': val[k] for k in val if 'accuracy' in k})
@@ -466,25 +465,33 @@ def _train(config, workdir, run, wall_start):
   with _summary_writes(run.saver):
     for writer in (train_writer, val_writer):
       writer.flush()
-  final = dict(step=step, epoch=step / run.steps_per_epoch, train_seconds=train_seconds,
+  final = _final(config, workdir, run, step, evaluate, watcher.signal_name,
+                 train_seconds=train_seconds, bad_examples_skipped=skipped)
+  final['wall_seconds'] = time.time() - wall_start
+  return _write_results(workdir, previous, results, run.chief, **final)
+
+
+def _final(config, workdir, run, step, evaluate, signal_name, **final):
+  """The results of the run's end (with `final`): the test split's metrics once it is done,
+  else what stopped it."""
+  final.update(step=step, epoch=step / run.steps_per_epoch,
                weights_digest=outputs.weights_digest(run.model),
                precision=(_precision_record(workdir, step) if run.chief
                           else config.mixed_precision),
-               precision_reason=run.precision_reason, bad_examples_skipped=skipped)
+               precision_reason=run.precision_reason)
   if run.init_from:
     final['init_from'] = run.init_from
-  if step < total:
+  if step < run.total_steps:
     logging.warning('Stopped by %s at step %d of %d, saved: re-run the same command to resume.',
-                    watcher.signal_name or 'a signal to another worker', step, total)
-    final['preempted'] = watcher.signal_name or 'another worker'
+                    signal_name or 'a signal to another worker', step, run.total_steps)
+    final['preempted'] = signal_name or 'another worker'
   else:
     test_writer = _writer(workdir, 'test', run.chief)
-    test = evaluate(data.test, 'test', step, test_writer)
+    test = evaluate(run.data.test, 'test', step, test_writer)
     final.update({f'test_{k}': v for k, v in test.items()}, preempted='')
     with _summary_writes(run.saver):
       test_writer.flush()
-  final['wall_seconds'] = time.time() - wall_start
-  return _write_results(workdir, previous, results, run.chief, **final)
+  return final
 
 
 def _writer(workdir, name, chief):
@@ -495,7 +502,8 @@ def _writer(workdir, name, chief):
 
 
 def _run_chunk(train_fn, train_iter, n, config, run):
-  """`n` training steps in one compiled call; a corrupt example met there is one line."""
+  """`n` training steps in one compiled call, their totals by name (steps.make_train_fn); a
+  corrupt example met there is one line."""
   try:
     return train_fn(train_iter, tf.constant(n))
   except tf.errors.OpError as e:  # other errors go on up
@@ -551,9 +559,15 @@ def _evaluator(config, run):
   return evaluate
 
 
-def _check_finite(sums, first, step, saver):
+def _add(sums, chunk):
+  """The window's sums with a chunk's totals added, name by name (None: an empty window). The
+  totals are float32, so the sums round as they would on the device."""
+  return chunk if sums is None else {name: sums[name] + value for name, value in chunk.items()}
+
+
+def _check_finite(totals, first, step, saver):
   """Stops the run at the first non-finite loss, before anything is saved from it."""
-  loss_sum = float(sums[0].numpy())
+  loss_sum = float(totals['loss_sum'])
   if not math.isfinite(loss_sum):
     latest = saver.latest.latest_checkpoint
     raise UserError(f'training loss became {loss_sum} between steps {first} and {step}: stopped '
@@ -580,17 +594,21 @@ def _write_hparams(config, writer, saver):
     hparams.hparams(values)
 
 
-def _log_window(sums, seconds, step, window_start_step, run, bad=0):
-  """Logs the metrics of the steps since the last log line; returns them."""
-  loss_sum, correct, count, _, norm_sum, norms = (float(v) for v in sums.numpy())
+def _log_window(sums, seconds, step, window_start_step, run, bad=0, smoothing=0.0):
+  """Logs the metrics of the steps since the last log line; returns them. A loss with label
+  `smoothing` says so: it sits well above the plain cross-entropy evaluation reports."""
+  loss_sum, correct, count, norm_sum, norms = (
+      float(sums[name]) for name in ('loss_sum', 'correct', 'count', 'grad_norm_sum',
+                                     'grad_norms'))
   m = {'train_loss': loss_sum / count, 'train_accuracy': correct / count,
        'images_per_sec': count / seconds, 'learning_rate': float(run.lr(step - 1)),
        'bad_examples': bad, 'grad_norm': norm_sum / norms}
   eta = (run.total_steps - step) * seconds / (step - window_start_step)
-  logging.info('step %d/%d epoch %.2f: loss %.4f accuracy %.4f lr %.2e grad norm %.3g %.0f img/s '
-               'ETA %.0fs%s', step, run.total_steps, step / run.steps_per_epoch,
-               m['train_loss'], m['train_accuracy'], m['learning_rate'], m['grad_norm'],
-               m['images_per_sec'], eta, f', {bad} bad examples skipped' if bad else '')
+  logging.info('step %d/%d epoch %.2f: loss%s %.4f accuracy %.4f lr %.2e grad norm %.3g %.0f '
+               'img/s ETA %.0fs%s', step, run.total_steps, step / run.steps_per_epoch,
+               f' (with label smoothing {smoothing:g})' if smoothing else '', m['train_loss'],
+               m['train_accuracy'], m['learning_rate'], m['grad_norm'], m['images_per_sec'], eta,
+               f', {bad} bad examples skipped' if bad else '')
   return m
 
 
