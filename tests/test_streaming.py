@@ -185,6 +185,17 @@ class FolderTest(tf.test.TestCase):
     with self.assertRaisesRegex(UserError, 'test_fraction'):
       folder.list_images(_folder_config(self.root, test_fraction=0.0))
 
+  def test_a_class_whose_files_are_all_unreadable_is_refused_like_an_empty_one(self):
+    helpers.write_image_folder(self.root, per_class=3)
+    dog = os.path.join(self.root, 'train', 'dog')
+    for name in os.listdir(dog):
+      with open(os.path.join(dog, name), 'r+b') as f:
+        f.truncate(40)  # a header and no end: every file of the class is skipped
+    with self.assertRaisesRegex(
+        UserError, r'^class folder .*/train/dog has no readable images \(3 files skipped, '
+        r'e\.g\. \d\.\w+: truncated (JPEG|PNG) .*\): add some or remove the folder$'):
+      folder.list_images(_folder_config(self.root))
+
   def test_load_needs_an_input_size_and_refuses_the_memory_pipeline(self):
     helpers.write_image_folder(self.root, per_class=3)
     with self.assertRaisesRegex(UserError, 'input_size'):

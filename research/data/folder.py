@@ -67,6 +67,20 @@ def _order_key(root, path):
   return hashlib.sha1(os.path.relpath(path, root).encode()).hexdigest()
 
 
+def _refuse_unreadable_classes(root, train_name, classes, pairs, skipped):
+  """A train class folder none of whose files is a readable image is refused as an empty one
+  is: kept, it would make a class the model never sees an example of."""
+  bad = {p for p, _ in skipped}
+  readable = {label for path, label in pairs if path not in bad}
+  for label, name in enumerate(classes):
+    if label not in readable:
+      class_dir = os.path.join(root, train_name, name)
+      mine = [(p, why) for p, why in skipped if os.path.dirname(p) == class_dir]
+      raise UserError(f'class folder {class_dir} has no readable images ({len(mine)} files '
+                      f'skipped, e.g. {os.path.basename(mine[0][0])}: {mine[0][1]}): add some or '
+                      'remove the folder')
+
+
 def list_images(dataset_config):
   """The folder's splits: train, and test from a test/validation/val folder or else the last
   `test_fraction` of train in hash order."""
@@ -111,6 +125,7 @@ def list_images(dataset_config):
     problems = dict(zip(everything, pool.map(_problem, everything)))
   skipped = [(p, 'no image file extension') for p in ignored]
   skipped += [(p, why) for p, why in problems.items() if why]
+  _refuse_unreadable_classes(root, split_dirs['train'], classes, files['train'], skipped)
   for path, why in skipped[:_WARN_AT_MOST]:
     logging.warning('Skipping %s: %s.', path, why)
   if len(skipped) > _WARN_AT_MOST:
