@@ -60,6 +60,9 @@ def base(model='cnn', dataset='mnist'):
       # evaluation, both resized to model.input_size.
       crop_area=(0.08, 1.0), crop_aspect=(0.75, 4 / 3), eval_crop=0.875,
       test_fraction=0.1,  # of an image folder's train/, held out when it has no test folder
+      # Where image folders' indexes go (research/data/folder.py); '' = the user's cache,
+      # $XDG_CACHE_HOME/tf-convnet-research/image-folders (~/.cache/...)
+      index_dir='',
       # A streamed example that fails to read or decode: False stops the run naming it; True
       # trains on without it (weight 0 in its batches), counted in the log and results.
       skip_bad_examples=False))

@@ -245,8 +245,9 @@ def _load_tfds(dataset_config, splits, input_size, prepare):
               fingerprint=fingerprint)
 
 
-def _load_folder(dataset_config, splits, input_size):
-  listing = folder.list_images(dataset_config)
+def _load_folder(dataset_config, splits, input_size, prepare):
+  # Only a preparing process writes the folder's index: the others read what it wrote.
+  listing = folder.list_images(dataset_config, write=prepare)
   if dataset_config.pipeline == 'memory':
     raise UserError('image folders stream (their images vary in size): drop '
                     '--config.dataset.pipeline=memory or set it to stream or auto')
@@ -275,7 +276,7 @@ def load(dataset_config, splits=('train', 'validation', 'test'), input_size=0, p
   other than the chief, which prepares first).
   """
   if folder.is_folder(dataset_config.name):
-    data = _load_folder(dataset_config, splits, input_size)
+    data = _load_folder(dataset_config, splits, input_size, prepare)
   else:
     data = _load_tfds(dataset_config, splits, input_size, prepare)
   loaded = {k: len(v) for k, v in (('train', data.train), ('validation', data.validation),
