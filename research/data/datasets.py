@@ -178,9 +178,14 @@ def crop(dataset_config, input_size, shape):
                       '--config.model.input_size (e.g. 224)')
     size = shape[0]
   channels = _channels(dataset_config, shape[-1] or 3)
+  fit = dataset_config.get('fit', 'crop')
+  if fit not in sources.FITS:
+    raise UserError(f'dataset.fit={fit!r}: use crop (a random-resized crop in training, the '
+                    'centre in evaluation: photographs) or letterbox (the whole image, aspect '
+                    'kept, padded: digits, documents)')
   return sources.Crop(size=size, channels=channels, area=tuple(dataset_config.crop_area),
                       aspect=tuple(dataset_config.crop_aspect),
-                      eval_fraction=dataset_config.eval_crop)
+                      eval_fraction=dataset_config.eval_crop, fit=fit)
 
 
 def _split_sizes(b, names):
@@ -230,7 +235,7 @@ def _load_tfds(dataset_config, splits, input_size, prepare):
         arrayrecord.open_source(version_dir, split), arrayrecord.parse, c,
         dataset_config.skip_bad_examples)
     image_shape = (c.size, c.size, c.channels)
-    fingerprint = {'crop': dataclasses.asdict(c)}
+    fingerprint = {'crop': sources.crop_fingerprint(c)}
   loaded = {name: read(name) for name in wanted}
   train = validation = test = None
   if 'train' in splits or 'validation' in splits:
@@ -261,7 +266,7 @@ def _load_folder(dataset_config, splits, input_size, prepare):
     test = source('test')
   fingerprint = dict(dataset=dataset_config.name, version=listing.digest, pipeline='stream',
                      splits={k: len(v[0]) for k, v in listing.splits.items()},
-                     crop=dataclasses.asdict(c))
+                     crop=sources.crop_fingerprint(c))
   return Data(train=train, validation=validation, test=test, num_classes=len(listing.classes),
               class_names=tuple(listing.classes), image_shape=(c.size, c.size, c.channels),
               pipeline='stream', fingerprint=fingerprint)
