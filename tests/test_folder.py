@@ -329,6 +329,23 @@ class WorkerTest(tf.test.TestCase):
     self.assertEqual(worker.fingerprint, chief.fingerprint)
     self.assertAllEqual(worker.train.paths, chief.train.paths)
 
+  def test_two_local_workers_list_the_folder_once(self):
+    root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=6)
+    index_dir = self.create_tempdir().full_path
+    proc = helpers.run_cli(
+        'launch.train', f'--dataset=folder:{root}', '--model=cnn', '--config.model.input_size=16',
+        '--config.batch_size=8', '--config.num_train_steps=2', '--config.steps_per_loop=1',
+        '--config.eval_batch_size=8', '--config.image_grid_size=0',
+        f'--config.dataset.index_dir={index_dir}', '--strategy=multi_worker_mirrored',
+        '--local_workers=2', f'--workdir={os.path.join(self.create_tempdir().full_path, "w")}')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    lines = proc.stderr.splitlines()
+    listed = [line for line in lines if 'Listing image folder' in line]
+    self.assertLen(listed, 1)
+    self.assertTrue(listed[0].startswith('[worker 0]'), listed[0])
+    self.assertTrue(any(line.startswith('[worker 1]') and 'Read the index of image folder' in line
+                        for line in lines), proc.stderr[-3000:])
+
   def test_a_worker_without_an_index_lists_and_writes_nothing(self):
     root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=6)
     index_dir = self.create_tempdir().full_path
@@ -428,6 +445,30 @@ class PrepareTest(tf.test.TestCase):
     self.assertEqual(outputs.read_json(os.path.join(workdir, 'config.json')), config_before)
     self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'checkpoints'))),
                      checkpoints_before)
+
+
+class DigitsFolderTest(tf.test.TestCase):
+  """Real MNIST digits saved at varied sizes on non-square canvases: the digits style
+  (letterboxed whole images) learns them as digits, where photographs' crops cut them."""
+
+  def test_600_steps_of_the_digits_style_reach_95_percent(self):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    data_dir = helpers.require_real_data()
+    root = self.create_tempdir().full_path
+    for split, source, count, seed in (('train', 'train', 6000, 0), ('test', 'test', 2000, 1)):
+      examples = tfds.as_numpy(tfds.load('mnist', split=f'{source}[:{count}]',
+                                         data_dir=data_dir, batch_size=-1))
+      helpers.write_digit_folder(root, examples['image'][..., 0], examples['label'], split,
+                                 seed=seed, centred=True)
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    proc = helpers.run_cli('launch.train', f'--config=configs/default.py:cnn,folder:{root},digits',
+                           '--config.model.standardize=True', '--config.model.input_size=32',
+                           '--config.num_train_steps=600', f'--workdir={workdir}', timeout=900)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    info = outputs.read_json(os.path.join(workdir, 'data_info.json'))
+    self.assertEqual(info['fingerprint']['crop']['fit'], 'letterbox')
+    self.assertEqual(info['image_shape'], [32, 32, 1])
+    self.assertGreaterEqual(outputs.read_results(workdir)['test_accuracy'], 0.95)
 
 
 if __name__ == '__main__':
