@@ -19,7 +19,10 @@ from research import config as config_lib
 from research import outputs
 from research.data import datasets
 from research.data import folder
+from research.data import pack
+from research.data import pipeline
 from research.data import prepare
+from research.data import sources
 from research.errors import UserError
 from tests import helpers
 
@@ -445,6 +448,116 @@ class PrepareTest(tf.test.TestCase):
     self.assertEqual(outputs.read_json(os.path.join(workdir, 'config.json')), config_before)
     self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'checkpoints'))),
                      checkpoints_before)
+
+
+def _pack_config(root, tmp, **dataset):
+  return _config(root, os.path.join(tmp, 'index'), data_dir=os.path.join(tmp, 'data'), **dataset)
+
+
+def _batches(data, steps=6):
+  train = [tuple(t.numpy() for t in b) for b in pipeline.train_dataset(data.train, 8, 0).take(
+      steps)]
+  test = [tuple(t.numpy() for t in b) for b in pipeline.eval_dataset(data.test, 8)]
+  return train + test
+
+
+class PackTest(tf.test.TestCase):
+  """A folder packed into ArrayRecord shards reads as the folder itself."""
+
+  def setUp(self):
+    super().setUp()
+    self.root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=12)
+    self.tmp = self.create_tempdir().full_path
+    os.makedirs(os.path.join(self.tmp, 'data'))
+    self.config = _pack_config(self.root, self.tmp, validation_size=4)
+
+  def _load(self):
+    return datasets.load(self.config, input_size=24)
+
+  def test_the_pack_gives_the_folders_batches_and_fingerprint(self):
+    files = self._load()
+    self.assertIsInstance(files.train, sources.FileSource)
+    lines = prepare.prepare(self.config, packed=True)
+    self.assertRegex(lines[-1], r'pack: .*/image_folders/\w+-[0-9a-f]{16} \(2 shards written, 0 '
+                                r'kept; [\d.]+ MiB of files in [\d.]+s, \d+ MiB/s\)$')
+    with self.assertLogs(level='INFO') as logs:
+      packed = self._load()
+    self.assertRegex('\n'.join(logs.output), 'Reading image folder .* from its ArrayRecord pack')
+    self.assertIsInstance(packed.train, sources.RecordSource)
+    self.assertEqual(packed.fingerprint, files.fingerprint)
+    for a, b in zip(_batches(files), _batches(packed), strict=True):
+      for x, y in zip(a, b):
+        self.assertAllEqual(x, y)
+    self.assertRegex(prepare.prepare(self.config, packed=True)[-1], r'\(up to date\)$')
+
+  def test_a_changed_folder_is_read_from_its_files_until_packed_again(self):
+    prepare.prepare(self.config, packed=True)
+    dog = os.path.join(self.root, 'train', 'dog')
+    shutil.copy(os.path.join(dog, '0.jpg'), os.path.join(dog, 'new.jpg'))
+    self.assertIsInstance(self._load().train, sources.FileSource)
+    prepare.prepare(self.config, packed=True)
+    self.assertIsInstance(self._load().train, sources.RecordSource)
+
+  def test_a_kill_while_packing_leaves_no_pack_and_packing_again_keeps_whole_shards(self):
+    script = ('import os, signal\n'
+              'from research import config as config_lib\n'
+              'from research.data import arrayrecord, pack, prepare\n'
+              'pack._TARGET_SHARD_BYTES = 4096  # a shard per few files\n'
+              'real, calls = arrayrecord.write_shard, []\n'
+              'def hook(path, records, *args):\n'
+              '  calls.append(path)\n'
+              '  def dying(records):  # the fourth shard: killed after its first record\n'
+              '    yield next(records)\n'
+              '    os.kill(os.getpid(), signal.SIGKILL)\n'
+              '  return real(path, dying(records) if len(calls) == 4 else records, *args)\n'
+              'arrayrecord.write_shard = hook\n'
+              f'c = config_lib.base("cnn", "folder:{self.root}").dataset\n'
+              f'c.update(index_dir="{self.config.index_dir}", data_dir="{self.config.data_dir}")\n'
+              'prepare.prepare(c, packed=True)\n')
+    proc = subprocess.run([sys.executable, '-c', script], cwd=helpers.ROOT, capture_output=True,
+                          text=True, timeout=120)
+    self.assertEqual(proc.returncode, -9, proc.stderr[-2000:])
+    files = self._load()
+    self.assertIsInstance(files.train, sources.FileSource)  # no manifest: no pack is read
+    listing = folder.list_images(self.config)
+    directory = pack.pack_dir(self.config, listing)
+    names = os.listdir(directory)
+    self.assertLen([n for n in names if not n.startswith('.')], 3)  # 3 whole shards
+    self.assertLen([n for n in names if n.startswith('.')], 1)  # the fourth, never renamed
+    with mock.patch.object(pack, '_TARGET_SHARD_BYTES', 4096):
+      line = prepare.prepare(self.config, packed=True)[-1]
+    self.assertRegex(line, r'\((\d+) shards written, 3 kept;')
+    self.assertEqual(sorted(n for n in os.listdir(directory) if n.startswith('.')), [])
+    packed = self._load()
+    self.assertIsInstance(packed.train, sources.RecordSource)
+    for a, b in zip(_batches(files), _batches(packed), strict=True):
+      for x, y in zip(a, b):
+        self.assertAllEqual(x, y)
+
+  def test_a_tfds_dataset_is_not_packed(self):
+    with self.assertRaisesRegex(UserError, r'^--pack packs an image folder'):
+      prepare.prepare(config_lib.base('cnn', 'mnist').dataset, packed=True)
+
+  def test_runs_on_the_pack_and_on_the_files_end_with_the_same_weights(self):
+    run = ('--model=cnn', '--config.model.input_size=16', '--config.batch_size=8',
+           '--config.num_train_steps=4', '--config.steps_per_loop=2',
+           '--config.eval_batch_size=8', '--config.image_grid_size=0', '--deterministic',
+           f'--config.dataset.index_dir={self.config.index_dir}', f'--dataset=folder:{self.root}')
+    files = os.path.join(self.tmp, 'files')
+    proc = helpers.run_cli('launch.train', *run, f'--workdir={files}')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    prepared = helpers.run_cli('launch.prepare', f'--dataset=folder:{self.root}',
+                               f'--index_dir={self.config.index_dir}',
+                               f'--data_dir={self.config.data_dir}', '--pack')
+    self.assertEqual(prepared.returncode, 0, prepared.stderr[-2000:])
+    self.assertIn('pack: ', prepared.stdout)
+    packed = os.path.join(self.tmp, 'packed')
+    proc = helpers.run_cli('launch.train', *run, f'--data_dir={self.config.data_dir}',
+                           f'--workdir={packed}')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    self.assertIn('from its ArrayRecord pack', proc.stderr)
+    self.assertEqual(outputs.read_results(packed)['weights_digest'],
+                     outputs.read_results(files)['weights_digest'])
 
 
 class DigitsFolderTest(tf.test.TestCase):

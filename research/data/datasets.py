@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from research.data import arrayrecord
 from research.data import folder
+from research.data import pack
 from research.data import pipeline
 from research.data import sources
 from research.errors import UserError
@@ -257,8 +258,18 @@ def _load_folder(dataset_config, splits, input_size, prepare):
     raise UserError('image folders stream (their images vary in size): drop '
                     '--config.dataset.pipeline=memory or set it to stream or auto')
   c = crop(dataset_config, input_size, (None, None, dataset_config.channels or 3))
-  source = lambda split: sources.FileSource(  # noqa: E731
-      *listing.splits[split], c, dataset_config.skip_bad_examples)
+  packed = pack.open_pack(dataset_config, listing)
+  if packed:
+    # The same examples at the same indices as the files: the same crops and fingerprint.
+    logging.info('Reading image folder %s from its ArrayRecord pack %s.', dataset_config.name,
+                 pack.pack_dir(dataset_config, listing))
+
+  def source(split):
+    if packed:
+      return sources.RecordSource(packed[split], arrayrecord.parse, c,
+                                  dataset_config.skip_bad_examples)
+    return sources.FileSource(*listing.splits[split], c, dataset_config.skip_bad_examples)
+
   train = validation = test = None
   if 'train' in splits or 'validation' in splits:
     train, validation = _with_validation(dataset_config, source('train'))

@@ -10,6 +10,8 @@ import tensorflow_datasets as tfds
 from research.data import arrayrecord
 from research.data import datasets
 from research.data import folder
+from research.data import pack
+from research.errors import UserError
 
 
 def _size(paths):
@@ -23,8 +25,9 @@ def _human(n):
   return f'{n} bytes'
 
 
-def _prepare_folder(dataset_config):
-  """Lists the folder into its index (or finds the index current); says what it holds."""
+def _prepare_folder(dataset_config, packed):
+  """Lists the folder into its index (or finds the index current), packs it when `packed`;
+  says what it holds and what was done."""
   listing = folder.list_images(dataset_config)
   lines = [f'{dataset_config.name}: {len(listing.classes)} classes '
            f'({", ".join(listing.classes[:10])}{", ..." if len(listing.classes) > 10 else ""})']
@@ -38,13 +41,19 @@ def _prepare_folder(dataset_config):
                  f'{"up to date" if listing.from_index else "written"})')
   else:
     lines.append('  index: not written (see the warning above); every start lists the folder')
+  if packed:
+    lines += pack.pack(dataset_config)
   return lines
 
 
-def prepare(dataset_config):
-  """Prepares `dataset_config.name`; returns the lines that say what was done and the sizes."""
+def prepare(dataset_config, packed=False):
+  """Prepares `dataset_config.name`; returns the lines that say what was done and the sizes.
+  `packed`: an image folder is also packed into ArrayRecord shards (pack.py)."""
   if folder.is_folder(dataset_config.name):
-    return _prepare_folder(dataset_config)
+    return _prepare_folder(dataset_config, packed)
+  if packed:
+    raise UserError('--pack packs an image folder: pass --dataset=folder:DIR, or drop --pack (a '
+                    'tfds dataset is prepared as ArrayRecord already)')
   b = datasets.builder(dataset_config, random_access=True)
   version_dir = arrayrecord.version_dir(b)
   lines = []
