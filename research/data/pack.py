@@ -32,6 +32,9 @@ from research.errors import UserError
 
 MANIFEST = 'pack.json'
 _TARGET_SHARD_BYTES = 256 * 2**20  # tfds aims at shards of about this size too
+# One record per chunk, as tfds writes (a random read reads one record), but not compressed:
+# image files are compressed already, and zstd made packing 4-6x slower for 4% less disk.
+_WRITER_OPTIONS = 'group_size:1,uncompressed'
 
 
 def pack_dir(dataset_config, listing):
@@ -90,7 +93,8 @@ def pack(dataset_config):
         continue
       outputs.remove_incomplete(path)  # what a killed packer left
       arrayrecord.write_shard(path, _records(paths, labels, a, b, done), b - a,
-                              f'image folder {root}', 'its listing has', 'pack again')
+                              f'image folder {root}', 'its listing has', 'pack again',
+                              _WRITER_OPTIONS)
       written += 1
       logging.info('Wrote %s (%d files; %.0f MiB packed so far).', path, b - a,
                    done[0] / 2**20)
