@@ -2,6 +2,8 @@
 
 Command: python -m launch.train --model=MODEL --dataset=DATASET --workdir=DIR
   (launch.train uses this file when there is no configs/<model>_<dataset>.py.)
+  An image folder of digits or documents: --config=configs/default.py:MODEL,folder:DIR,digits
+  (the style's preset: whole images letterboxed, grey, no flips; research/config.py STYLES).
 Reproduces: nothing in particular; the presets are sensible starting points, not tuned results.
 """
 
@@ -9,5 +11,8 @@ from research import config as config_lib
 
 
 def get_config(arg='cnn,mnist'):
-  model, dataset = arg.split(',')
-  return config_lib.base(model, dataset)
+  """`model,dataset`, or `model,dataset,style` with a style of config_lib.STYLES (photos, digits)
+  for an image folder: configs/default.py:cnn,folder:/data/digits,digits."""
+  model, dataset, *style = arg.split(',')
+  config = config_lib.base(model, dataset)
+  return config_lib.apply_style(config, style[0]) if style else config

@@ -39,7 +39,7 @@ RESUME_FREE_FIELDS = (
     'checkpoint_every_steps', 'keep_checkpoints', 'eval_batch_size', 'image_grid_size',
     'profile_steps', 'strategy', 'num_gpus', 'num_cpu_devices', 'cluster_timeout_seconds',
     'worker_lost_seconds', 'tpu', 'jit_compile', 'deterministic', 'dataset.data_dir',
-    'dataset.download', 'dataset.manual_dir', 'dataset.memory_budget_gb',
+    'dataset.download', 'dataset.manual_dir', 'dataset.memory_budget_gb', 'dataset.index_dir',
     'dataset.skip_bad_examples')
 
 # The run's config as it started (never rewritten once a checkpoint exists), and the changes
@@ -63,6 +63,25 @@ def augment_preset(dataset):
               color_ops=True)
 
 
+# Presets for an image folder by what its images show, picked by name as the third part of
+# configs/default.py's argument (configs/default.py:cnn,folder:DIR,digits).
+STYLES = ('photos', 'digits')
+
+
+def apply_style(c, style):
+  """photos (base()'s folder defaults): Inception's random-resized crop, flips, colour jitter,
+  a centre crop for evaluation. digits (digits, characters, documents, whose whole image and
+  handedness matter): each image letterboxed whole in training and evaluation, grey, with the
+  digit datasets' small rotation, scale and shift and no flip or colour op."""
+  if style not in STYLES:
+    raise UserError(f'unknown style {style!r}: use one of {", ".join(STYLES)}')
+  if style == 'digits':
+    c.dataset.fit = 'letterbox'
+    c.dataset.channels = 1
+    c.augment.update(augment_preset('mnist'))
+  return c
+
+
 def base(model='cnn', dataset='mnist'):
   """Every field a run reads, with defaults; the model section is the model's preset."""
   c = ml_collections.ConfigDict()
@@ -80,7 +99,14 @@ def base(model='cnn', dataset='mnist'):
       # and range of aspect ratios for training, the centre `eval_crop` of the shorter side for
       # evaluation, both resized to model.input_size.
       crop_area=(0.08, 1.0), crop_aspect=(0.75, 4 / 3), eval_crop=0.875,
+      # crop: the crops above (photographs); letterbox: the whole image, aspect kept, on zero
+      # padding, in training and evaluation (digits, documents: the device's augmentation then
+      # jitters it). See STYLES.
+      fit='crop',
       test_fraction=0.1,  # of an image folder's train/, held out when it has no test folder
+      # Where image folders' indexes go (research/data/folder.py); '' = the user's cache,
+      # $XDG_CACHE_HOME/tf-convnet-research/image-folders (~/.cache/...)
+      index_dir='',
       # A streamed example that fails to read or decode: False stops the run naming it; True
       # trains on without it (weight 0 in its batches), counted in the log and results.
       skip_bad_examples=False))

@@ -44,7 +44,8 @@ class _Serving(tf.Module):
     self._input_size = config.model.input_size
     self._shape = tuple(int(d) for d in info['image_shape'])
     self._pipeline = info.get('pipeline', 'memory')
-    self._fraction = info.get('fingerprint', {}).get('crop', {}).get('eval_fraction', 0.875)
+    crop = info.get('fingerprint', {}).get('crop', {})
+    self._fraction, self._fit = crop.get('eval_fraction', 0.875), crop.get('fit', 'crop')
     h, w, c = self._shape
     self.serve_uint8 = tf.function(
         self._outputs, input_signature=[tf.TensorSpec([None, h, w, c], tf.uint8, 'images')])
@@ -54,6 +55,8 @@ class _Serving(tf.Module):
   def _decode(self, data):
     h, _, c = self._shape
     if self._pipeline == 'stream':
+      if self._fit == 'letterbox':
+        return decode.letterbox(data, h, c)
       return decode.eval_crop(data, h, c, self._fraction)
     return predict.decode_padded(data, self._shape)
 

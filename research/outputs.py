@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import uuid
 
 import numpy as np
 
@@ -57,6 +58,39 @@ def write_json(path, obj):
       os.remove(tmp)
     raise write_error('file', path, e,
                       'the previous version is unchanged' if os.path.exists(path) else '') from None
+
+
+def write_atomic(path, data, what='file'):
+  """Writes bytes `data` to `path` atomically and durably: a temporary sibling, synced, then
+  renamed over `path`. A crash (even kill -9) leaves the old file or the new one; what it can
+  leave besides is a temporary named `.<name>.incomplete-*`, which nothing reads and
+  `remove_incomplete` deletes. A failed write raises a one-line UserError."""
+  directory, name = os.path.split(path)
+  tmp = os.path.join(directory, f'.{name}.incomplete-{uuid.uuid4().hex}')
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise write_error(what, path, e,
+                      'the previous version is unchanged' if os.path.exists(path) else '') from None
+
+
+def remove_incomplete(path):
+  """Deletes what interrupted `write_atomic`s of `path` left behind; returns how many."""
+  directory, name = os.path.split(path)
+  removed = 0
+  with contextlib.suppress(OSError):
+    for entry in os.scandir(directory or '.'):
+      if entry.name.startswith(f'.{name}.incomplete-'):
+        with contextlib.suppress(OSError):
+          os.remove(entry.path)
+          removed += 1
+  return removed
 
 
 def read_json(path):

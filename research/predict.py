@@ -113,44 +113,24 @@ def read_bytes(path):
   return data
 
 
-def _f32_div(x, y):
-  """x / y rounded to float32 as eager float32 division rounds it, computed in float64 (exact
-  for these operands after one rounding) so that Grappler's arithmetic rewrites of float32
-  division in a graph cannot shift it."""
-  return tf.cast(tf.cast(x, tf.float64) / tf.cast(y, tf.float64), tf.float32)
-
-
-def _resize_with_pad(image, height, width):
-  """tf.image.resize_with_pad(image, height, width) as it runs eagerly. In a graph, with the
-  image's size unknown until run time, Grappler rewrites its float32 size arithmetic and a 41×97
-  image comes out 27 pixels wide instead of 28; the sizes are therefore worked out here, in its
-  order and rounding, and the resize and pad are its own ops."""
-  shape = tf.shape(image)
-  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-  ratio = tf.maximum(_f32_div(w, float(width)), _f32_div(h, float(height)))
-  resized_h, resized_w = _f32_div(h, ratio), _f32_div(w, ratio)
-  size = tf.cast(tf.floor(tf.stack([resized_h, resized_w])), tf.int32)
-  pad_h = tf.maximum(0, tf.cast(tf.floor((float(height) - resized_h) / 2), tf.int32))
-  pad_w = tf.maximum(0, tf.cast(tf.floor((float(width) - resized_w) / 2), tf.int32))
-  resized = tf.image.resize(image, size, method='bilinear', antialias=False)
-  return tf.image.pad_to_bounding_box(resized, pad_h, pad_w, height, width)
-
-
 def decode_padded(data, image_shape):
   """Encoded bytes → uint8 [H, W, C] of `image_shape`: decoded to its channels, resized into it
   with the aspect kept and zero padding. Graph-safe, so that the export traces the same ops and
   gets the same pixels as this module does eagerly."""
   h, w, c = image_shape
-  image = _resize_with_pad(tf.cast(decode.decode_to_channels(data, c), tf.float32), h, w)
+  image = decode.resize_with_pad(tf.cast(decode.decode_to_channels(data, c), tf.float32), h, w)
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def decode_bytes(data, image_shape, pipeline='memory', eval_fraction=0.875):
+def decode_bytes(data, image_shape, pipeline='memory', eval_fraction=0.875, fit='crop'):
   """uint8 [H, W, C] as the run's evaluation pipeline shipped it: padded to the dataset's source
-  shape (memory), or centre-cropped to it (stream); raises ValueError when not an image."""
+  shape (memory), or centre-cropped (stream) or letterboxed (stream, fit 'letterbox') to it;
+  raises ValueError when not an image."""
   h, _, c = image_shape
   try:
     if pipeline == 'stream':
+      if fit == 'letterbox':
+        return decode.letterbox(data, h, c)
       return decode.eval_crop(data, h, c, eval_fraction)
     return decode_padded(data, image_shape)
   except tf.errors.OpError:
@@ -159,15 +139,15 @@ def decode_bytes(data, image_shape, pipeline='memory', eval_fraction=0.875):
     raise ValueError(NOT_AN_IMAGE) from None
 
 
-def load_image(path, image_shape, pipeline='memory', eval_fraction=0.875):
+def load_image(path, image_shape, pipeline='memory', eval_fraction=0.875, fit='crop'):
   """decode_bytes of the file at `path`; raises ValueError naming what is wrong."""
-  return decode_bytes(read_bytes(path), image_shape, pipeline, eval_fraction)
+  return decode_bytes(read_bytes(path), image_shape, pipeline, eval_fraction, fit)
 
 
-def _decoder(image_shape, pipeline='memory', eval_fraction=0.875):
+def _decoder(image_shape, pipeline='memory', eval_fraction=0.875, fit='crop'):
   """decode_bytes as one traced function: a file's dozen small ops cost several times more run
   eagerly one by one, and the graph-safe ops give the same pixels."""
-  traced = tf.function(lambda data: decode_bytes(data, image_shape, pipeline, eval_fraction),
+  traced = tf.function(lambda data: decode_bytes(data, image_shape, pipeline, eval_fraction, fit),
                        input_signature=[tf.TensorSpec([], tf.string)])
   held = tf_startup.HeldStderr()
 
@@ -197,8 +177,9 @@ def _checkpoint_model(workdir, checkpoint):
     x = preprocess.preprocess(images, input_size=config.model.input_size, training=False)
     return tf.nn.softmax(model(x, training=False))
 
-  fraction = info.get('fingerprint', {}).get('crop', {}).get('eval_fraction', 0.875)
-  decode_one = _decoder(info['image_shape'], info.get('pipeline', 'memory'), fraction)
+  crop = info.get('fingerprint', {}).get('crop', {})
+  decode_one = _decoder(info['image_shape'], info.get('pipeline', 'memory'),
+                        crop.get('eval_fraction', 0.875), crop.get('fit', 'crop'))
 
   def run(batch):
     return probabilities(tf.stack([image for _, image in batch])).numpy()

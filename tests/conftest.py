@@ -4,6 +4,20 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+
+def _private_cache():
+  """A cache dir of the test run's own (image folder indexes go there, research/data/folder.py),
+  shared by the processes the tests start and removed at exit."""
+  import atexit  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  path = tempfile.mkdtemp(prefix='test-cache-')
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+os.environ['XDG_CACHE_HOME'] = _private_cache()
+
 # Before any test module imports TensorFlow: the package turns oneDNN on (1.6x here).
 import research  # noqa: E402,F401
 

@@ -145,6 +145,30 @@ def write_image_folder(root, classes=('cat', 'dog', 'emu'), per_class=6, splits=
   return root
 
 
+def write_digit_folder(root, images, labels, split='train', seed=0, centred=False):
+  """Grey digits (uint8 [N, 28, 28]) as files in root/<split>/<label>/, as a folder of scanned
+  digits looks: each scaled by 0.8–2.5 and put at a random place (or the centre) of a black
+  canvas of its own size and aspect (1:2 to 2:1), alternately PNG and JPEG. Returns root."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  for i, (pixels, label) in enumerate(zip(images, labels)):
+    directory = os.path.join(root, split, str(int(label)))
+    os.makedirs(directory, exist_ok=True)
+    side = int(round(28 * rng.uniform(0.8, 2.5)))
+    digit = Image.fromarray(pixels).resize((side, side), Image.BILINEAR)
+    aspect = rng.uniform(1.0, 2.0)
+    h, w = (side, int(side * aspect)) if rng.random() < 0.5 else (int(side * aspect), side)
+    canvas = Image.new('L', (w, h))
+    x, y = (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)))
+    canvas.paste(digit, ((w - side) // 2, (h - side) // 2) if centred else (x, y))
+    if i % 2:
+      canvas.save(os.path.join(directory, f'{i}.jpg'), 'JPEG', quality=90)
+    else:
+      canvas.save(os.path.join(directory, f'{i}.png'), 'PNG')
+  return root
+
+
 _STREAMING_MNIST = []
 
 

@@ -102,6 +102,8 @@ class DecodeTest(tf.test.TestCase, parameterized.TestCase):
                         decode.eval_crop(_encode(colour.numpy()), 30, channels, fraction=1.0))
     whole = decode.train_crop(data, 16, channels, tf.constant([0, 1], tf.int64))
     self.assertEqual(whole.shape, (16, 16, channels))
+    self.assertAllEqual(decode.letterbox(data, 30, channels),
+                        decode.letterbox(_encode(colour.numpy()), 30, channels))
 
   def test_sixteen_bit_png_is_scaled_to_eight_bits(self):
     pixels = np.full((10, 10), 65535, np.uint16)
@@ -109,6 +111,93 @@ class DecodeTest(tf.test.TestCase, parameterized.TestCase):
     Image.fromarray(pixels).save(buffer, 'PNG')
     out = decode.eval_crop(buffer.getvalue(), 10, 1, fraction=1.0)
     self.assertAllEqual(out, np.full((10, 10, 1), 255, np.uint8))
+
+
+class LetterboxTest(tf.test.TestCase, parameterized.TestCase):
+  """dataset.fit=letterbox: the whole image, aspect kept, on zero padding, in training and
+  evaluation alike (digits, documents), as the in-memory path pad-resizes."""
+
+  def test_the_whole_image_is_centred_on_zero_padding(self):
+    out = decode.letterbox(_encode(np.full((20, 40, 1), 255, np.uint8)), 20, 1)
+    self.assertAllEqual(out[5:15], np.full((10, 20, 1), 255, np.uint8))
+    self.assertAllEqual(out[:5], np.zeros((5, 20, 1), np.uint8))
+    self.assertAllEqual(out[15:], np.zeros((5, 20, 1), np.uint8))
+
+  @parameterized.parameters((30, 70, 3, 32), (90, 40, 1, 28), (12, 12, 1, 40), (1, 300, 1, 16))
+  def test_it_is_tf_resize_with_pad_antialiased(self, h, w, c, size):
+    pixels = _pixels(h, w, c, seed=h)
+    got = tf.function(lambda data: decode.letterbox(data, size, c))(_encode(pixels))
+    if h > 1:
+      want = tf.image.resize_with_pad(tf.cast(pixels, tf.float32), size, size, antialias=True)
+      self.assertAllEqual(got, tf.cast(tf.clip_by_value(tf.round(want), 0, 255), tf.uint8))
+    else:  # a sliver is kept a pixel high where resize_with_pad would fail
+      self.assertEqual(int(tf.reduce_sum(tf.cast(got > 0, tf.int32))), size * c)
+
+  def test_training_and_evaluation_see_the_same_image_whatever_the_seed(self):
+    data = _encode(_pixels(30, 50, 3), 'JPEG')
+    path = os.path.join(self.create_tempdir().full_path, 'a.jpg')
+    with open(path, 'wb') as f:
+      f.write(data)
+    source = sources.FileSource([path], [0], sources.Crop(size=24, channels=3, fit='letterbox'))
+    evaluated = source.decode(tf.constant(path))
+    for seed in ([0, 1], [5, 9]):
+      self.assertAllEqual(source.decode(tf.constant(path), tf.constant(seed, tf.int64)),
+                          evaluated)
+    self.assertAllEqual(evaluated, decode.letterbox(data, 24, 3))
+
+  def test_predict_and_export_letterbox_a_letterboxed_run(self):
+    from research import export  # pylint: disable=g-import-not-at-top
+    from research import predict  # pylint: disable=g-import-not-at-top
+    data = _encode(_pixels(30, 50, 1))
+    want = decode.letterbox(data, 16, 1)
+    self.assertAllEqual(predict.decode_bytes(data, (16, 16, 1), 'stream', fit='letterbox'), want)
+    self.assertNotAllEqual(predict.decode_bytes(data, (16, 16, 1), 'stream'), want)
+    info = {'image_shape': [16, 16, 1], 'pipeline': 'stream', 'class_names': ['a'],
+            'fingerprint': {'crop': {'fit': 'letterbox'}}}
+    serving = export._Serving(config_lib.base('cnn', 'folder:/x'), info, mock.Mock(variables=[]))
+    self.assertAllEqual(serving._decode(tf.constant(data)), want)
+
+  def test_streamed_digits_are_the_memory_paths_batches(self):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 12, 12, 1), dtype=np.uint8)
+    labels = np.arange(24, dtype=np.int32)
+    paths = _files(self.create_tempdir().full_path, images)
+    stream = sources.FileSource(paths, labels, sources.Crop(size=12, channels=1, fit='letterbox'))
+    memory = sources.ArraySource(images, labels)
+    for (xm, ym), (xs, ys) in zip(pipeline.train_dataset(memory, 8, seed=3).take(6),
+                                  pipeline.train_dataset(stream, 8, seed=3).take(6)):
+      self.assertAllEqual(ym, ys)
+      self.assertAllEqual(xm, xs)
+
+  def test_fit_reaches_the_crop_and_the_fingerprint_only_when_not_the_default(self):
+    root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=3)
+    cropped = datasets.load(_folder_config(root), input_size=16)
+    self.assertEqual(cropped.train.crop.fit, 'crop')
+    # As a run recorded it before letterboxing existed: such a workdir still resumes.
+    self.assertEqual(set(cropped.fingerprint['crop']),
+                     {'size', 'channels', 'area', 'aspect', 'eval_fraction'})
+    boxed = datasets.load(_folder_config(root, fit='letterbox'), input_size=16)
+    self.assertEqual(boxed.train.crop.fit, 'letterbox')
+    self.assertEqual(boxed.fingerprint['crop']['fit'], 'letterbox')
+    with self.assertRaisesRegex(UserError, r"^dataset.fit='pad': use crop .* or letterbox"):
+      datasets.load(_folder_config(root, fit='pad'), input_size=16)
+
+  def test_the_digits_style_is_picked_by_name(self):
+    path = os.path.join(config_lib.CONFIG_DIR, 'default.py')
+    digits = config_lib.load_file(path, 'cnn,folder:/data/digits,digits')
+    self.assertEqual(digits.dataset.name, 'folder:/data/digits')
+    self.assertEqual(digits.dataset.fit, 'letterbox')
+    self.assertEqual(digits.dataset.channels, 1)
+    self.assertFalse(digits.augment.flip)
+    self.assertFalse(digits.augment.color_ops)
+    self.assertEqual((digits.augment.brightness, digits.augment.contrast), (0.0, 0.0))
+    self.assertGreater(digits.augment.translate, 0.0)
+    photos = config_lib.load_file(path, 'cnn,folder:/data/pets')
+    self.assertEqual(photos.dataset.fit, 'crop')
+    self.assertTrue(photos.augment.flip)
+    self.assertEqual(config_lib.load_file(path, 'cnn,folder:/data/pets,photos'), photos)
+    with self.assertRaisesRegex(UserError, r"unknown style 'digit': use one of photos, digits"):
+      config_lib.load_file(path, 'cnn,folder:/data/digits,digit')
 
 
 def _folder_config(root, **dataset):
@@ -196,6 +285,17 @@ class FolderTest(tf.test.TestCase):
       folder.list_images(_folder_config(self.root, test_split='holdout'))
     with self.assertRaisesRegex(UserError, 'test_fraction'):
       folder.list_images(_folder_config(self.root, test_fraction=0.0))
+
+  def test_a_class_whose_files_are_all_unreadable_is_refused_like_an_empty_one(self):
+    helpers.write_image_folder(self.root, per_class=3)
+    dog = os.path.join(self.root, 'train', 'dog')
+    for name in os.listdir(dog):
+      with open(os.path.join(dog, name), 'r+b') as f:
+        f.truncate(40)  # a header and no end: every file of the class is skipped
+    with self.assertRaisesRegex(
+        UserError, r'^class folder .*/train/dog has no readable images \(3 files skipped, '
+        r'e\.g\. \d\.\w+: truncated (JPEG|PNG) .*\): add some or remove the folder$'):
+      folder.list_images(_folder_config(self.root))
 
   def test_load_needs_an_input_size_and_refuses_the_memory_pipeline(self):
     helpers.write_image_folder(self.root, per_class=3)

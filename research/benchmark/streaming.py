@@ -112,12 +112,14 @@ def run(quick=False, repeats=3, smoke=False):
   spec, count, steps, drain_batches = SETUPS['smoke' if smoke else 'quick' if quick else 'full']
   config = models.load_config(spec)
   tmp = tempfile.mkdtemp(prefix='stream-bench-')
+  index_dir = tempfile.mkdtemp(prefix='stream-bench-index-')  # not the user's cache
   try:
     start = time.time()
     total = write_jpegs(tmp, count)
     logging.info('Wrote %d JPEG files (%.1f MB) in %.0fs.', count, total / 1e6,
                  time.time() - start)
     config.dataset.name = f'folder:{tmp}'
+    config.dataset.index_dir = index_dir
     config.dataset.validation_size = 0
     config.dataset.test_fraction = 0.05
     data = datasets.load(config.dataset, splits=('train',), input_size=config.model.input_size)
@@ -159,6 +161,7 @@ def run(quick=False, repeats=3, smoke=False):
             'measurements': measured, 'ratios': ratios}
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(index_dir, ignore_errors=True)
     keras.backend.clear_session()
 
 

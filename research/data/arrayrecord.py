@@ -86,29 +86,32 @@ def prepare_command(version_dir):  # pylint: disable=redefined-outer-name
   return _prepare_command(version_dir, _read_info(version_dir))
 
 
-def _copy_shard(src, dst, num_records):
-  """Copies the tfrecord shard `src` into the ArrayRecord shard `dst`, in record order.
+def write_shard(dst, records, num_records, source, expected_by, rerun, options=_WRITER_OPTIONS):
+  """Writes the records of iterable `records` into the ArrayRecord shard `dst`, in order, as
+  tfds writes its shards (one record per chunk); there must be `num_records` of them.
 
   The shard is written under a temporary name and renamed only once complete and synced, so an
-  interrupted conversion never leaves a partial shard that readers would take for a whole one.
+  interrupted write (even kill -9) never leaves a partial shard that readers would take for a
+  whole one. The errors name `source` (where the records come from), `expected_by` (what says
+  how many there are) and `rerun` (what to run again). `options`: the ArrayRecord writer's.
   """
   directory, name = os.path.split(dst)
   tmp = os.path.join(directory, f'.{name}.incomplete-{uuid.uuid4().hex}')
-  fix = f'free disk space or make {directory} writable, then convert again'
+  fix = f'free disk space or make {directory} writable, then {rerun}'
   try:
-    writer = array_record_module.ArrayRecordWriter(tmp, _WRITER_OPTIONS)
+    writer = array_record_module.ArrayRecordWriter(tmp, options)
     # The writer reports a failed open through ok(), not by raising.
     if not writer.ok():
       raise UserError(f'cannot create a shard in {directory}: {fix}')
     count = 0
     try:
-      for record in tf.data.TFRecordDataset(src).as_numpy_iterator():
+      for record in records:
         writer.write(record)
         count += 1
     finally:
       writer.close()
     if count != num_records:
-      raise UserError(f'{src} holds {count} records but dataset_info.json says {num_records}: '
+      raise UserError(f'{source} holds {count} records but {expected_by} {num_records}: '
                       'prepare the dataset again')
     with open(tmp, 'rb') as f:
       os.fsync(f.fileno())
@@ -119,6 +122,12 @@ def _copy_shard(src, dst, num_records):
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def _copy_shard(src, dst, num_records):
+  """Copies the tfrecord shard `src` into the ArrayRecord shard `dst`, in record order."""
+  write_shard(dst, tf.data.TFRecordDataset(src).as_numpy_iterator(), num_records, src,
+              'dataset_info.json says', 'convert again')
 
 
 def _add_format(info_path, file_format):

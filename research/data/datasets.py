@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from research.data import arrayrecord
 from research.data import decode as decode_lib
 from research.data import folder
+from research.data import pack
 from research.data import pipeline
 from research.data import sources
 from research.errors import UserError
@@ -179,9 +180,14 @@ def crop(dataset_config, input_size, shape):
                       '--config.model.input_size (e.g. 224)')
     size = shape[0]
   channels = _channels(dataset_config, shape[-1] or 3)
+  fit = dataset_config.get('fit', 'crop')
+  if fit not in sources.FITS:
+    raise UserError(f'dataset.fit={fit!r}: use crop (a random-resized crop in training, the '
+                    'centre in evaluation: photographs) or letterbox (the whole image, aspect '
+                    'kept, padded: digits, documents)')
   return sources.Crop(size=size, channels=channels, area=tuple(dataset_config.crop_area),
                       aspect=tuple(dataset_config.crop_aspect),
-                      eval_fraction=dataset_config.eval_crop)
+                      eval_fraction=dataset_config.eval_crop, fit=fit)
 
 
 def _split_sizes(b, names):
@@ -231,7 +237,7 @@ def _load_tfds(dataset_config, splits, input_size, prepare):
         arrayrecord.open_source(version_dir, split), arrayrecord.parse, c,
         dataset_config.skip_bad_examples)
     image_shape = (c.size, c.size, c.channels)
-    fingerprint = {'crop': dataclasses.asdict(c)}
+    fingerprint = {'crop': sources.crop_fingerprint(c)}
   loaded = {name: read(name) for name in wanted}
   train = validation = test = None
   if 'train' in splits or 'validation' in splits:
@@ -246,14 +252,25 @@ def _load_tfds(dataset_config, splits, input_size, prepare):
               fingerprint=fingerprint)
 
 
-def _load_folder(dataset_config, splits, input_size):
-  listing = folder.list_images(dataset_config)
+def _load_folder(dataset_config, splits, input_size, prepare):
+  # Only a preparing process writes the folder's index: the others read what it wrote.
+  listing = folder.list_images(dataset_config, write=prepare)
   if dataset_config.pipeline == 'memory':
     raise UserError('image folders stream (their images vary in size): drop '
                     '--config.dataset.pipeline=memory or set it to stream or auto')
   c = crop(dataset_config, input_size, (None, None, dataset_config.channels or 3))
-  source = lambda split: sources.FileSource(  # noqa: E731
-      *listing.splits[split], c, dataset_config.skip_bad_examples)
+  packed = pack.open_pack(dataset_config, listing)
+  if packed:
+    # The same examples at the same indices as the files: the same crops and fingerprint.
+    logging.info('Reading image folder %s from its ArrayRecord pack %s.', dataset_config.name,
+                 pack.pack_dir(dataset_config, listing))
+
+  def source(split):
+    if packed:
+      return sources.RecordSource(packed[split], arrayrecord.parse, c,
+                                  dataset_config.skip_bad_examples)
+    return sources.FileSource(*listing.splits[split], c, dataset_config.skip_bad_examples)
+
   train = validation = test = None
   if 'train' in splits or 'validation' in splits:
     train, validation = _with_validation(dataset_config, source('train'))
@@ -261,7 +278,7 @@ def _load_folder(dataset_config, splits, input_size):
     test = source('test')
   fingerprint = dict(dataset=dataset_config.name, version=listing.digest, pipeline='stream',
                      splits={k: len(v[0]) for k, v in listing.splits.items()},
-                     crop=dataclasses.asdict(c))
+                     crop=sources.crop_fingerprint(c))
   return Data(train=train, validation=validation, test=test, num_classes=len(listing.classes),
               class_names=tuple(listing.classes), image_shape=(c.size, c.size, c.channels),
               pipeline='stream', fingerprint=fingerprint)
@@ -276,7 +293,7 @@ def load(dataset_config, splits=('train', 'validation', 'test'), input_size=0, p
   other than the chief, which prepares first).
   """
   if folder.is_folder(dataset_config.name):
-    data = _load_folder(dataset_config, splits, input_size)
+    data = _load_folder(dataset_config, splits, input_size, prepare)
   else:
     data = _load_tfds(dataset_config, splits, input_size, prepare)
   loaded = {k: len(v) for k, v in (('train', data.train), ('validation', data.validation),

@@ -5,8 +5,10 @@ crops it to the square side the model takes; the device then gets small uint8 ba
 shape and does flip, colour jitter and normalisation inside the compiled step, as for in-memory
 data. Training takes a random-resized crop (Inception's: a box of 8–100% of the area, aspect
 3/4–4/3); evaluation a centre crop of `eval_crop` of the shorter side, resized. JPEG files are
-decoded only inside the crop box. All randomness is stateless, keyed by the caller (the
-pipeline keys it by seed, epoch and example index), so a resumed or re-sharded run crops alike.
+decoded only inside the crop box. Images whose whole matters (digits, documents) are letterboxed
+instead, in training and evaluation alike: resized whole, aspect kept, onto zero padding. All
+randomness is stateless, keyed by the caller (the pipeline keys it by seed, epoch and example
+index), so a resumed or re-sharded run crops alike.
 """
 
 import tensorflow as tf
@@ -99,3 +101,38 @@ def eval_crop(data, size, channels, fraction=0.875):
     return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
 
   return _resize(_decode_box(data, channels, box_of), size, channels)
+
+
+def _f32_div(x, y):
+  """x / y rounded to float32 as eager float32 division rounds it, computed in float64 (exact
+  for these operands after one rounding) so that Grappler's arithmetic rewrites of float32
+  division in a graph cannot shift it."""
+  return tf.cast(tf.cast(x, tf.float64) / tf.cast(y, tf.float64), tf.float32)
+
+
+def resize_with_pad(image, height, width, antialias=False):
+  """tf.image.resize_with_pad(image, height, width, antialias=antialias) as it runs eagerly:
+  the image's aspect kept, centred on zero padding. In a graph, with the image's size unknown
+  until run time, Grappler rewrites its float32 size arithmetic and a 41×97 image comes out 27
+  pixels wide instead of 28; the sizes are therefore worked out here, in its order and rounding,
+  and the resize and pad are its own ops."""
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  ratio = tf.maximum(_f32_div(w, float(width)), _f32_div(h, float(height)))
+  resized_h, resized_w = _f32_div(h, ratio), _f32_div(w, ratio)
+  # At least a pixel: a sliver of an image (1×500) would otherwise resize to nothing and fail.
+  size = tf.maximum(tf.cast(tf.floor(tf.stack([resized_h, resized_w])), tf.int32), 1)
+  pad_h = tf.maximum(0, tf.cast(tf.floor((float(height) - resized_h) / 2), tf.int32))
+  pad_w = tf.maximum(0, tf.cast(tf.floor((float(width) - resized_w) / 2), tf.int32))
+  resized = tf.image.resize(image, size, method='bilinear', antialias=antialias)
+  return tf.image.pad_to_bounding_box(resized, pad_h, pad_w, height, width)
+
+
+def letterbox(data, size, channels):
+  """The whole image of encoded `data` in uint8 [size, size, channels]: aspect kept, centred on
+  zero padding (the in-memory path's pad-resize, done on the host; antialiased when it shrinks,
+  as the crops are). Nothing is cut off and nothing is random."""
+  image = resize_with_pad(tf.cast(_decode_any(data, channels), tf.float32), size, size,
+                          antialias=True)
+  image = tf.ensure_shape(image, [size, size, channels])
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)

@@ -1,6 +1,7 @@
 """Makes a dataset ready for training: a tfds dataset in the random-access format, or an image
-folder checked and counted. Run once before training (launch.prepare); under several workers the
-chief of a run does the same before the others load."""
+folder checked, counted and listed into its index (folder.py). Run once before training
+(launch.prepare); under several workers the chief of a run does the same before the others
+load."""
 
 import os
 
@@ -9,6 +10,8 @@ import tensorflow_datasets as tfds
 from research.data import arrayrecord
 from research.data import datasets
 from research.data import folder
+from research.data import pack
+from research.errors import UserError
 
 
 def _size(paths):
@@ -22,18 +25,35 @@ def _human(n):
   return f'{n} bytes'
 
 
-def prepare(dataset_config):
-  """Prepares `dataset_config.name`; returns the lines that say what was done and the sizes."""
+def _prepare_folder(dataset_config, packed):
+  """Lists the folder into its index (or finds the index current), packs it when `packed`;
+  says what it holds and what was done."""
+  listing = folder.list_images(dataset_config)
+  lines = [f'{dataset_config.name}: {len(listing.classes)} classes '
+           f'({", ".join(listing.classes[:10])}{", ..." if len(listing.classes) > 10 else ""})']
+  for split, (paths, _) in sorted(listing.splits.items()):
+    lines.append(f'  {split}: {len(paths)} images, {_human(listing.bytes[split])}')
+  if listing.skipped:
+    lines.append(f'  skipped {len(listing.skipped)} files that are not readable images '
+                 f'(first: {listing.skipped[0][0]}: {listing.skipped[0][1]})')
+  if listing.index:
+    lines.append(f'  index: {listing.index} ('
+                 f'{"up to date" if listing.from_index else "written"})')
+  else:
+    lines.append('  index: not written (see the warning above); every start lists the folder')
+  if packed:
+    lines += pack.pack(dataset_config)
+  return lines
+
+
+def prepare(dataset_config, packed=False):
+  """Prepares `dataset_config.name`; returns the lines that say what was done and the sizes.
+  `packed`: an image folder is also packed into ArrayRecord shards (pack.py)."""
   if folder.is_folder(dataset_config.name):
-    listing = folder.list_images(dataset_config)
-    lines = [f'{dataset_config.name}: {len(listing.classes)} classes '
-             f'({", ".join(listing.classes[:10])}{", ..." if len(listing.classes) > 10 else ""})']
-    for split, (paths, _) in sorted(listing.splits.items()):
-      lines.append(f'  {split}: {len(paths)} images, {_human(_size(paths))}')
-    if listing.skipped:
-      lines.append(f'  skipped {len(listing.skipped)} files that are not readable images '
-                   f'(first: {listing.skipped[0][0]}: {listing.skipped[0][1]})')
-    return lines
+    return _prepare_folder(dataset_config, packed)
+  if packed:
+    raise UserError('--pack packs an image folder: pass --dataset=folder:DIR, or drop --pack (a '
+                    'tfds dataset is prepared as ArrayRecord already)')
   b = datasets.builder(dataset_config, random_access=True)
   version_dir = arrayrecord.version_dir(b)
   lines = []

@@ -45,6 +45,19 @@ class Crop:
   area: tuple = (0.08, 1.0)
   aspect: tuple = (0.75, 4 / 3)
   eval_fraction: float = 0.875
+  fit: str = 'crop'  # crop (the above), or letterbox: the whole image, aspect kept, padded
+
+
+FITS = ('crop', 'letterbox')
+
+
+def crop_fingerprint(crop):
+  """The crop as a data fingerprint records it; `fit` only when it is not the default, so that a
+  run recorded before the field existed still resumes."""
+  fields = dataclasses.asdict(crop)
+  if fields['fit'] == 'crop':
+    del fields['fit']
+  return fields
 
 
 class _Streaming:
@@ -79,8 +92,11 @@ class _Streaming:
 
   def decode(self, payload, seed=None):
     """Encoded bytes → uint8 [size, size, channels]: a random-resized crop keyed by `seed`
-    (shape [2]) when given, else evaluation's centre crop."""
+    (shape [2]) when given, else evaluation's centre crop; or for `fit` letterbox the whole
+    image."""
     data, c = self.load(payload), self.crop
+    if c.fit == 'letterbox':  # the same whole image in training and evaluation
+      return decode.letterbox(data, c.size, c.channels)
     if seed is None:
       return decode.eval_crop(data, c.size, c.channels, c.eval_fraction)
     return decode.train_crop(data, c.size, c.channels, seed, c.area, c.aspect)
