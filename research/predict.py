@@ -139,11 +139,6 @@ def decode_bytes(data, image_shape, pipeline='memory', eval_fraction=0.875, fit=
     raise ValueError(NOT_AN_IMAGE) from None
 
 
-def load_image(path, image_shape, pipeline='memory', eval_fraction=0.875, fit='crop'):
-  """decode_bytes of the file at `path`; raises ValueError naming what is wrong."""
-  return decode_bytes(read_bytes(path), image_shape, pipeline, eval_fraction, fit)
-
-
 def _decoder(image_shape, pipeline='memory', eval_fraction=0.875, fit='crop'):
   """decode_bytes as one traced function: a file's dozen small ops cost several times more run
   eagerly one by one, and the graph-safe ops give the same pixels."""

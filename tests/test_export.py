@@ -110,7 +110,8 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     cls.expected = dict(zip(order, (
         helpers.class_probabilities(r, cls.names)
         for r in predict.predict(cls.workdir, [cls.files[k] for k in order], top_k=10))))
-    cls.uint8 = predict.load_image(cls.files['grey'], [28, 28, 1]).numpy()[None]
+    cls.uint8 = predict.decode_bytes(predict.read_bytes(cls.files['grey']),
+                                     [28, 28, 1]).numpy()[None]
     np.save(os.path.join(cls.tmp, 'uint8.npy'), cls.uint8)
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     env['TF_CPP_MIN_LOG_LEVEL'] = '2'

@@ -27,8 +27,6 @@ PREEMPTED_EXIT_CODE = 143
 # should start again and resume from it, like after a preemption: >= 128 for the same restart
 # policy, and above 128 + every signal number (64) so that no one reads it as a death by a signal.
 LOST_WORKER_EXIT_CODE = 200
-# launch.train's statuses on which a TFJob's pod is replaced and a Slurm job requeued.
-RESTART_EXIT_CODES = (PREEMPTED_EXIT_CODE, LOST_WORKER_EXIT_CODE)
 # Slurm: the sbatch script, job.json and the job's output live here in the workdir.
 SUBMIT_DIR = 'submit'
 CLUSTERS = ('slurm', 'kubernetes')
