@@ -102,7 +102,7 @@ def _fetch(source, batches, per_replica, seed=None):
   if not source.streaming:
     gather = source.gather_fn()
     return batches.map(lambda _, idx: gather(idx), num_parallel_calls=tf.data.AUTOTUNE)
-  if getattr(source, 'skip_bad', False):
+  if source.skip_bad:
     return _fetch_skipping(source, batches, per_replica, seed)
 
   def read(epoch, idx):
@@ -187,7 +187,7 @@ def raise_if_bad_example(error, source, global_batch_size, seed, step, checkpoin
 
   `checkpoint` is the latest one saved (or None): nothing after it was saved.
   """
-  if not getattr(source, 'streaming', False):
+  if not source.streaming:
     return  # decoded at load: nothing is read while training
   epoch, indices = step_batch(len(source), global_batch_size, seed, step)
   for index in (int(i) for i in indices.numpy()):
@@ -204,7 +204,7 @@ def raise_if_bad_eval_example(error, source, split, checkpoint):
   """The evaluation counterpart of raise_if_bad_example: finds the first example of the
   `split` source that fails to read or decode alone (one parallel pass, as fast as evaluating)
   and raises a one-line UserError naming it; returns when none does (another error)."""
-  if not getattr(source, 'streaming', False):
+  if not source.streaming:
     return
 
   def read_one(index):

@@ -9,6 +9,7 @@ The two streaming ones yield encoded bytes that the host decodes and crops per e
 (decode.py), keyed by (seed, epoch, index), so any split of the work gives the same pixels.
 """
 
+import abc
 import copy
 import dataclasses
 
@@ -18,12 +19,27 @@ import tensorflow as tf
 from research.data import decode
 
 
+class Source(abc.ABC):
+  """What every source is to the pipeline: `len()` examples, a window of them (`subset`), and
+  two facts: whether it streams encoded bytes the host decodes (else it is decoded arrays), and
+  whether a bad example is skipped (weight 0) rather than stopping the run."""
+  streaming = False
+  skip_bad = False
+
+  @abc.abstractmethod
+  def __len__(self):
+    """The number of examples."""
+
+  @abc.abstractmethod
+  def subset(self, start, stop):
+    """The examples [start, stop) as a source of the same kind."""
+
+
 @dataclasses.dataclass(frozen=True)
-class ArraySource:
+class ArraySource(Source):
   """A split decoded into memory at source resolution; the device pad-resizes it."""
   images: np.ndarray  # uint8, [N, H, W, C]
   labels: np.ndarray  # int32, [N]
-  streaming = False
 
   def __len__(self):
     return len(self.labels)
@@ -60,7 +76,7 @@ def crop_fingerprint(crop):
   return fields
 
 
-class _Streaming:
+class _Streaming(Source):
   """Shared by the streaming sources: a window [start, start + length) of a longer listing,
   read in batches (`read`) and decoded per example (`decode`). With `skip_bad` the pipeline
   masks out an example that fails to read or decode instead of stopping (pipeline.py)."""
