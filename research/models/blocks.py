@@ -102,9 +102,7 @@ class Preprocess(keras.layers.Layer):
     self.mode = mode
 
   def build(self, input_shape):
-    if input_shape[-1] not in (1, 3):
-      raise ValueError(f'{self.mode} preprocessing takes grey or RGB images, not '
-                       f'{input_shape[-1]} channels')
+    self.compute_output_shape(input_shape)
 
   def call(self, x, training=None):
     x = (keras.ops.cast(x, 'float32') + 1.0) * 127.5
@@ -113,6 +111,9 @@ class Preprocess(keras.layers.Layer):
     return x[..., ::-1] - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, 'float32')
 
   def compute_output_shape(self, input_shape):
+    if input_shape[-1] not in (1, 3):
+      raise ValueError(f'{self.mode} preprocessing takes grey or RGB images, not '
+                       f'{input_shape[-1]} channels')
     return input_shape
 
   def get_config(self):
