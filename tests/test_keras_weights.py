@@ -124,7 +124,8 @@ class KerasWeightsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(a, b)
     with self.assertLogs(level='INFO') as logs:
       _ours('vgg16', num_classes=10)
-    self.assertIn('re-initialised predictions', '\n'.join(logs.output))
+    self.assertIn('fc1, fc2 from', '\n'.join(logs.output))
+    self.assertIn('; re-initialised logits.', '\n'.join(logs.output))
 
   def test_vgg_at_another_input_size_starts_fc1_fresh(self):
     model, _ = models.build_model(_model_config('vgg16', input_size=64), 1000, (64, 64, 3))
@@ -132,7 +133,8 @@ class KerasWeightsTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertLogs(level='INFO') as logs:
       keras_weights.load(keras_weights.resolve(self.files['vgg16']), model,
                          tf.distribute.get_strategy())
-    self.assertIn('Loaded 15 layers; re-initialised fc1.', '\n'.join(logs.output))
+    self.assertRegex('\n'.join(logs.output), r'Loaded block1, block2, block3, block4, block5, '
+                     r'fc2, logits from .*vgg16.h5; re-initialised fc1\.')
     self.assertNotAllClose(model.stack[-2].dense.kernel, fc2)  # fc2 and the head loaded
     self.assertAllEqual(model.stack[-2].dense.kernel,
                         self.keras_models['vgg16'].get_layer('fc2').kernel)

@@ -154,27 +154,31 @@ def check_input(source, config, data):
 
 
 def _vgg_pairs(model):
-  """(our layer, Keras layer name) of every weighted layer of a VGG."""
+  """(our top-level block, its layer, Keras layer name) of every weighted layer of a VGG."""
   stack = {layer.name: layer for layer in model.stack}
-  pairs = [(conv.conv, f'{block.name}_conv{j + 1}')
+  pairs = [(block.name, conv.conv, f'{block.name}_conv{j + 1}')
            for block in model.stack if block.name.startswith('block')
            for j, conv in enumerate(block.convs)]
-  return pairs + [(stack['fc1'].dense, 'fc1'), (stack['fc2'].dense, 'fc2'),
-                  (stack['logits'].dense, 'predictions')]
+  return pairs + [('fc1', stack['fc1'].dense, 'fc1'), ('fc2', stack['fc2'].dense, 'fc2'),
+                  ('logits', stack['logits'].dense, 'predictions')]
 
 
 def _resnet_pairs(model):
-  """(our layer, Keras layer name) of every weighted layer of a ResNet in Keras' layout."""
+  """(our top-level block, its layer, Keras layer name) of every weighted layer of a ResNet
+  in Keras' layout."""
   stack = {layer.name: layer for layer in model.stack}
-  pairs = [(stack['stem'].conv, 'conv1_conv'), (stack['stem'].norm, 'conv1_bn')]
+  pairs = [('stem', stack['stem'].conv, 'conv1_conv'), ('stem', stack['stem'].norm, 'conv1_bn')]
   for s in range(len(resnet.STAGE_FILTERS)):
-    for b, block in enumerate(stack[f'stage{s + 1}'].blocks):
+    stage = f'stage{s + 1}'
+    for b, block in enumerate(stack[stage].blocks):
       prefix = f'conv{s + 2}_block{b + 1}'
-      for k, (conv, norm) in enumerate(zip(block.convs, block.norms)):
-        pairs += [(conv, f'{prefix}_{k + 1}_conv'), (norm, f'{prefix}_{k + 1}_bn')]
+      layers = [(f'_{k + 1}', conv, norm) for k, (conv, norm) in
+                enumerate(zip(block.convs, block.norms))]
       if block.shortcut:
-        pairs += [(block.shortcut[0], f'{prefix}_0_conv'), (block.shortcut[1], f'{prefix}_0_bn')]
-  return pairs + [(stack['logits'].dense, 'predictions')]
+        layers.append(('_0', *block.shortcut))
+      for suffix, conv, norm in layers:
+        pairs += [(stage, conv, f'{prefix}{suffix}_conv'), (stage, norm, f'{prefix}{suffix}_bn')]
+  return pairs + [('logits', stack['logits'].dense, 'predictions')]
 
 
 def _read(path):
@@ -201,8 +205,8 @@ def load(source, model, strategy):
                '' if source.top else ' without the top', source.path)
   weights = _read(source.path)
   pairs = _resnet_pairs(model) if source.kind == 'resnet50' else _vgg_pairs(model)
-  assign, fresh, loaded = [], [], 0
-  for i, (layer, name) in enumerate(pairs):
+  assign, fresh, loaded = [], [], []
+  for i, (top, layer, name) in enumerate(pairs):
     values = _adapt(weights[name], layer, i == 0) if name in weights else None
     dense = name in ('fc1', 'fc2', 'predictions')
     if values is None and not dense:
@@ -211,15 +215,15 @@ def load(source, model, strategy):
                       f'{[tuple(v.shape) for v in layer.weights]} here: pass a file of '
                       f'keras.applications.{_CLASSES[source.kind]}')
     if values is None:
-      fresh.append(name)
+      fresh.append(top)
       continue
     assign += zip(layer.weights, values)
-    loaded += 1
+    loaded += [top] if top not in loaded else []
   with strategy.scope():  # mirrored variables take the value on every replica
     for target, value in assign:
       target.assign(value)
-  grey = tuple(pairs[0][0].weights[0].shape)[2] == 1
-  logging.info('Loaded %d layers%s; re-initialised %s.', loaded,
+  grey = tuple(pairs[0][1].weights[0].shape)[2] == 1
+  logging.info('Loaded %s from %s%s; re-initialised %s.', ', '.join(loaded), source.path,
                ' (the first conv\'s kernels summed over colour for grey input)' if grey else '',
-               ', '.join(fresh) or 'none')
+               ', '.join(fresh) or 'nothing')
   return source.name
