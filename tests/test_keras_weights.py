@@ -14,6 +14,7 @@ from unittest import mock
 from absl.testing import parameterized
 import h5py
 import keras
+import ml_collections
 from keras.src.legacy.saving import legacy_h5_format
 import numpy as np
 import tensorflow as tf
@@ -222,6 +223,21 @@ class KerasWeightsTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(UserError, 'preprocessing=caffe'):
       init_from.prepare(config, workdir)
     self.assertFalse(os.path.exists(workdir))
+
+
+class OlderRunTest(tf.test.TestCase):
+  """A run saved before model.preprocessing existed is still a source to fine-tune from."""
+
+  def test_missing_field_takes_its_preset_value(self):
+    config = helpers.tiny_config('vgg16')
+    saved = config.model.to_dict()
+    del saved['preprocessing']
+    source = init_from.Source('ckpt', '/runs/old', 'given',
+                              ml_collections.ConfigDict({'model': saved}), {})
+    init_from.check_architecture(source, config)  # no refusal
+    config.model.preprocessing = 'caffe'
+    with self.assertRaisesRegex(UserError, r'model.preprocessing="" there, "caffe" here'):
+      init_from.check_architecture(source, config)
 
 
 def _randomise(model):
