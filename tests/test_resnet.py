@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from research import models
+from research.benchmark import flops
 from research.errors import UserError
 from research.models import blocks
 from research.models import resnet
@@ -232,6 +233,25 @@ class ResNetTest(tf.test.TestCase, parameterized.TestCase):
     finally:
       keras.config.set_dtype_policy('float32')
     self.assertEqual(y.dtype, tf.float32)
+
+
+class FlopsTest(tf.test.TestCase):
+
+  def test_resnet50_multiply_adds_equal_keras_layer_by_layer(self):
+    keras_model = keras.applications.ResNet50(weights=None)
+    expected = 0
+    for layer in keras_model.layers:
+      if isinstance(layer, keras.layers.Conv2D):
+        _, h, w, c = layer.output.shape
+        kh, kw, c_in, _ = layer.kernel.shape
+        expected += h * w * c * kh * kw * c_in
+      elif isinstance(layer, keras.layers.Dense):
+        expected += int(np.prod(layer.kernel.shape))
+    config = models.default_config('resnet50')
+    config.preprocessing = 'caffe'  # no multiply-adds of its own
+    rows = flops.forward_macs(models.build(config, 1000), (224, 224, 3))
+    self.assertEqual(sum(macs for _, macs in rows), expected)
+    self.assertAlmostEqual(expected / 1e9, 3.86, delta=0.01)  # the paper: 3.8e9 "FLOPs"
 
 
 if __name__ == '__main__':
