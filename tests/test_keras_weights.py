@@ -161,6 +161,24 @@ class KerasWeightsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(*features)
     self.assertNotAllClose(_logits(ours, images), _logits(reference, images))
 
+  def test_keras_2_names(self):
+    # The cached files were written by Keras 2: names as bytes, weights named 'kernel:0'.
+    path = os.path.join(self.create_tempdir().full_path, 'vgg16_keras2.h5')
+    shutil.copy(self.files['vgg16'], path)
+    with h5py.File(path, 'a') as f:
+      names = list(f.attrs['layer_names'])
+      f.attrs['layer_names'] = np.array([n.encode() for n in names], dtype='S')
+      for name in names:
+        group = f[name]
+        weights = list(group.attrs['weight_names'])
+        for w in weights:
+          group.move(w, w + ':0')
+        group.attrs['weight_names'] = np.array([(w + ':0').encode() for w in weights], dtype='S')
+      self.assertIsInstance(f.attrs['layer_names'][0], bytes)
+    images = _images()
+    self.assertAllEqual(_logits(_ours('vgg16', path=path), images),
+                        _logits(_ours('vgg16'), images))
+
   @parameterized.parameters('vgg16', 'vgg19', 'resnet50')
   def test_kind_is_read_from_the_file(self, kind):
     source = keras_weights.resolve(self.files[kind])

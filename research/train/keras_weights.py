@@ -82,7 +82,12 @@ def _layers(f):
     raise UserError(f'{f.file.filename} is no Keras HDF5 weight file (Keras 3\'s .weights.h5 '
                     'names no layers): pass the .h5 file keras.applications caches, or the '
                     'model\'s weights saved in the HDF5 format (model.save(\'M.h5\'))')
-  return f, [n.decode() if isinstance(n, bytes) else n for n in f.attrs['layer_names']]
+  return f, [_text(n) for n in f.attrs['layer_names']]
+
+
+def _text(name):
+  """Keras 2 wrote HDF5 names as bytes, Keras 3 as str."""
+  return name.decode() if isinstance(name, bytes) else name
 
 
 def resolve(init_from):
@@ -185,7 +190,7 @@ def _read(path):
   """{Keras layer name: [arrays in the layer's weight order]}."""
   with h5py.File(path, 'r') as f:
     group, names = _layers(f)
-    return {name: [np.asarray(group[name][w]) for w in group[name].attrs['weight_names']]
+    return {name: [np.asarray(group[name][_text(w)]) for w in group[name].attrs['weight_names']]
             for name in names if len(group[name].attrs.get('weight_names', []))}
 
 
