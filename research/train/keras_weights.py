@@ -80,8 +80,7 @@ def _layers(f):
     f = f['model_weights']
   if 'layer_names' not in f.attrs:
     raise UserError(f'{f.file.filename} is no Keras HDF5 weight file (Keras 3\'s .weights.h5 '
-                    'names no layers): pass the .h5 file keras.applications caches, or the '
-                    'model\'s weights saved in the HDF5 format (model.save(\'M.h5\'))')
+                    'names no layers): pass the .h5 file keras.applications caches')
   return f, [_text(n) for n in f.attrs['layer_names']]
 
 
