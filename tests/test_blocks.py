@@ -158,3 +158,49 @@ class StandardizeTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(blocks.Standardize.from_config(layer.get_config()).get_config(),
                      layer.get_config())
     self.assertEqual(layer.get_config()['min_std'], 0.5)
+
+
+class PreprocessTest(tf.test.TestCase, parameterized.TestCase):
+  """The caffe mode gives what Keras Applications' preprocess_input gives VGG and ResNet50."""
+
+  def test_caffe_matches_keras_preprocess_input(self):
+    pixels = tf.random.stateless_uniform((2, 5, 4, 3), (1, 2), maxval=256, dtype=tf.int32)
+    pixels = tf.cast(pixels, tf.float32)
+    ours = blocks.Preprocess('caffe', name='p')(pixels / 255.0 * 2.0 - 1.0)  # the model's input
+    theirs = keras.applications.vgg16.preprocess_input(pixels.numpy())
+    self.assertAllClose(ours, theirs, atol=1e-4, rtol=0)
+    self.assertAllClose(theirs, keras.applications.resnet50.preprocess_input(pixels.numpy()))
+
+  def test_grey_subtracts_the_average_mean(self):
+    y = blocks.Preprocess('caffe', name='p')(tf.fill((1, 2, 2, 1), -1.0))
+    self.assertAllClose(y, tf.fill((1, 2, 2, 1), -(103.939 + 116.779 + 123.68) / 3))
+
+  def test_float32_under_mixed_precision(self):
+    keras.config.set_dtype_policy('mixed_bfloat16')
+    try:
+      layer = blocks.Preprocess('caffe', name='p')
+    finally:
+      keras.config.set_dtype_policy('float32')
+    y = layer(tf.constant([[[[0.99215686, 1.0, -1.0]]]], tf.bfloat16))  # RGB 254, 255, 0
+    self.assertEqual(y.dtype, tf.float32)
+    self.assertAllClose(y, [[[[-103.939, 255 - 116.779, 254 - 123.68]]]], atol=0.5)
+
+  @parameterized.parameters(('tf', 'none of'), ('', 'none of'))
+  def test_refuses_unknown_modes(self, mode, message):
+    with self.assertRaisesRegex(ValueError, message):
+      blocks.Preprocess(mode)
+
+  def test_refuses_other_channel_counts(self):
+    with self.assertRaisesRegex(ValueError, 'grey or RGB images, not 2 channels'):
+      blocks.Preprocess('caffe', name='p')(tf.zeros((1, 3, 3, 2)))
+
+  def test_layers_for_a_config_field(self):
+    self.assertEqual(blocks.preprocessing_layers(''), [])
+    self.assertEqual([layer.mode for layer in blocks.preprocessing_layers('caffe')], ['caffe'])
+    with self.assertRaisesRegex(ValueError, "preprocessing='torch' is none of '', 'caffe'"):
+      blocks.preprocessing_layers('torch')
+
+  def test_config_round_trip(self):
+    layer = blocks.Preprocess('caffe', name='preprocess')
+    self.assertEqual(blocks.Preprocess.from_config(layer.get_config()).get_config(),
+                     layer.get_config())

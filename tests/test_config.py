@@ -16,7 +16,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters('cnn_mnist', 'cnn_dropout_mnist', 'cnn_fashion_mnist',
                             'alexnet_mnist', 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet',
-                            'vgg16_cifar10')
+                            'vgg16_cifar10', 'resnet_mnist', 'resnet_imagenet')
   def test_config_files_load_and_type_check(self, name):
     config = helpers.load_config(name)
     config_lib.check_types(config)
@@ -140,7 +140,8 @@ class RangeTest(tf.test.TestCase, parameterized.TestCase):
   def test_defaults_and_every_config_file_are_in_range(self):
     config_lib.validate(config_lib.base())
     for name in ('cnn_mnist', 'cnn_dropout_mnist', 'cnn_fashion_mnist', 'alexnet_mnist',
-                 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet', 'vgg16_cifar10'):
+                 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet', 'vgg16_cifar10',
+                 'resnet_mnist', 'resnet_imagenet'):
       config_lib.validate(helpers.load_config(name))
 
   def test_low_above_high_is_refused(self):
@@ -157,7 +158,9 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
                             ('vgg16_mnist', 'cpu'), ('vgg16_mnist', 'tiny'),
                             ('vgg16_mnist', 'demo'), ('alexnet_imagenet', 'tiny'),
                             ('vgg16_imagenet', 'tiny'), ('alexnet_imagenet', 'modern'),
-                            ('vgg16_imagenet', 'modern'), ('vgg16_cifar10', 'tiny'))
+                            ('vgg16_imagenet', 'modern'), ('vgg16_cifar10', 'tiny'),
+                            ('resnet_mnist', 'tiny'), ('resnet_mnist', 'keras'),
+                            ('resnet_imagenet', 'tiny'))
   def test_variants_type_check_and_their_models_fit(self, name, variant):
     config = helpers.load_config(name, variant)
     config_lib.check_types(config)
@@ -176,7 +179,7 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
       self.assertLess(cpu.model.input_size, full.model.input_size)
 
   @parameterized.parameters('alexnet_mnist', 'vgg16_mnist', 'alexnet_imagenet', 'vgg16_imagenet',
-                            'vgg16_cifar10')
+                            'vgg16_cifar10', 'resnet_mnist', 'resnet_imagenet')
   def test_unknown_variant(self, name):
     with self.assertRaisesRegex(ValueError, "unknown variant 'huge'"):
       helpers.load_config(name, 'huge')
@@ -184,6 +187,22 @@ class VariantTest(tf.test.TestCase, parameterized.TestCase):
 
 class ImagenetConfigTest(tf.test.TestCase, parameterized.TestCase):
   """The paper recipes of configs/*_imagenet.py and the nets they build."""
+
+  def test_resnet_recipe(self):
+    config = helpers.load_config('resnet_imagenet')
+    self.assertEqual((config.model.name, config.model.input_size), ('resnet50', 224))
+    self.assertNotIn('dropout', config.model)
+    self.assertEqual((config.batch_size, config.num_epochs), (256, 90.0))
+    self.assertEqual((config.optimizer.name, config.optimizer.momentum), ('sgd', 0.9))
+    self.assertAlmostEqual(config.optimizer.weight_decay, 1e-4 / (1 - 0.9))  # the paper's 1e-4
+    self.assertEqual((config.schedule.name, config.schedule.learning_rate,
+                      tuple(config.schedule.boundaries_epochs)), ('step', 0.1, (30.0, 60.0)))
+    self.assertEqual((config.dataset.name, config.dataset.channels), ('imagenet2012', 3))
+
+  def test_resnet_mnist_keras_variant_imports_with_caffe_input(self):
+    config = helpers.load_config('resnet_mnist', 'keras')
+    self.assertEqual((config.model.name, config.init_from, config.model.preprocessing),
+                     ('resnet50', 'keras:resnet50', 'caffe'))
 
   @parameterized.parameters(('alexnet_imagenet', 'alexnet', 128, 90.0, 227),
                             ('vgg16_imagenet', 'vgg16', 256, 74.0, 224))

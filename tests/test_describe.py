@@ -17,6 +17,8 @@ class DescribeModelTest(tf.test.TestCase, parameterized.TestCase):
       ('cnn', {}, 100, 3, '(28, 28, 3)', f'{1792 + 36928 + 204928 + 12900:,}'),
       ('alexnet', {'width_divisor': 32}, 10, 1, '(227, 227, 1)', None),
       ('vgg11', {'width_divisor': 32, 'input_size': 32}, 10, 3, '(32, 32, 3)', None),
+      ('resnet18', {'width_divisor': 8, 'input_size': 32, 'stem': 'small'}, 10, 1,
+       '(32, 32, 1)', None),
   )
   def test_table(self, model, fields, classes, channels, shape, total):
     config = config_lib.base(model)
@@ -57,6 +59,9 @@ class DescribeCliTest(tf.test.TestCase, parameterized.TestCase):
        ['--config.model.batch_norm=False']),
       ('alexnet', '58,327,786', ['12,000'], []),
       ('vgg16', '134,300,362', ['block1', 'block5', '(7, 7, 512)', '102,764,544'], []),
+      # Keras Applications' ResNet50 (moving statistics counted, as Keras counts them).
+      ('resnet50', '25,636,712', ['stem', 'stage4', '(7, 7, 2048)', '14,998,528'],
+       ['--num_classes=1000', '--channels=3']),
   )
   def test_prints_table_and_exact_total(self, model, total, expected, flags):
     proc = helpers.run_cli('launch.describe', f'--model={model}', *flags, timeout=120)

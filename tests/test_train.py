@@ -141,7 +141,8 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(result.top, 3)
     self.assertAlmostEqual(sum(p for _, p in result.top), 1.0, delta=1.0)
 
-  @parameterized.parameters(('alexnet_mnist', 'tiny'), ('vgg16_mnist', 'tiny'))
+  @parameterized.parameters(('alexnet_mnist', 'tiny'), ('vgg16_mnist', 'tiny'),
+                            ('resnet_mnist', 'tiny'))
   def test_tiny_variant_trains_end_to_end_with_on_device_resize(self, name, variant):
     config = helpers.load_config(name, variant)
     tiny = helpers.tiny_config(config.model.name)

@@ -10,6 +10,7 @@ import math
 import keras
 
 from research.models import blocks
+from research.models import resnet
 from research.models import vgg
 
 # Leaves that do no multiply-adds (pooling compares or averages, the rest is elementwise or
@@ -18,7 +19,7 @@ _NO_MACS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
             keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D,
             keras.layers.Flatten, keras.layers.Reshape, keras.layers.ZeroPadding2D,
             keras.layers.Activation, keras.layers.ReLU, keras.layers.Dropout,
-            keras.layers.BatchNormalization, blocks.Standardize)
+            keras.layers.BatchNormalization, blocks.Standardize, blocks.Preprocess)
 
 
 def _parts(layer):
@@ -35,6 +36,10 @@ def _parts(layer):
     return (layer.dense,)
   if isinstance(layer, vgg.VGGBlock):
     return (*layer.convs, layer.pool)
+  if isinstance(layer, resnet.Stem):
+    return (layer.pads[0], layer.conv, layer.pads[1], layer.pool) if layer.pool else (layer.conv,)
+  if isinstance(layer, resnet.Stage):
+    return layer.blocks
   return None
 
 
@@ -51,18 +56,28 @@ def layer_macs(layer, shape):
     return math.prod(out[1:]) * kh * kw * shape[-1] // layer.groups, out
   if isinstance(layer, keras.layers.Dense):
     return math.prod(shape[1:]) * layer.units, tuple(layer.compute_output_shape(shape))
+  if isinstance(layer, (resnet.BasicBlock, resnet.BottleneckBlock)):
+    # The projection works on the block's input, beside the main path.
+    side = layer_macs(layer.shortcut[0], shape)[0] if layer.shortcut else 0
+    main, out = _chain_macs(layer.convs, shape)
+    return main + side, out
   parts = _parts(layer)
   if parts is not None:
-    total = 0
-    for part in parts:
-      macs, shape = layer_macs(part, shape)
-      total += macs
-    return total, shape
+    return _chain_macs(parts, shape)
   if not isinstance(layer, _NO_MACS):
     raise ValueError(f'cannot count the multiply-adds of layer {layer.name!r} '
                      f'({type(layer).__name__}): teach research.benchmark.flops._parts or '
                      '_NO_MACS about it')
   return 0, tuple(layer.compute_output_shape(shape))
+
+
+def _chain_macs(parts, shape):
+  """(multiply-adds, output shape) of `parts` applied one after the other."""
+  total = 0
+  for part in parts:
+    macs, shape = layer_macs(part, shape)
+    total += macs
+  return total, shape
 
 
 def forward_macs(model, input_shape):

@@ -82,13 +82,21 @@ def build_model(model_config, num_classes, image_shape):
 
 # Further families join through register(), as an outside model would: one line per name.
 from research.models.alexnet import AlexNet  # noqa: E402
+from research.models import resnet  # noqa: E402
 from research.models import vgg  # noqa: E402
 
 register('alexnet', AlexNet, dict(width_divisor=1, dropout=0.5, batch_norm=False), input_size=227)
 for _name, _arch in (('vgg11', vgg.VGG11), ('vgg13', vgg.VGG13), ('vgg16', vgg.VGG16),
                      ('vgg19', vgg.VGG19)):
   register(_name, vgg.VGG, dict(conv_arch=_arch, dense_units=4096, dropout=0.5, width_divisor=1,
-                                batch_norm=False), input_size=224)
+                                batch_norm=False, preprocessing=''), input_size=224)
+for _name, (_block, _sizes), _bias in (('resnet18', resnet.RESNET18, False),
+                                       ('resnet34', resnet.RESNET34, False),
+                                       ('resnet50', resnet.RESNET50, True)):
+  # resnet50 has conv biases as Keras Applications' does, so that its weights import.
+  register(_name, resnet.ResNet, dict(block=_block, stage_sizes=_sizes, width_divisor=1,
+                                      stem='imagenet', conv_bias=_bias, preprocessing=''),
+           input_size=224)
 
 
 def freeze(model, names):

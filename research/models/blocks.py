@@ -78,6 +78,55 @@ class Standardize(keras.layers.Layer):
     return {**super().get_config(), 'min_std': self.min_std}
 
 
+# The per-channel means Caffe-trained weights (VGG, ResNet50 in Keras Applications) subtract from
+# 0-255 BGR pixels; a grey image subtracts their average, as its kernels are summed over colour.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+PREPROCESSING = ('', 'caffe')
+
+
+@keras.saving.register_keras_serializable(package='research')
+class Preprocess(keras.layers.Layer):
+  """The project's [-1, 1] RGB (or grey) input in the form pretrained weights were trained on.
+
+  `mode` 'caffe' is Keras' `preprocess_input` for VGG and ResNet50: 0-255 pixels, channels
+  flipped to BGR, the ImageNet mean subtracted. In the model, not the input pipeline, so that
+  evaluation, prediction and the exported SavedModel apply it as training did. Computed in
+  float32: pixel values near 255 lose their units digit in bfloat16.
+  """
+
+  def __init__(self, mode='caffe', **kwargs):
+    kwargs.setdefault('dtype', 'float32')
+    super().__init__(**kwargs)
+    if mode not in PREPROCESSING[1:]:
+      raise ValueError(f'preprocessing {mode!r} is none of {PREPROCESSING[1:]}')
+    self.mode = mode
+
+  def build(self, input_shape):
+    self.compute_output_shape(input_shape)
+
+  def call(self, x, training=None):
+    x = (keras.ops.cast(x, 'float32') + 1.0) * 127.5
+    if x.shape[-1] == 1:
+      return x - sum(CAFFE_MEAN_BGR) / 3
+    return x[..., ::-1] - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, 'float32')
+
+  def compute_output_shape(self, input_shape):
+    if input_shape[-1] not in (1, 3):
+      raise ValueError(f'{self.mode} preprocessing takes grey or RGB images, not '
+                       f'{input_shape[-1]} channels')
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), 'mode': self.mode}
+
+
+def preprocessing_layers(mode):
+  """The stack's first layers for config.model.preprocessing ('' = the input as it comes)."""
+  if mode not in PREPROCESSING:
+    raise ValueError(f'preprocessing={mode!r} is none of {", ".join(map(repr, PREPROCESSING))}')
+  return [Preprocess(mode, name='preprocess')] if mode else []
+
+
 @keras.saving.register_keras_serializable(package='research')
 class ConvBlock(keras.layers.Layer):
   """Conv2D → optional BatchNorm → activation.

@@ -70,11 +70,12 @@ class VGG(blocks.LayerStack):
   """VGG blocks `block1..blockN` from `conv_arch`, then flatten, fc1, fc2 and the logits.
 
   `width_divisor` divides every conv and dense width (the d2l "small VGG" divides only the
-  convs: pass its `conv_arch` directly for that).
+  convs: pass its `conv_arch` directly for that). `preprocessing` 'caffe' puts the input in the
+  form Keras Applications' VGG16/VGG19 weights expect (blocks.Preprocess).
   """
 
   def __init__(self, num_classes=10, conv_arch=VGG16, dense_units=4096, dropout=0.5,
-               width_divisor=1, batch_norm=False, name='vgg', **kwargs):
+               width_divisor=1, batch_norm=False, preprocessing='', name='vgg', **kwargs):
     super().__init__(name=name, **kwargs)
     self.num_classes = num_classes
     # A config read back from JSON holds lists of lists: normalise so get_config round-trips.
@@ -83,8 +84,10 @@ class VGG(blocks.LayerStack):
     self.dropout = dropout
     self.width_divisor = width_divisor
     self.batch_norm = batch_norm
-    stack = [vgg_block(n, divided(f, width_divisor), batch_norm=batch_norm, name=f'block{i + 1}')
-             for i, (n, f) in enumerate(self.conv_arch)]
+    self.preprocessing = preprocessing
+    stack = blocks.preprocessing_layers(preprocessing)
+    stack += [vgg_block(n, divided(f, width_divisor), batch_norm=batch_norm, name=f'block{i + 1}')
+              for i, (n, f) in enumerate(self.conv_arch)]
     stack.append(keras.layers.Flatten(name='flatten'))
     stack += [blocks.DenseBlock(divided(dense_units, width_divisor), dropout=dropout,
                                 batch_norm=batch_norm, name=f'fc{i + 1}') for i in range(2)]
@@ -95,4 +98,4 @@ class VGG(blocks.LayerStack):
     return {'num_classes': self.num_classes, 'conv_arch': self.conv_arch,
             'dense_units': self.dense_units, 'dropout': self.dropout,
             'width_divisor': self.width_divisor, 'batch_norm': self.batch_norm,
-            'name': self.name}
+            'preprocessing': self.preprocessing, 'name': self.name}

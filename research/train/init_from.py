@@ -6,6 +6,8 @@ optimizer. A source trained on another number of classes gives everything but th
 head, which keeps its fresh initialisation. Another architecture is refused.
 
 `config.freeze` names top-level blocks of the model's stack that are not trained.
+
+Keras Applications' weight files (`keras:vgg16`, a .h5 path) are research/train/keras_weights.py's.
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ from research import models
 from research import outputs
 from research.errors import UserError
 from research.models import blocks
+from research.train import keras_weights
 
 # Model fields that may differ: the input size changes no weight by itself (a different input
 # shape does, and the shape check below catches that).
@@ -76,7 +79,10 @@ def resolve(init_from):
 
 
 def _model_fields(model_config):
-  as_json = json.loads(json.dumps(model_config.to_dict()))  # tuples and lists compare equal
+  # A field the run's version did not have yet has its preset value (tuples and lists alike).
+  preset = (models.default_config(model_config.name).to_dict()
+            if model_config.name in models.names() else {})
+  as_json = json.loads(json.dumps({**preset, **model_config.to_dict()}))
   return {k: v for k, v in as_json.items() if k not in _FREE_FIELDS}
 
 
@@ -108,6 +114,10 @@ def prepare(config, workdir):
     logging.info('Ignoring init_from %s: %s has its own checkpoint to resume from.',
                  config.init_from, workdir)
     return None
+  if keras_weights.is_keras(config.init_from):
+    source = keras_weights.resolve(config.init_from)
+    keras_weights.check_config(source, config)
+    return source
   source = resolve(config.init_from)
   check_architecture(source, config)
   return source
@@ -129,6 +139,8 @@ def check_input(source, config, data):
   here (a worker other than the chief), nothing to check."""
   if source is None or data is None:
     return
+  if isinstance(source, keras_weights.Source):
+    return keras_weights.check_input(source, config, data)
   there = models.input_shape(source.config.model, source.info['image_shape'])
   here = models.input_shape(config.model, data.image_shape)
   if tuple(there) != tuple(here):
@@ -144,6 +156,8 @@ def _stack(model):
 def load(source, model, strategy):
   """Copies the source's weights into `model` (built, under `strategy`) by top-level layer
   name; the head only when the class counts agree. Returns the checkpoint path."""
+  if isinstance(source, keras_weights.Source):
+    return keras_weights.load(source, model, strategy)
   logging.info('Initialising from the %s checkpoint of %s: %s.', source.which, source.workdir,
                source.checkpoint)
   src, _ = models.build_model(source.config.model, source.info['num_classes'],

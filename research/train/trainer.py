@@ -71,9 +71,10 @@ def check_workdir(config, workdir, start_over, accept=()):
   if os.path.exists(os.path.join(workdir, config_lib.CONFIG_FILE)):
     saved = config_lib.load(workdir)
     if trained:
+      diff = config_lib.check_resume(saved, config, workdir, accept)  # another experiment first
       if config.num_train_steps is not None:  # num_epochs needs the data: _build_run checks it
         _check_total(config.num_train_steps, workdir, start_over)
-      return config_lib.check_resume(saved, config, workdir, accept)
+      return diff
     config_lib.check_compatible(saved, config, workdir)  # nothing trained yet: a new start
   elif trained:
     raise UserError(f'workdir {workdir!r} holds checkpoints but no config.json: pass a new '
