@@ -40,7 +40,11 @@ RESUME_FREE_FIELDS = (
     'profile_steps', 'strategy', 'num_gpus', 'num_cpu_devices', 'cluster_timeout_seconds',
     'worker_lost_seconds', 'tpu', 'jit_compile', 'deterministic', 'dataset.data_dir',
     'dataset.download', 'dataset.manual_dir', 'dataset.memory_budget_gb', 'dataset.index_dir',
-    'dataset.skip_bad_examples')
+    'dataset.skip_bad_examples',
+    'init_from')  # read at step 0 only: a resume restores its own checkpoint instead
+# Fields that cannot change on resume whatever accept says, refused with their own reasons
+# after check_resume: freeze (the optimizer holds no slots for frozen blocks; init_from.py).
+_REFUSED_ELSEWHERE = ('freeze',)
 
 # The run's config as it started (never rewritten once a checkpoint exists), and the changes
 # made on resumes since, in order: [{"step": s, "time": t, "fields": {name: [old, new]}}, ...].
@@ -448,7 +452,8 @@ def check_resume(saved, config, workdir, accept=()):
     raise UserError(f'--accept_changes names {", ".join(unknown)}, not config fields: give '
                     'dotted names such as schedule.learning_rate')
   diff = differences(saved, config)
-  refused = [f for f in diff if f not in RESUME_FREE_FIELDS and f not in accept]
+  refused = [f for f in diff
+             if f not in RESUME_FREE_FIELDS + _REFUSED_ELSEWHERE and f not in accept]
   if refused:
     said = ', '.join(f'{f}={json.dumps(diff[f][0])} (now {json.dumps(diff[f][1])})'
                      for f in refused)

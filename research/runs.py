@@ -30,9 +30,9 @@ METRICS = ('state', 'step', 'best_validation_accuracy', 'best_validation_top5_ac
            'test_accuracy', 'test_top5_accuracy', 'train_seconds', 'images_per_sec',
            'precision')
 # Settings that say where, how often or on what a run was computed, not what it is: never a
-# column (those a resume may change, but its length).
+# column (those a resume may change, but its length and the weights it started from).
 _NOT_SETTINGS = tuple(f for f in config_lib.RESUME_FREE_FIELDS
-                      if f not in ('num_train_steps', 'num_epochs'))
+                      if f not in ('num_train_steps', 'num_epochs', 'init_from'))
 # How each number of METRICS is shown; settings show four significant digits.
 _SHOWN = {'best_validation_accuracy': '{:.4f}', 'best_validation_top5_accuracy': '{:.4f}',
           'test_accuracy': '{:.4f}', 'test_top5_accuracy': '{:.4f}', 'train_seconds': '{:.1f}',

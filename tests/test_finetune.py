@@ -71,7 +71,9 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_loaded_layers_equal_the_source_before_the_first_step(self):
     workdir = self.create_tempdir().full_path
-    run = trainer._setup(self.config(), workdir, start_over=False)
+    run = trainer.setup(self.config(), workdir)
+    self.addCleanup(run.lock.release)
+    self.addCleanup(run.saver.close)
     self.assertEqual(int(run.step.numpy()), 0)
     self.assertEqual(int(run.optimizer.iterations.numpy()), 0)
     self.assertEqual(run.init_from, self.best)  # the source's best checkpoint

@@ -249,7 +249,7 @@ def _scalars(writer, step, values, saver):
 
 @dataclasses.dataclass
 class _Run:
-  """What the loop works with, built once by _setup."""
+  """What the loop works with, built once by setup."""
   strategy: tf.distribute.Strategy
   chief: bool  # writes the workdir; other workers compute alongside and write nothing there
   data: datasets.Data
@@ -303,9 +303,10 @@ def _take_lock(strategy, chief, workdir, start_over):
   return lock
 
 
-def _setup(config, workdir, start_over, accept):
-  """Checks, takes the workdir, loads data, builds model and optimizer under the strategy,
-  restores if it can."""
+def setup(config, workdir, start_over=False, accept=()):
+  """Everything before the first step: checks, takes the workdir, loads data, builds model and
+  optimizer under the strategy, restores if it can. Returns the run the loop trains; its
+  caller releases run.lock."""
   check_workdir(config, workdir, start_over, accept)
   source = init_from.prepare(config, None if start_over else workdir)
   strategy = strategy_lib.build(config)  # first: a multi-worker strategy must precede any op
@@ -402,7 +403,7 @@ def train_and_evaluate(config, workdir, start_over=False, accept=()):
   strategy.WorkerLostError, nothing saved after the last checkpoint.
   """
   wall_start = time.time()
-  run = _setup(config, workdir, start_over, tuple(accept))
+  run = setup(config, workdir, start_over, tuple(accept))
   try:
     return _train(config, workdir, run, wall_start)
   finally:
