@@ -48,8 +48,9 @@ _START_OVER = flags.DEFINE_bool('start_over', False, 'When --workdir holds a run
                                 '<workdir>.replaced-<time> and start fresh instead of resuming '
                                 '(or refusing another experiment).')
 _ACCEPT_CHANGES = flags.DEFINE_list(
-    'accept_changes', [], 'Config fields of the experiment (seed, learning rate, ...) that a '
-    'resumed run may change, from its current step on; recorded in config_changes.json. '
+    'accept_changes', [], 'Config fields of the experiment (seed, schedule.learning_rate, or a '
+    'whole section such as schedule) that a resumed run may change, from its current step on; '
+    'recorded in config_changes.json. '
     'Steps, logging and checkpoint cadence, data location and devices may change without it.')
 _JIT_COMPILE = flags.DEFINE_bool('jit_compile', None, 'XLA-compile the training step '
                                  '(default: the config\'s, off).')

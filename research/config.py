@@ -42,9 +42,11 @@ RESUME_FREE_FIELDS = (
     'dataset.download', 'dataset.manual_dir', 'dataset.memory_budget_gb', 'dataset.index_dir',
     'dataset.skip_bad_examples',
     'init_from')  # read at step 0 only: a resume restores its own checkpoint instead
-# Fields that cannot change on resume whatever accept says, refused with their own reasons
-# after check_resume: freeze (the optimizer holds no slots for frozen blocks; init_from.py).
-_REFUSED_ELSEWHERE = ('freeze',)
+# Fields refused on resume with their own reasons after check_resume, whatever accept says:
+# freeze (the optimizer holds no slots for frozen blocks; init_from.py) and the streaming crop
+# (the data fingerprint, which records it: another crop is other data; in-memory data ignore it).
+_REFUSED_ELSEWHERE = ('freeze', 'dataset.crop_area', 'dataset.crop_aspect', 'dataset.eval_crop',
+                      'dataset.fit')
 
 # The run's config as it started (never rewritten once a checkpoint exists), and the changes
 # made on resumes since, in order: [{"step": s, "time": t, "fields": {name: [old, new]}}, ...].
@@ -446,14 +448,18 @@ def check_resume(saved, config, workdir, accept=()):
   experiment, and a change of the experiment's own settings not named in `accept`, in one line
   naming each field with both values, before anything is written."""
   check_compatible(saved, config, workdir)
+
+  def named(field, name):  # a field, or a section such as schedule for all of its fields
+    return field == name or field.startswith(name + '.')
+
   known = flatten(config)
-  unknown = [f for f in accept if f not in known]
+  unknown = [a for a in accept if not any(named(f, a) for f in known)]
   if unknown:
     raise UserError(f'--accept_changes names {", ".join(unknown)}, not config fields: give '
-                    'dotted names such as schedule.learning_rate')
+                    'dotted names such as schedule.learning_rate, or a section such as schedule')
   diff = differences(saved, config)
-  refused = [f for f in diff
-             if f not in RESUME_FREE_FIELDS + _REFUSED_ELSEWHERE and f not in accept]
+  refused = [f for f in diff if f not in RESUME_FREE_FIELDS + _REFUSED_ELSEWHERE
+             and not any(named(f, a) for a in accept)]
   if refused:
     said = ', '.join(f'{f}={json.dumps(diff[f][0])} (now {json.dumps(diff[f][1])})'
                      for f in refused)

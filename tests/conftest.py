@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
@@ -36,3 +38,14 @@ def pytest_configure(config):
   del config
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(autouse=True)
+def _no_op_determinism_left_behind():
+  """A run with config.deterministic turns op determinism on for the whole process, and XLA
+  (jit_compile) then refuses ops it has no deterministic kernel for: each test ends with it off
+  again, so no test depends on the order the suite runs in."""
+  yield
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top
+  if tf_config.is_op_determinism_enabled():
+    tf_config.disable_op_determinism()

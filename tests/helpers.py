@@ -199,3 +199,14 @@ def class_probabilities(prediction, names):
   """A research.predict Prediction's probabilities in class order (its top must hold them all)."""
   p = dict(prediction.top)
   return np.array([p[n] for n in names])
+
+
+def snapshot(path):
+  """Every file under `path` with its bytes: a command that refuses must leave them all."""
+  files = {}
+  for root, _, names in os.walk(path):
+    for name in names:
+      full = os.path.join(root, name)
+      with open(full, 'rb') as f:
+        files[os.path.relpath(full, path)] = f.read()
+  return files

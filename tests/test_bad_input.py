@@ -36,16 +36,6 @@ def rows(page=_PAGE):
   return found
 
 
-def _snapshot(path):
-  files = {}
-  for root, _, names in os.walk(path):
-    for name in names:
-      full = os.path.join(root, name)
-      with open(full, 'rb') as f:
-        files[os.path.relpath(full, path)] = f.read()
-  return files
-
-
 def _finished_run(workdir):
   """A 2-step run of configs/cnn_mnist.py (on mock MNIST) whose other settings the rows may
   change freely on resume: steps, cadence and the precision `auto` keeps."""
@@ -88,9 +78,9 @@ class BadInputTableTest(tf.test.TestCase):
     paths = self._scratch(index)
     pattern = re.compile(r'\b(' + '|'.join(paths) + r')\b')
     args = [pattern.sub(lambda m: paths[m.group(1)], a) for a in shlex.split(arguments)]
-    before = {k: _snapshot(paths[k]) for k in ('RUN', 'IMAGES')}
+    before = {k: helpers.snapshot(paths[k]) for k in ('RUN', 'IMAGES')}
     proc = helpers.run_cli(module, *args)
-    after = {k: _snapshot(paths[k]) for k in ('RUN', 'IMAGES')}
+    after = {k: helpers.snapshot(paths[k]) for k in ('RUN', 'IMAGES')}
     return proc, before, after, paths
 
   def test_the_table_has_every_entry_point_with_bad_input(self):

@@ -13,7 +13,6 @@ from absl.testing import parameterized
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config  # no public switch back off
 
 from configs import alexnet_imagenet
 from research import checkpoints
@@ -293,8 +292,6 @@ class RecipeResumeTest(tf.test.TestCase):
   cutmix and mixup): bitwise equal."""
 
   def test_sigterm_and_resume_ends_as_the_uninterrupted_run(self):
-    if not tf_config.is_op_determinism_enabled():  # the run turns it on for the whole process
-      self.addCleanup(tf_config.disable_op_determinism)
     config = helpers.tiny_config(num_train_steps=6, ema_decay=0.7, clip_global_norm=0.5,
                                  accumulate_steps=2, deterministic=True, image_grid_size=0)
     config.augment.update(dict(randaugment=(2, 9), mixup_alpha=0.4, cutmix_alpha=1.0))

@@ -22,17 +22,6 @@ from research.train import trainer
 from tests import helpers
 
 
-def _snapshot(workdir):
-  """Every file of the workdir with its bytes: a refusal must leave all of them as they were."""
-  files = {}
-  for root, _, names in os.walk(workdir):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        files[os.path.relpath(path, workdir)] = f.read()
-  return files
-
-
 def _train(workdir, accept=(), **overrides):
   config = helpers.tiny_config(image_grid_size=0, **overrides)
   with helpers.mock_tfds():
@@ -71,7 +60,7 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
       ('model_field', dict(model=dict(dropout=0.3)), 'model.dropout=0.0 (now 0.3)'),
   )
   def test_a_change_of_the_experiment_is_refused_and_nothing_written(self, change, said):
-    before = _snapshot(self.workdir)
+    before = helpers.snapshot(self.workdir)
     config = helpers.tiny_config(image_grid_size=0, num_train_steps=4)
     for key, value in change.items():
       if isinstance(value, dict):
@@ -81,7 +70,7 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     with helpers.mock_tfds(), self.assertRaisesRegex(UserError, 'accept_changes') as caught:
       trainer.train_and_evaluate(config, self.workdir)
     self.assertIn(said, str(caught.exception))
-    self.assertEqual(_snapshot(self.workdir), before)
+    self.assertEqual(helpers.snapshot(self.workdir), before)
 
   def test_every_refused_field_is_named_with_both_values(self):
     config = helpers.tiny_config(image_grid_size=0, seed=3, label_smoothing=0.1)
@@ -126,17 +115,25 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(outputs.read_results(self.workdir)['precision'], results['precision'])
 
   def test_fewer_steps_than_reached_are_refused(self):
-    before = _snapshot(self.workdir)
+    before = helpers.snapshot(self.workdir)
     with self.assertRaisesRegex(UserError, 'has reached step 2, past the 1 steps asked for'):
       self._train(self.workdir, num_train_steps=1)
-    self.assertEqual(_snapshot(self.workdir), before)
+    self.assertEqual(helpers.snapshot(self.workdir), before)
+
+  def test_a_section_accepts_each_of_its_fields(self):
+    config = helpers.tiny_config(image_grid_size=0,
+                                 schedule=dict(learning_rate=0.5, warmup_epochs=0.0))
+    diff = trainer.check_workdir(config, self.workdir, False, accept=('schedule',))
+    self.assertEqual(set(diff), {'schedule.learning_rate', 'schedule.warmup_epochs'})
+    with self.assertRaisesRegex(UserError, 'accept_changes=schedule.learning_rate'):
+      trainer.check_workdir(config, self.workdir, False, accept=('schedule.warmup_epochs',))
 
   def test_unknown_accepted_field_is_refused(self):
     with self.assertRaisesRegex(UserError, 'learning_rat, not config fields'):
       trainer.check_workdir(helpers.tiny_config(), self.workdir, False, accept=('learning_rat',))
 
   def test_an_accepted_change_the_checkpoint_cannot_take_is_one_balanced_line(self):
-    before = _snapshot(self.workdir)
+    before = helpers.snapshot(self.workdir)
     config = helpers.tiny_config(image_grid_size=0, num_train_steps=4)
     config.model.filters = (8, 8)
     with helpers.mock_tfds(), self.assertRaisesRegex(
@@ -145,7 +142,7 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     message = str(caught.exception)
     self.assertNotIn('\n', message)
     self.assertEqual(message.count('('), message.count(')'), message)
-    self.assertEqual(_snapshot(self.workdir), before)
+    self.assertEqual(helpers.snapshot(self.workdir), before)
 
   def test_start_over_takes_any_config(self):
     config = helpers.tiny_config(image_grid_size=0, seed=5)

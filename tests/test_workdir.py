@@ -177,39 +177,34 @@ class TwoTrainersTest(tf.test.TestCase):
 
 
 @contextlib.contextmanager
-def _small_disk(test, size='64m'):
-  """A tmpfs of `size` mounted on a new directory (needs root, as CI has); yields its path."""
+def _mounted(test, what, *steps):
+  """A new directory that each mount command of `steps` (its argv, the directory appended) is
+  applied to in turn (needs root, as CI has); yields its path. `what` names the mount."""
   path = test.create_tempdir().full_path
-  mount = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', path],
-                         capture_output=True, text=True)
-  if mount.returncode:
-    if os.environ.get('CI'):
-      test.fail(f'cannot mount a tmpfs for the full-disk tests: {mount.stderr.strip()}')
-    test.skipTest(f'mounting a tmpfs needs root: {mount.stderr.strip()}')
-  try:
-    yield path
-  finally:
-    subprocess.run(['umount', '-l', path], check=False)
-
-
-@contextlib.contextmanager
-def _read_only(test, source):
-  """`source` bind-mounted read-only on a new directory (needs root, as CI has); yields it."""
-  path = test.create_tempdir().full_path
-  mount = subprocess.run(['mount', '--bind', source, path], capture_output=True, text=True)
-  if not mount.returncode:
-    mount = subprocess.run(['mount', '-o', 'remount,bind,ro', path], capture_output=True,
-                           text=True)
+  for i, argv in enumerate(steps):
+    mount = subprocess.run(argv + [path], capture_output=True, text=True)
     if mount.returncode:
-      subprocess.run(['umount', '-l', path], check=False)
-  if mount.returncode:
-    if os.environ.get('CI'):
-      test.fail(f'cannot bind-mount read-only for the read-only tests: {mount.stderr.strip()}')
-    test.skipTest(f'a read-only bind mount needs root: {mount.stderr.strip()}')
+      if i:
+        subprocess.run(['umount', '-l', path], check=False)
+      if os.environ.get('CI'):
+        test.fail(f'cannot mount {what}: {mount.stderr.strip()}')
+      test.skipTest(f'mounting {what} needs root: {mount.stderr.strip()}')
   try:
     yield path
   finally:
     subprocess.run(['umount', '-l', path], check=False)
+
+
+def _small_disk(test, size='64m'):
+  """A tmpfs of `size` on a new directory; yields its path."""
+  return _mounted(test, 'a tmpfs for the full-disk tests',
+                  ['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs'])
+
+
+def _read_only(test, source):
+  """`source` bind-mounted read-only on a new directory; yields its path."""
+  return _mounted(test, 'a read-only bind mount', ['mount', '--bind', source],
+                  ['mount', '-o', 'remount,bind,ro'])
 
 
 def _fill(directory):
