@@ -18,10 +18,13 @@ import time
 from unittest import mock
 
 from absl.testing import parameterized
+import numpy as np
+from PIL import Image
 import tensorflow as tf
 
 from research import checkpoints
 from research import evaluate
+from research import predict
 from research import processes
 from research import workdir_lock
 from research.errors import UserError
@@ -369,7 +372,7 @@ class UnusableWorkdirTest(tf.test.TestCase, parameterized.TestCase):
       trainer.check_workdir(helpers.tiny_config(), folder, start_over=True)
     self.assertEqual(sorted(os.listdir(folder)), ['a.png', 'b.png', 'notes.txt', 'zz.txt'])
 
-  def test_a_finished_run_on_read_only_storage(self):
+  def test_a_finished_run_on_read_only_storage_is_evaluated_and_predicted_from(self):
     run = os.path.join(self.create_tempdir().full_path, 'run')
     config = helpers.tiny_config(image_grid_size=0)
     with helpers.mock_tfds():
@@ -387,4 +390,9 @@ class UnusableWorkdirTest(tf.test.TestCase, parameterized.TestCase):
       out = os.path.join(self.create_tempdir().full_path, 'eval')
       evaluate.evaluate(ro, 'test', out=out)
       self.assertCountEqual(os.listdir(out), ['eval_test.json', 'confusion_test.png'])
+      image = os.path.join(self.create_tempdir().full_path, 'digit.png')
+      Image.fromarray(np.full((28, 28), 200, np.uint8)).save(image)
+      (prediction,) = predict.predict(ro, [image])
+      self.assertEqual(prediction.error, '')
+      self.assertLen(prediction.top, 3)
     self.assertEqual(sorted(os.listdir(run)), files)
