@@ -22,6 +22,7 @@ Variants, chosen with the config argument (configs/resnet_mnist.py:VARIANT):
   tiny    one basic block per stage, widths ÷ 16, batch 8, 4 steps: for tests.
 """
 
+from configs import alexnet_imagenet
 from research import config as config_lib
 
 
@@ -49,13 +50,7 @@ def get_config(variant=''):
     c.schedule.warmup_epochs = 0.05
   elif variant == 'tiny':
     c.model.update(width_divisor=16, stage_sizes=(1, 1, 1, 1))
-    c.batch_size = 8
-    c.eval_batch_size = 16
-    c.num_train_steps = 4
-    c.steps_per_loop = 2
-    c.log_every_steps = 2
-    c.dataset.validation_size = 16
-    c.image_grid_size = 8
+    alexnet_imagenet.tiny(c)
   elif variant:
     raise ValueError(f'unknown variant {variant!r}: use keras or tiny (or none)')
   return c
