@@ -1,5 +1,6 @@
 """Benchmarks training throughput: python -m launch.benchmark [--models=cnn,alexnet,vgg16,vgg16_cpu]
-[--quick] [--smoke] [--json=PATH] [--repeats=N] [--ceilings_only] [--streaming] [--augment].
+[--quick] [--smoke] [--json=PATH] [--repeats=N] [--ceilings_only] [--streaming] [--augment]
+[--scale [--scale_files=N] [--scale_dir=DIR]] [--soak=STEPS].
 
 Prints a table of images/s (median [min–max] over interleaved rounds) per model and measurement:
 the custom loop on synthetic and on real data, with and without the on-device resize, against
@@ -14,6 +15,10 @@ kernels they run).
 --streaming measures the streaming input path instead (research/benchmark/streaming.py).
 --augment measures the on-device augmentation and pad-resize alone instead
 (research/benchmark/augment.py).
+--scale rehearses a folder of N images in 1000 classes at ImageNet's shape: listing, index, start,
+resume, two workers, evaluation, steady input against a bare decode loop, peak RSS, and the
+extrapolation to 1.28M files (research/benchmark/scale.py); --soak=STEPS trains that many
+streamed steps and compares resident memory at 10% and 90% of the run.
 """
 
 from absl import flags
@@ -37,6 +42,16 @@ _STREAMING = flags.DEFINE_bool('streaming', False, 'Benchmark the streaming inpu
 _AUGMENT = flags.DEFINE_bool('augment', False, 'Benchmark the on-device augmentation alone '
                              'instead: images/s of the presets with and without RandAugment '
                              'and mixup, and of the pad-resize against TF\'s.')
+_SCALE = flags.DEFINE_bool('scale', False, 'Rehearse a folder of --scale_files images at '
+                           'ImageNet\'s shape instead (research/benchmark/scale.py).')
+_SCALE_FILES = flags.DEFINE_integer('scale_files', 100_000, 'Train images of the --scale folder '
+                                    '(val/ gets 1 in 25 more).', lower_bound=1000)
+_SCALE_DIR = flags.DEFINE_string('scale_dir', None, 'Where to build the --scale folder, kept and '
+                                 'reused by the next run with the same --scale_files; default: a '
+                                 'temporary folder, removed at the end.')
+_SOAK = flags.DEFINE_integer('soak', None, 'Train this many streamed steps instead and report '
+                             'resident memory at 10% and 90% of the run '
+                             '(research/benchmark/scale.py soak).', lower_bound=2000)
 _CEILINGS_ONLY = flags.DEFINE_bool('ceilings_only', False, 'Measure only the matmul and conv '
                                    'ceiling probes, no model.')
 _REPEATS = flags.DEFINE_integer('repeats', None, 'Interleaved rounds per measurement; default 3 '
@@ -44,6 +59,13 @@ _REPEATS = flags.DEFINE_integer('repeats', None, 'Interleaved rounds per measure
 
 
 def main():
+  if _SOAK.value:
+    print(benchmark.scale.soak_report(_SOAK.value, _SCALE_DIR.value, _JSON.value))
+    return
+  if _SCALE.value:
+    print(benchmark.scale.report(_SCALE_FILES.value, _SCALE_DIR.value, _REPEATS.value,
+                                 _JSON.value))
+    return
   if _AUGMENT.value:
     print(benchmark.augment.report(_QUICK.value))
     return

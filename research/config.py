@@ -253,6 +253,7 @@ _RANGES = {
     'model.filters': _POSITIVE_INT, 'model.dense_units': _POSITIVE_INT,
     'model.kernel_size': _POSITIVE_INT, 'model.width_divisor': _POSITIVE_INT,
     'model.conv_arch': _POSITIVE_INT, 'model.dropout': _HALF_OPEN_FRACTION,
+    'model.drop_path': _HALF_OPEN_FRACTION,
     'dataset.validation_size': _NON_NEGATIVE, 'dataset.memory_budget_gb': _NON_NEGATIVE,
     'dataset.crop_area': _Range(0.0, 1.0, lo_open=True),
     'dataset.crop_aspect': _POSITIVE, 'dataset.eval_crop': _Range(0.0, 1.0, lo_open=True),

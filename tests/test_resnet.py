@@ -14,6 +14,8 @@ from research.errors import UserError
 from research.models import blocks
 from research.models import resnet
 from research.models import sizing
+from research.train import trainer
+from tests import helpers
 from tests.test_alexnet import checkpointed_model_variables
 
 
@@ -99,13 +101,49 @@ class BlockTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters('basic', 'bottleneck')
   def test_config_round_trip(self, kind):
     cls = resnet.BLOCKS[kind]
-    block = cls(8, strides=2, projection=True, conv_bias=True, name='block7')
+    block = cls(8, strides=2, projection=True, conv_bias=True, drop_rate=0.25, name='block7')
     clone = cls.from_config(block.get_config())
     self.assertEqual(clone.get_config(), block.get_config())
     self.assertEqual(clone.name, 'block7')
     x = tf.zeros((1, 8, 8, 3))
     self.assertEqual(clone(x).shape, block(x).shape)
     self.assertEqual(clone.count_params(), block.count_params())
+
+  def test_drop_path_drops_whole_branches_per_example_in_training_only(self):
+    rate = 0.5
+    block = resnet.BasicBlock(4, drop_rate=rate, name='b')
+    plain = resnet.BasicBlock(4, name='p')
+    x = tf.random.normal((64, 6, 6, 4), seed=1)
+    block(x), plain(x)
+    plain.set_weights(block.get_weights())
+    self.assertAllEqual(block(x, training=False), plain(x, training=False))
+    # The branch alone, as the block computes it in training (batch statistics):
+    y = x
+    for i, (conv, norm) in enumerate(zip(block.convs, block.norms)):
+      y = norm(conv(y), training=True)
+      y = keras.ops.relu(y) if i == 0 else y
+    branch = y
+    out = block(x, training=True)
+    dropped = np.all(np.isclose(out, tf.nn.relu(x), atol=1e-6), axis=(1, 2, 3))
+    kept = np.all(np.isclose(out, tf.nn.relu(branch / (1 - rate) + x), atol=1e-5),
+                  axis=(1, 2, 3))
+    self.assertTrue(np.all(dropped | kept))  # each example: its whole branch, or none of it
+    self.assertBetween(int(dropped.sum()), 16, 48)  # ~rate of 64
+
+  def test_drop_rates_rise_linearly_to_drop_path(self):
+    model = resnet.ResNet(block='basic', stage_sizes=(1, 2, 1, 1), width_divisor=16,
+                          drop_path=0.2, name='r')
+    rates = [b.drop_rate for layer in model.stack if layer.name.startswith('stage')
+             for b in layer.blocks]
+    self.assertAllClose(rates, [0.04, 0.08, 0.12, 0.16, 0.2])
+    self.assertEqual([b.drop for s in resnet.ResNet(block='basic', stage_sizes=(1, 1, 1, 1),
+                                                    name='q').stack[1:5] for b in s.blocks],
+                     [None] * 4)  # 0: no dropout layer, and checkpoints as before
+
+  @parameterized.parameters(({'drop_rate': 1.0}, 'drop_rate'), ({'drop_rate': -0.1}, 'drop_rate'))
+  def test_bad_drop_rate(self, kwargs, message):
+    with self.assertRaisesRegex(ValueError, message):
+      resnet.BasicBlock(4, name='b', **kwargs)
 
   def test_batch_norm_epsilon_is_keras_applications(self):
     block = resnet.BottleneckBlock(2, projection=True, name='b')
@@ -161,6 +199,11 @@ class ResNetTest(tf.test.TestCase, parameterized.TestCase):
         ('stage3', (14, 14, 1024)), ('stage4', (7, 7, 2048)), ('pool', (2048,)),
         ('logits', (1000,))])
 
+  @parameterized.parameters(('resnet101', 44707176), ('resnet152', 60419944))
+  def test_deeper_presets_are_keras_applications_size(self, name, count):
+    model, _ = models.build_model(models.default_config(name), 1000, (224, 224, 3))
+    self.assertEqual(model.count_params(), count)  # keras.applications.ResNet101's / 152's
+
   @parameterized.parameters(('resnet18', 11689512, 9600), ('resnet34', 21797672, 17024))
   def test_basic_presets_have_the_papers_counts(self, name, trainable, moving):
     # The paper's (and torchvision's) counts are the trainable ones; Keras also counts the
@@ -206,7 +249,7 @@ class ResNetTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_config_round_trip_from_json(self):
     config = models.default_config('resnet18')
-    config.update(width_divisor=8, stem='small', preprocessing='caffe')
+    config.update(width_divisor=8, stem='small', preprocessing='caffe', drop_path=0.1)
     saved = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))
     self.assertIsInstance(saved.stage_sizes, list)
     model = models.build(saved, 10)
@@ -233,6 +276,29 @@ class ResNetTest(tf.test.TestCase, parameterized.TestCase):
     finally:
       keras.config.set_dtype_policy('float32')
     self.assertEqual(y.dtype, tf.float32)
+
+
+class StochasticDepthRunTest(tf.test.TestCase):
+
+  def test_a_stopped_and_resumed_run_draws_what_the_whole_run_drew(self):
+    def config(drop_path):
+      c = helpers.tiny_config('resnet18', num_train_steps=4, checkpoint_every_steps=4)
+      c.model.update(width_divisor=16, stem='small', input_size=0, stage_sizes=(1, 1, 1, 1),
+                     drop_path=drop_path)
+      return c
+
+    def stop_at_step_2(step, totals):  # as a preemption signal there would
+      return {**totals, 'stop': np.float32(1.0)} if step == 2 else totals
+
+    with helpers.mock_tfds():
+      whole = trainer.train_and_evaluate(config(0.5), self.create_tempdir().full_path)
+      without = trainer.train_and_evaluate(config(0.0), self.create_tempdir().full_path)
+      workdir = self.create_tempdir().full_path
+      with helpers.after_each_train_call(stop_at_step_2):
+        trainer.train_and_evaluate(config(0.5), workdir)
+      resumed = trainer.train_and_evaluate(config(0.5), workdir)
+    self.assertNotEqual(whole['weights_digest'], without['weights_digest'])  # it drops
+    self.assertEqual(resumed['weights_digest'], whole['weights_digest'])
 
 
 class FlopsTest(tf.test.TestCase):

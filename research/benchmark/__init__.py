@@ -24,15 +24,17 @@ The modules: models, the benchmarked configs and every measurement of one model;
 measurement, the bracketed rounds, their ratios and peak RSS; flops, the analytic FLOP count;
 probes, the matmul and conv ceilings (float32 and bfloat16); report, the whole run, its JSON and
 its table. streaming benchmarks the streaming input path instead (JPEG files, decoded and cropped
-on the host); augment, the on-device augmentation alone. launch.benchmark calls run, or
-streaming.report with --streaming, augment.report with --augment.
+on the host); augment, the on-device augmentation alone; scale, a rehearsal of an image folder
+at ImageNet's shape. launch.benchmark calls run, or streaming.report with --streaming,
+augment.report with --augment, scale.report with --scale.
 """
 
 from research.benchmark import augment
+from research.benchmark import scale
 from research.benchmark import streaming
 from research.benchmark.models import DEFAULT_MODELS
 from research.benchmark.models import MODELS
 from research.benchmark.models import QUICK_MODELS
 from research.benchmark.report import run
 
-__all__ = ['augment', 'DEFAULT_MODELS', 'MODELS', 'QUICK_MODELS', 'run', 'streaming']
+__all__ = ['augment', 'DEFAULT_MODELS', 'MODELS', 'QUICK_MODELS', 'run', 'scale', 'streaming']

@@ -61,7 +61,7 @@ def write_jpegs(root, count, seed=0):
   return total
 
 
-def _bare_dataset(paths, size, batch):
+def bare_dataset(paths, size, batch):
   """The reference: TensorFlow's own ops over the files in a fixed order, nothing else."""
   def load(path):
     data = tf.io.read_file(path)
@@ -79,7 +79,7 @@ def _bare_dataset(paths, size, batch):
           .prefetch(tf.data.AUTOTUNE))
 
 
-def _drain(key, make_dataset, batches):
+def drain(key, make_dataset, batches):
   """A pipeline alone: `batches` pulled inside one tf.function from a new iterator per call.
 
   A new one each time, so that no pipeline fills its buffers in the background while the other
@@ -139,9 +139,9 @@ def run(quick=False, repeats=3, smoke=False):
         lambda ctx: pipeline.train_dataset(data.train, batch, config.seed, input_context=ctx),
         steps)
     paths = tf.constant([p.decode() for p in data.train.paths.numpy()])
-    pipe = _drain('stream_pipeline_only',
+    pipe = drain('stream_pipeline_only',
                   lambda: pipeline.train_dataset(data.train, batch, config.seed), drain_batches)
-    bare = _drain('bare_decode_crop', lambda: _bare_dataset(paths, size, batch), drain_batches)
+    bare = drain('bare_decode_crop', lambda: bare_dataset(paths, size, batch), drain_batches)
     # Two groups: the pipelines against the bare loop, training fed by the stream against
     # synthetic batches; each bracketed by its own reference.
     timing.interleave('streaming input', [bare, pipe], repeats, bare)

@@ -46,7 +46,7 @@ _INDEX_FORMAT = 1  # an index of another format is listed again and replaced
 _RACY_SECONDS = 3.0
 _PROGRESS_SECONDS = 5.0  # a long listing logs a count this often
 _CHUNK = 500  # files checked per task
-_THREADS = 16
+THREADS = 16
 
 
 def is_folder(name):
@@ -261,7 +261,7 @@ def _problems(root, rels, sizes, threads=None):
     threads = wall > 3 * cpu
     done = min(_CHUNK, len(rels))
   if threads:
-    with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
       for part in pool.map(check, starts):
         bad.update(part)
         done = min(done + _CHUNK, len(rels))

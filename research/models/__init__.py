@@ -92,11 +92,13 @@ for _name, _arch in (('vgg11', vgg.VGG11), ('vgg13', vgg.VGG13), ('vgg16', vgg.V
                                 batch_norm=False, preprocessing=''), input_size=224)
 for _name, (_block, _sizes), _bias in (('resnet18', resnet.RESNET18, False),
                                        ('resnet34', resnet.RESNET34, False),
-                                       ('resnet50', resnet.RESNET50, True)):
-  # resnet50 has conv biases as Keras Applications' does, so that its weights import.
+                                       ('resnet50', resnet.RESNET50, True),
+                                       ('resnet101', resnet.RESNET101, True),
+                                       ('resnet152', resnet.RESNET152, True)):
+  # The bottleneck ResNets have conv biases as Keras Applications' do, so that weights import.
   register(_name, resnet.ResNet, dict(block=_block, stage_sizes=_sizes, width_divisor=1,
-                                      stem='imagenet', conv_bias=_bias, preprocessing=''),
-           input_size=224)
+                                      stem='imagenet', conv_bias=_bias, preprocessing='',
+                                      drop_path=0.0), input_size=224)
 
 
 def freeze(model, names):

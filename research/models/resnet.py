@@ -6,7 +6,14 @@ the shape changes, to their output. The presets follow Keras Applications' ResNe
 its weights import (research/train/keras_weights.py): the stride on the bottleneck's first 1×1
 conv, biases on every conv, batch norm epsilon 1.001e-5, zero padding before the 7×7 stem conv
 and before its max-pool. At 224×224×3 and 1,000 classes: 25,636,712 parameters for resnet50,
-and (without conv biases, as in the paper) 11,689,512 for resnet18 and 21,797,672 for resnet34.
+44,707,176 for resnet101 and 60,419,944 for resnet152 (Keras Applications' counts), and (without
+conv biases, as in the paper) 11,689,512 for resnet18 and 21,797,672 for resnet34.
+
+Stochastic depth (Huang et al. 2016; `drop_path`): in training, each block's residual branch is
+dropped for a random subset of the examples, with a rate rising linearly over the blocks to
+`drop_path` at the last, and scaled by 1/(1 - rate) where kept, so inference runs every block
+unscaled. The draws come from a Keras Dropout's seed generator, whose state the training
+checkpoint holds (research/train/saving.py): a resumed run draws what it would have drawn.
 """
 
 import keras
@@ -21,6 +28,8 @@ EPSILON = 1.001e-5
 RESNET18 = ('basic', (2, 2, 2, 2))
 RESNET34 = ('basic', (3, 4, 6, 3))
 RESNET50 = ('bottleneck', (3, 4, 6, 3))
+RESNET101 = ('bottleneck', (3, 4, 23, 3))
+RESNET152 = ('bottleneck', (3, 8, 36, 3))
 STAGE_FILTERS = (64, 128, 256, 512)
 STEMS = ('imagenet', 'small')
 
@@ -37,16 +46,25 @@ def _chain(layers, shape):
 
 class _Residual(keras.layers.Layer):
   """relu(main(x) + shortcut(x)): `self.convs` with a batch norm after each and a ReLU between,
-  and a 1×1 conv and batch norm on the shortcut with `projection`. Subclasses make the convs."""
+  and a 1×1 conv and batch norm on the shortcut with `projection`; with `drop_rate`, main(x) is
+  dropped for that fraction of the examples in training (stochastic depth). Subclasses make the
+  convs."""
 
   expansion = 1
 
-  def __init__(self, filters, strides=1, projection=False, conv_bias=False, **kwargs):
+  def __init__(self, filters, strides=1, projection=False, conv_bias=False, drop_rate=0.0,
+               **kwargs):
     super().__init__(**kwargs)
+    if not 0 <= drop_rate < 1:
+      raise ValueError(f'drop_rate={drop_rate} should be in [0, 1)')
     self.filters = filters
     self.strides = strides
     self.projection = projection
     self.conv_bias = conv_bias
+    self.drop_rate = drop_rate
+    # One draw per example for the whole branch: the noise is broadcast over H, W and C.
+    self.drop = keras.layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1),
+                                     name='drop_path') if drop_rate else None
     self.convs = tuple(self._convs())  # a tuple: a list hides weights from tf.train.Checkpoint
     self.norms = tuple(_norm(f'bn{i + 1}') for i in range(len(self.convs)))
     self.shortcut = None
@@ -79,6 +97,8 @@ class _Residual(keras.layers.Layer):
       y = norm(conv(y), training=training)
       if i < len(self.convs) - 1:
         y = keras.ops.relu(y)
+    if self.drop:
+      y = self.drop(y, training=training)
     if self.shortcut:
       x = self.shortcut[1](self.shortcut[0](x), training=training)
     return keras.ops.relu(y + x)
@@ -88,7 +108,8 @@ class _Residual(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), 'filters': self.filters, 'strides': self.strides,
-            'projection': self.projection, 'conv_bias': self.conv_bias}
+            'projection': self.projection, 'conv_bias': self.conv_bias,
+            'drop_rate': self.drop_rate}
 
 
 @keras.saving.register_keras_serializable(package='research')
@@ -165,21 +186,27 @@ class Stem(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package='research')
 class Stage(keras.layers.Layer):
   """`num_blocks` residual blocks `block1..N` of one width; the first has the stride and, with
-  `projection`, the projection shortcut (Keras' `stack1`)."""
+  `projection`, the projection shortcut (Keras' `stack1`); `drop_rates`, if given, has each
+  block's stochastic-depth rate."""
 
   def __init__(self, block, filters, num_blocks, strides=1, projection=True, conv_bias=False,
-               **kwargs):
+               drop_rates=(), **kwargs):
     super().__init__(**kwargs)
     if block not in BLOCKS:
       raise ValueError(f'block={block!r} is none of {", ".join(BLOCKS)}')
     if num_blocks < 1:
       raise ValueError(f'a stage needs at least one block, not {num_blocks}')
+    drop_rates = tuple(float(r) for r in drop_rates) or (0.0,) * num_blocks
+    if len(drop_rates) != num_blocks:
+      raise ValueError(f'drop_rates={drop_rates} should give the rates of {num_blocks} blocks')
     self.block, self.filters, self.num_blocks = block, filters, num_blocks
     self.strides, self.projection, self.conv_bias = strides, projection, conv_bias
+    self.drop_rates = drop_rates
     cls = BLOCKS[block]
     self.blocks = tuple(
         cls(filters, strides=strides if i == 0 else 1, projection=projection and i == 0,
-            conv_bias=conv_bias, name=f'block{i + 1}') for i in range(num_blocks))
+            conv_bias=conv_bias, drop_rate=drop_rates[i], name=f'block{i + 1}')
+        for i in range(num_blocks))
 
   def build(self, input_shape):
     shape = input_shape
@@ -198,7 +225,8 @@ class Stage(keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), 'block': self.block, 'filters': self.filters,
             'num_blocks': self.num_blocks, 'strides': self.strides,
-            'projection': self.projection, 'conv_bias': self.conv_bias}
+            'projection': self.projection, 'conv_bias': self.conv_bias,
+            'drop_rates': self.drop_rates}
 
 
 @keras.saving.register_keras_serializable(package='research')
@@ -208,17 +236,20 @@ class ResNet(blocks.LayerStack):
   `stage_sizes` gives the blocks per stage; stage 1 keeps the stem's resolution and each later
   one halves it. `width_divisor` divides every width; `stem` 'small' keeps a 32×32 input's
   resolution; `conv_bias` puts biases on the convs (Keras' layout: its weights have them);
-  `preprocessing` 'caffe' makes the model take the form Keras Applications' weights expect.
+  `preprocessing` 'caffe' makes the model take the form Keras Applications' weights expect;
+  `drop_path` is the last block's stochastic-depth rate (0: none).
   """
 
   def __init__(self, num_classes=10, block='bottleneck', stage_sizes=RESNET50[1],
                width_divisor=1, stem='imagenet', conv_bias=True, preprocessing='',
-               name='resnet', **kwargs):
+               drop_path=0.0, name='resnet', **kwargs):
     super().__init__(name=name, **kwargs)
     self.num_classes, self.block = num_classes, block
     self.stage_sizes = tuple(int(n) for n in stage_sizes)  # JSON gives a list: round-trip it
     self.width_divisor, self.stem, self.conv_bias = width_divisor, stem, conv_bias
-    self.preprocessing = preprocessing
+    self.preprocessing, self.drop_path = preprocessing, drop_path
+    if not 0 <= drop_path < 1:
+      raise ValueError(f'drop_path={drop_path} should be in [0, 1)')
     if len(self.stage_sizes) != len(STAGE_FILTERS):
       raise ValueError(f'stage_sizes={self.stage_sizes} should give the blocks of '
                        f'{len(STAGE_FILTERS)} stages, e.g. (3, 4, 6, 3)')
@@ -226,14 +257,17 @@ class ResNet(blocks.LayerStack):
     stem_width = divided(STAGE_FILTERS[0], width_divisor)
     stack.append(Stem(stem_width, stem, conv_bias, name='stem'))
     channels = stem_width
+    total, before = sum(self.stage_sizes), 0
     for i, (n, f) in enumerate(zip(self.stage_sizes, STAGE_FILTERS)):
       width = divided(f, width_divisor)
       strides = 1 if i == 0 else 2
       out = width * BLOCKS.get(block, BasicBlock).expansion
+      # Huang et al.'s linear rule: block b of `total` drops with drop_path * b / total.
+      rates = tuple(drop_path * (before + b + 1) / total for b in range(n)) if drop_path else ()
       stack.append(Stage(block, width, n, strides=strides,
                          projection=strides != 1 or out != channels, conv_bias=conv_bias,
-                         name=f'stage{i + 1}'))
-      channels = out
+                         drop_rates=rates, name=f'stage{i + 1}'))
+      channels, before = out, before + n
     stack.append(keras.layers.GlobalAveragePooling2D(name='pool'))
     stack.append(blocks.Logits(num_classes, name='logits'))
     self.stack = tuple(stack)  # see LayerStack: a list would drop out of checkpoints
@@ -242,4 +276,5 @@ class ResNet(blocks.LayerStack):
     return {'num_classes': self.num_classes, 'block': self.block,
             'stage_sizes': self.stage_sizes, 'width_divisor': self.width_divisor,
             'stem': self.stem, 'conv_bias': self.conv_bias,
-            'preprocessing': self.preprocessing, 'name': self.name}
+            'preprocessing': self.preprocessing, 'drop_path': self.drop_path,
+            'name': self.name}

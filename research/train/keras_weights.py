@@ -29,9 +29,9 @@ _CLASSES = {'vgg16': 'VGG16', 'vgg19': 'VGG19', 'resnet50': 'ResNet50'}
 # A layer only this kind has, telling the kinds apart (VGG19 has VGG16's layers and more).
 _MARKERS = (('resnet50', 'conv5_block3_3_conv'), ('vgg19', 'block5_conv4'),
             ('vgg16', 'block5_conv3'))
-# Fields that shape no imported weight: the input size, the dropout and the widths of the
-# layers that start fresh when they differ.
-_FREE_FIELDS = ('input_size', 'dropout', 'dense_units', 'preprocessing')
+# Fields that shape no imported weight: the input size, the dropout and stochastic depth, and
+# the widths of the layers that start fresh when they differ.
+_FREE_FIELDS = ('input_size', 'dropout', 'drop_path', 'dense_units', 'preprocessing')
 _URL = 'https://storage.googleapis.com/tensorflow/keras-applications/'
 
 
