@@ -15,7 +15,6 @@ known job failure reasons, pod names that fit a DNS-1035 label). Not checked off
 rules of the CRD and what the controllers do at run time, modelled in RestartRulesTest instead.
 """
 
-import copy
 import json
 import os
 import re
@@ -198,9 +197,7 @@ class ManifestTest(parameterized.TestCase):
   @parameterized.product(nodes=(1, 2, 4), gpus_per_node=(0, 4))
   def test_manifest_is_a_valid_jobset(self, nodes, gpus_per_node):
     job = make_job(nodes=nodes, gpus_per_node=gpus_per_node)
-    manifest = yaml.safe_load(kubernetes.render(job))
-    self.assertEqual(manifest, kubernetes.manifest(job))
-    self.assertEqual(jobset_problems(manifest), [])
+    manifest = k8s_tests.rendered_and_valid(self, job, jobset_problems)
 
     self.assertEqual((manifest['apiVersion'], manifest['kind']),
                      ('jobset.x-k8s.io/v1alpha2', 'JobSet'))
@@ -334,12 +331,9 @@ class SchemaRejectsTest(parameterized.TestCase):
        'was expected'),
   )
   def test_rejects(self, mutate, expected):
-    manifest = kubernetes.manifest(make_job(nodes=2, gpus_per_node=2))
-    self.assertEqual(jobset_problems(manifest), [])
-    broken = copy.deepcopy(manifest)
-    mutate(broken)
-    problems = jobset_problems(broken)
-    self.assertTrue(any(expected in p for p in problems), problems)
+    k8s_tests.assert_rejects(self, jobset_problems,
+                             kubernetes.manifest(make_job(nodes=2, gpus_per_node=2)), mutate,
+                             expected)
 
 
 # --- What the controllers do with an exit status ------------------------------------------------

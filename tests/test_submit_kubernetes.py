@@ -177,6 +177,14 @@ def make_job(workdir=WORKDIR, **overrides):
   return job_lib.Job(**fields)
 
 
+def rendered_and_valid(test, job, problems_of):
+  """The manifest `render(job)` writes, after checking it is `manifest(job)` and valid."""
+  manifest = yaml.safe_load(kubernetes.render(job))
+  test.assertEqual(manifest, kubernetes.manifest(job))
+  test.assertEqual(problems_of(manifest), [])
+  return manifest
+
+
 def _container(tfjob, rtype='Chief'):
   return tfjob['spec']['tfReplicaSpecs'][rtype]['template']['spec']['containers'][0]
 
@@ -186,9 +194,7 @@ class ManifestTest(parameterized.TestCase):
   @parameterized.product(nodes=(1, 2, 4), gpus_per_node=(0, 2))
   def test_manifest_is_a_valid_tfjob(self, nodes, gpus_per_node):
     job = make_job(nodes=nodes, gpus_per_node=gpus_per_node)
-    tfjob = yaml.safe_load(kubernetes.render(job))
-    self.assertEqual(tfjob, kubernetes.manifest(job))
-    self.assertEqual(tfjob_problems(tfjob), [])
+    tfjob = rendered_and_valid(self, job, tfjob_problems)
 
     self.assertEqual((tfjob['metadata']['name'], tfjob['metadata']['namespace']),
                      ('exp1', 'default'))
@@ -252,6 +258,15 @@ def _break(path, action, value=None):
   return mutate
 
 
+def assert_rejects(test, problems_of, manifest, mutate, expected):
+  """`manifest` passes `problems_of`, and after `mutate` one of its problems says `expected`."""
+  test.assertEqual(problems_of(manifest), [])
+  broken = copy.deepcopy(manifest)
+  mutate(broken)
+  problems = problems_of(broken)
+  test.assertTrue(any(expected in p for p in problems), problems)
+
+
 _CHIEF = ('spec', 'tfReplicaSpecs', 'Chief')
 _CHIEF_CONTAINER = _CHIEF + ('template', 'spec', 'containers', 0)
 
@@ -307,12 +322,8 @@ class SchemaRejectsTest(parameterized.TestCase):
        'more than 1 chief/master'),
   )
   def test_rejects(self, mutate, expected):
-    tfjob = kubernetes.manifest(make_job(nodes=2, gpus_per_node=2))
-    self.assertEqual(tfjob_problems(tfjob), [])
-    broken = copy.deepcopy(tfjob)
-    mutate(broken)
-    problems = tfjob_problems(broken)
-    self.assertTrue(any(expected in p for p in problems), problems)
+    assert_rejects(self, tfjob_problems, kubernetes.manifest(make_job(nodes=2, gpus_per_node=2)),
+                   mutate, expected)
 
   def test_the_pod_template_is_kubernetes_strict_schema(self):
     # The nested $ref resolved to the real PodSpec: a field that exists there is accepted.
