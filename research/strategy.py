@@ -141,7 +141,7 @@ def _slurm_resolver(environ):
   return spec, slurm.task_type, slurm.task_id
 
 
-def jobset_hosts(jobset, replicated_job, job_index, pods):
+def _jobset_hosts(jobset, replicated_job, job_index, pods):
   """The pods' addresses: an Indexed Job names its pod `index` <job>-<index>, and JobSet names the
   job <jobset>-<replicatedJob>-<jobIndex> and gives the pods its headless service, named after
   the JobSet, as their subdomain."""
@@ -163,7 +163,7 @@ def _jobset_resolver(environ):
   if not 0 <= index < pods:
     raise UserError(f'JobSet {environ["JOBSET_NAME"]}: pod index {index} is not one of its '
                     f'{pods} pods ({JOBSET_WORKERS_ENV}): set it to the Job\'s completions')
-  hosts = jobset_hosts(environ['JOBSET_NAME'], environ['REPLICATED_JOB_NAME'], job_index, pods)
+  hosts = _jobset_hosts(environ['JOBSET_NAME'], environ['REPLICATED_JOB_NAME'], job_index, pods)
   return tf.train.ClusterSpec({'worker': hosts}), 'worker', index
 
 

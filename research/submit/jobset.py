@@ -3,8 +3,8 @@
 JobSet is the maintained Kubernetes primitive for multi-pod training (Kubeflow Trainer v2 renders
 to it). The JobSet has one replicated job, `worker`, of one Job whose N pods are the completion
 indexes 0..N-1; JobSet's headless service, named after the JobSet, gives them stable hostnames
-<jobset>-worker-0-<index>.<jobset>. research.strategy builds the TF_CONFIG cluster from each pod's
-environment (`jobset_hosts`): worker i is the pod of completion index i, worker 0 the chief.
+<jobset>-worker-0-<index>.<jobset>. research.strategy.cluster_resolver builds the cluster from
+each pod's environment: worker i is the pod of completion index i, worker 0 the chief.
 
 Restarts, field names from kubernetes-sigs/jobset api/jobset/v1alpha2/jobset_types.go and the
 Kubernetes batch/v1 Job API:
