@@ -23,6 +23,7 @@ from research.submit import job as job_lib
 
 API_VERSION = 'jobset.x-k8s.io/v1alpha2'
 KIND = 'JobSet'
+TITLE = 'JobSet'
 RESOURCE = 'jobset'
 CONTAINER = 'trainer'
 REPLICATED_JOB = 'worker'
@@ -105,6 +106,7 @@ def pod_names(job):
 
 
 def log_hint(name, namespace, workers):
+  """Every pod's log, prefixed by its name: the pods' names end in a random suffix."""
   return (f'kubectl logs -f -l {NAME_LABEL}={name} -n {namespace} --prefix '
           f'--max-log-requests={max(5, workers)}')
 

@@ -156,9 +156,8 @@ def _job_status_command(job):
 def render(job):
   """The manifest as YAML, after a comment saying what wrote it and how to follow it."""
   text = yaml.safe_dump(manifest(job), sort_keys=False, default_flow_style=False, width=4096)
-  written = 'Kubeflow TFJob' if job.kubernetes_kind == 'tfjob' else KINDS[job.kubernetes_kind].KIND
-  return (f'# {written} for {job.workdir}, written by python -m launch.submit '
-          f'--cluster=kubernetes.\n'
+  return (f'# {KINDS[job.kubernetes_kind].TITLE} for {job.workdir}, written by python -m '
+          f'launch.submit --cluster=kubernetes.\n'
           f'# Status: {_job_status_command(job)}\n' + text)
 
 
@@ -206,19 +205,13 @@ def submit(job, dry_run=False):
            f'worker(s) ({kind.pod_names(job)})',
            f'  kubectl: {applied}',
            f'  manifest: {path}',
-           f'  logs: {_log_hint(kind, job.name, job.namespace, job.workers)}',
+           f'  logs: {kind.log_hint(job.name, job.namespace, job.workers)}',
            f'  status: {_job_status_command(job)}']
   if re.search(r'\b(unchanged|configured)\b', applied):
     lines.append(f'  note: a {kind.KIND} named {job.name} already existed and was updated in '
                  f'place; a finished job does not run again: kubectl delete {kind.RESOURCE} '
                  f'{job.name} -n {job.namespace}, then submit again (or pass another --name)')
   return '\n'.join(lines)
-
-
-def _log_hint(kind, name, namespace, workers):
-  if kind is tfjob:
-    return f'kubectl logs -f {tfjob.chief_pod(name)} -n {namespace}'
-  return jobset.log_hint(name, namespace, workers)
 
 
 def _trained_workdir(template, container_name):

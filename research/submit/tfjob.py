@@ -9,6 +9,7 @@ maintenance only (Kubeflow Trainer v2 dropped TensorFlow), so research.submit.jo
 
 API_VERSION = 'kubeflow.org/v1'
 KIND = 'TFJob'
+TITLE = 'Kubeflow TFJob'
 RESOURCE = 'tfjob'
 # The operator reads the exit code of the container with this name; in any other container an
 # exit is invisible to it (pkg/controller.v1/common/pod.go reads `GetDefaultContainerName()`), and
@@ -73,6 +74,11 @@ def pod_names(job):
 def chief_pod(name):
   """The pod whose log has the progress lines: the chief's name is fixed."""
   return f'{name}-chief-0'
+
+
+def log_hint(name, namespace, workers):
+  del workers  # the chief logs the progress
+  return f'kubectl logs -f {chief_pod(name)} -n {namespace}'
 
 
 def state(tfjob):
