@@ -2,8 +2,9 @@
 
   python -m launch.submit --cluster=slurm --nodes=2 [--tasks_per_node=K] [--gpus_per_node=G]
       [--time=H:MM:SS] [--partition=P] [--dry_run] -- --config=configs/cnn_mnist.py --workdir=W
-  python -m launch.submit --cluster=kubernetes --nodes=2 --image=IMAGE --pvc=CLAIM -- ...
-  python -m launch.submit --status --workdir=W [--cluster=kubernetes]
+  python -m launch.submit --cluster=kubernetes --nodes=2 --image=IMAGE --pvc=CLAIM
+      [--kubernetes_kind=tfjob] -- ...
+  python -m launch.submit --status --workdir=W [--cluster=kubernetes [--kubernetes_kind=tfjob]]
 
 The flags after `--` are launch.train's: they are checked here as launch.train checks them (a
 bad override fails now, not after the queue), and every worker of the job runs them.
@@ -41,12 +42,15 @@ _NAMESPACE = flags.DEFINE_string('namespace', 'default', 'Kubernetes namespace.'
 _PVC = flags.DEFINE_string('pvc', '', 'Kubernetes: PersistentVolumeClaim holding the workdir.')
 _MOUNT_PATH = flags.DEFINE_string('mount_path', '/runs', 'Kubernetes: where the claim is '
                                   'mounted in the pods; the workdir must lie under it.')
+_KUBERNETES_KIND = flags.DEFINE_enum(
+    'kubernetes_kind', kubernetes.DEFAULT_KIND, tuple(kubernetes.KINDS),
+    'Kubernetes: a JobSet, or a Kubeflow TFJob for clusters with the training operator.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print what would be submitted; submit nothing.')
 _STATUS = flags.DEFINE_bool('status', False, 'Report who holds --workdir\'s lock, and the state '
                             'and last progress line of its job, instead of submitting.')
 
 _OWN = (_CLUSTER, _NODES, _TASKS_PER_NODE, _GPUS_PER_NODE, _TIME, _PARTITION, _NAME, _IMAGE,
-        _NAMESPACE, _PVC, _MOUNT_PATH, _DRY_RUN, _STATUS)
+        _NAMESPACE, _PVC, _MOUNT_PATH, _KUBERNETES_KIND, _DRY_RUN, _STATUS)
 # Before `--` only submit's flags; --workdir too, for --status.
 _ALLOWED_BEFORE = {h.name for h in _OWN} | {'workdir', 'help', 'helpshort', 'helpfull'}
 
@@ -79,6 +83,7 @@ def _job(train_args):
       gpus_per_node=_GPUS_PER_NODE.value, name=_NAME.value or job_lib.default_name(workdir),
       time=_TIME.value, partition=_PARTITION.value, image=_IMAGE.value,
       namespace=_NAMESPACE.value, pvc=_PVC.value, mount_path=_MOUNT_PATH.value,
+      kubernetes_kind=_KUBERNETES_KIND.value,
       python=sys.executable, chdir=os.getcwd(),
       command=' '.join(shlex.quote(a) for a in ['python', '-m', 'launch.submit', *sys.argv[1:]]))
 
@@ -88,7 +93,7 @@ def main(train_args):
     workdir = flags.FLAGS.workdir
     print(workdir_lock.status(workdir))
     if _CLUSTER.value == 'kubernetes':
-      print(kubernetes.status(workdir, _NAME.value, _NAMESPACE.value))
+      print(kubernetes.status(workdir, _NAME.value, _NAMESPACE.value, _KUBERNETES_KIND.value))
     else:
       print(slurm.status(job_lib.read_record(os.path.abspath(workdir))))
     return 0

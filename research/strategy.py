@@ -4,9 +4,10 @@
 the CPU into logical devices and, for multi_worker_mirrored, starts this worker's server; all of
 these only work before TensorFlow initialises its devices.
 
-A multi-worker cluster comes from TF_CONFIG when it is set, else from Slurm's environment (one
-worker per task of an `srun` step); `python -m launch.train --local_workers=N` starts N local
-workers with their own TF_CONFIG (research.local_cluster).
+A multi-worker cluster comes from TF_CONFIG when it is set, else from a Kubernetes JobSet pod's
+environment (one worker per pod of an indexed Job), else from Slurm's (one worker per task of an
+`srun` step); `python -m launch.train --local_workers=N` starts N local workers with their own
+TF_CONFIG (research.local_cluster).
 """
 
 import contextlib
@@ -45,6 +46,13 @@ LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededErro
 # Under Slurm, worker k of a node listens on port base + k. Jobs sharing a node must not share a
 # base: by default it comes from the job id, or set this variable (the same for every task).
 PORT_BASE_ENV = 'RESEARCH_PORT_BASE'
+# A JobSet pod's environment (research.submit.jobset writes the pod spec): the Job controller sets
+# JOB_COMPLETION_INDEX in every pod of an Indexed Job; the pod spec maps JobSet's pod labels to
+# the next three through the downward API, and sets the pod count itself (no label holds it).
+JOBSET_ENV = ('JOBSET_NAME', 'REPLICATED_JOB_NAME', 'JOB_INDEX', 'JOB_COMPLETION_INDEX')
+JOBSET_WORKERS_ENV = 'RESEARCH_WORKERS'
+# Every pod has its own address, so all listen on one port (the training operator's default).
+JOBSET_PORT = 2222
 # How long to wait for a remote TPU's address to accept a connection: TensorFlow waits forever.
 _TPU_CONNECT_SECONDS = 20
 
@@ -133,8 +141,35 @@ def _slurm_resolver(environ):
   return spec, slurm.task_type, slurm.task_id
 
 
+def _jobset_hosts(jobset, replicated_job, job_index, pods):
+  """The pods' addresses: an Indexed Job names its pod `index` <job>-<index>, and JobSet names the
+  job <jobset>-<replicatedJob>-<jobIndex> and gives the pods its headless service, named after
+  the JobSet, as their subdomain."""
+  return [f'{jobset}-{replicated_job}-{job_index}-{i}.{jobset}:{JOBSET_PORT}' for i in range(pods)]
+
+
+def _jobset_resolver(environ):
+  """(cluster spec, task type, task id) of this pod of a JobSet: worker JOB_COMPLETION_INDEX."""
+  missing = [k for k in JOBSET_ENV + (JOBSET_WORKERS_ENV,) if not environ.get(k)]
+  if missing:
+    raise UserError(f'JobSet {environ["JOBSET_NAME"]}: the pod lacks {", ".join(missing)}: '
+                    'submit it with launch.submit --cluster=kubernetes, or set TF_CONFIG')
+  try:
+    job_index, index, pods = (int(environ[k]) for k in (
+        'JOB_INDEX', 'JOB_COMPLETION_INDEX', JOBSET_WORKERS_ENV))
+  except ValueError:
+    raise UserError(f'JobSet {environ["JOBSET_NAME"]}: JOB_INDEX, JOB_COMPLETION_INDEX and '
+                    f'{JOBSET_WORKERS_ENV} should be integers') from None
+  if not 0 <= index < pods:
+    raise UserError(f'JobSet {environ["JOBSET_NAME"]}: pod index {index} is not one of its '
+                    f'{pods} pods ({JOBSET_WORKERS_ENV}): set it to the Job\'s completions')
+  hosts = _jobset_hosts(environ['JOBSET_NAME'], environ['REPLICATED_JOB_NAME'], job_index, pods)
+  return tf.train.ClusterSpec({'worker': hosts}), 'worker', index
+
+
 def cluster_resolver(num_gpus=0, environ=None):
-  """This worker's cluster: from TF_CONFIG if set, else from Slurm's environment.
+  """This worker's cluster: from TF_CONFIG if set, else from a JobSet pod's environment, else
+  from Slurm's.
 
   Returns a SimpleClusterResolver reporting `num_gpus` GPUs per worker (0: one CPU replica per
   worker), whatever the machine has, so the strategy uses what the config chose.
@@ -143,6 +178,9 @@ def cluster_resolver(num_gpus=0, environ=None):
   if environ.get('TF_CONFIG'):
     spec, task_type, task_id = _tf_config_resolver(environ['TF_CONFIG'])
     source = 'TF_CONFIG'
+  elif environ.get('JOBSET_NAME'):
+    spec, task_type, task_id = _jobset_resolver(environ)
+    source = 'JobSet'
   elif environ.get('SLURM_JOB_ID'):
     spec, task_type, task_id = _slurm_resolver(environ)
     source = 'Slurm'

@@ -1,4 +1,5 @@
-"""research.submit.kubernetes: TFJob manifests checked against the TFJob API, and kubectl faked.
+"""research.submit.kubernetes with --kubernetes_kind=tfjob: TFJob manifests checked against the
+TFJob API, and kubectl faked (tests/test_submit_jobset.py has the default kind, JobSet).
 
 No Kubernetes runs here, so a manifest is checked against a JSON Schema of the TFJob built from
 two published packages (the test extra installs both):
@@ -13,7 +14,8 @@ show the check rejects misspelled fields, wrong types and what the operator refu
 two sources differ the check is the stricter: the SDK requires spec.runPolicy (the CRD only
 tfReplicaSpecs), and the manifest always has one.
 
-kubectl is a stand-in script on PATH that records its arguments and answers as each test says.
+kubectl is a stand-in script on PATH that records its arguments and answers as each test says:
+by its first two arguments ('get pods'), else by its first ('apply').
 """
 
 import copy
@@ -166,13 +168,21 @@ def tfjob_problems(tfjob):
 
 
 def make_job(workdir=WORKDIR, **overrides):
-  """A 2-node job training cnn_mnist in `workdir`, as launch.submit would build it."""
-  fields = dict(cluster='kubernetes', workdir=workdir,
+  """A 2-node TFJob training cnn_mnist in `workdir`, as launch.submit would build it."""
+  fields = dict(cluster='kubernetes', kubernetes_kind='tfjob', workdir=workdir,
                 train_args=['--config=configs/cnn_mnist.py', f'--workdir={workdir}'],
                 config=config_lib.base(), nodes=2, image='registry/img:tag', pvc='runs-claim',
                 name=job_lib.default_name(workdir))
   fields.update(overrides)
   return job_lib.Job(**fields)
+
+
+def rendered_and_valid(test, job, problems_of):
+  """The manifest `render(job)` writes, after checking it is `manifest(job)` and valid."""
+  manifest = yaml.safe_load(kubernetes.render(job))
+  test.assertEqual(manifest, kubernetes.manifest(job))
+  test.assertEqual(problems_of(manifest), [])
+  return manifest
 
 
 def _container(tfjob, rtype='Chief'):
@@ -184,9 +194,7 @@ class ManifestTest(parameterized.TestCase):
   @parameterized.product(nodes=(1, 2, 4), gpus_per_node=(0, 2))
   def test_manifest_is_a_valid_tfjob(self, nodes, gpus_per_node):
     job = make_job(nodes=nodes, gpus_per_node=gpus_per_node)
-    tfjob = yaml.safe_load(kubernetes.render(job))
-    self.assertEqual(tfjob, kubernetes.manifest(job))
-    self.assertEqual(tfjob_problems(tfjob), [])
+    tfjob = rendered_and_valid(self, job, tfjob_problems)
 
     self.assertEqual((tfjob['metadata']['name'], tfjob['metadata']['namespace']),
                      ('exp1', 'default'))
@@ -250,6 +258,15 @@ def _break(path, action, value=None):
   return mutate
 
 
+def assert_rejects(test, problems_of, manifest, mutate, expected):
+  """`manifest` passes `problems_of`, and after `mutate` one of its problems says `expected`."""
+  test.assertEqual(problems_of(manifest), [])
+  broken = copy.deepcopy(manifest)
+  mutate(broken)
+  problems = problems_of(broken)
+  test.assertTrue(any(expected in p for p in problems), problems)
+
+
 _CHIEF = ('spec', 'tfReplicaSpecs', 'Chief')
 _CHIEF_CONTAINER = _CHIEF + ('template', 'spec', 'containers', 0)
 
@@ -305,12 +322,8 @@ class SchemaRejectsTest(parameterized.TestCase):
        'more than 1 chief/master'),
   )
   def test_rejects(self, mutate, expected):
-    tfjob = kubernetes.manifest(make_job(nodes=2, gpus_per_node=2))
-    self.assertEqual(tfjob_problems(tfjob), [])
-    broken = copy.deepcopy(tfjob)
-    mutate(broken)
-    problems = tfjob_problems(broken)
-    self.assertTrue(any(expected in p for p in problems), problems)
+    assert_rejects(self, tfjob_problems, kubernetes.manifest(make_job(nodes=2, gpus_per_node=2)),
+                   mutate, expected)
 
   def test_the_pod_template_is_kubernetes_strict_schema(self):
     # The nested $ref resolved to the real PodSpec: a field that exists there is accepted.
@@ -395,7 +408,8 @@ if args[:2] == ['apply', '-f']:
 with open(os.path.join(here, 'calls.jsonl'), 'a') as f:
   f.write(json.dumps(call) + '\\n')
 with open(os.path.join(here, 'answers.json')) as f:
-  answer = json.load(f).get(args[0], {{}})
+  answers = json.load(f)
+answer = answers.get(' '.join(args[:2]), answers.get(args[0], {{}}))
 sys.stdout.write(answer.get('stdout', ''))
 sys.stderr.write(answer.get('stderr', ''))
 sys.exit(answer.get('code', 0))
@@ -417,7 +431,8 @@ class KubectlTestCase(parameterized.TestCase):
     self.enter_context(mock.patch.dict(os.environ, {'PATH': self.bin}))
 
   def fake_kubectl(self, **answers):
-    """kubectl that answers `answers[subcommand]` (stdout, stderr, code) and records its calls."""
+    """kubectl that answers `answers['get pods']` or `answers['apply']` (stdout, stderr, code) as
+    its first arguments say, and records its calls."""
     path = os.path.join(self.bin, 'kubectl')
     with open(path, 'w') as f:
       f.write(_FAKE_KUBECTL.format(python=sys.executable))
@@ -564,7 +579,7 @@ class StatusTest(KubectlTestCase):
   def test_state_and_progress(self, conditions, replica_statuses, state, replicas):
     tfjob = _tfjob_json(conditions, replica_statuses)
     self.fake_kubectl(get={'stdout': json.dumps(tfjob)}, logs={'stdout': _LOG})
-    out = kubernetes.status(WORKDIR)
+    out = kubernetes.status(WORKDIR, kind='tfjob')
     self.assertEqual([c['argv'] for c in self.calls()],
                      [['get', 'tfjob', 'exp1', '-n', 'default', '-o', 'json'],
                       ['logs', 'exp1-chief-0', '-n', 'default', '--tail=200']])
@@ -577,7 +592,7 @@ class StatusTest(KubectlTestCase):
 
   def test_name_and_namespace(self):
     self.fake_kubectl(get={'stdout': json.dumps(_tfjob_json([_CREATED], {}))}, logs={})
-    kubernetes.status(WORKDIR, name='big', namespace='team-a')
+    kubernetes.status(WORKDIR, name='big', namespace='team-a', kind='tfjob')
     self.assertEqual([c['argv'] for c in self.calls()],
                      [['get', 'tfjob', 'big', '-n', 'team-a', '-o', 'json'],
                       ['logs', 'big-chief-0', '-n', 'team-a', '--tail=200']])
@@ -587,7 +602,7 @@ class StatusTest(KubectlTestCase):
                       logs={'code': 1, 'stderr': 'Error from server (BadRequest): container '
                             '"tensorflow" in pod "exp1-chief-0" is waiting to start: '
                             'ContainerCreating\n'})
-    out = kubernetes.status(WORKDIR)
+    out = kubernetes.status(WORKDIR, kind='tfjob')
     self.assertIn('Created: TFJob exp1 is created.', out)
     self.assertIn('progress: none yet (kubectl logs exp1-chief-0: Error from server (BadRequest)',
                   out)
@@ -595,7 +610,7 @@ class StatusTest(KubectlTestCase):
   def test_a_job_of_another_workdir_is_pointed_out(self):
     tfjob = _tfjob_json([_CREATED, _RUNNING], {}, workdir='/runs/old/exp1')
     self.fake_kubectl(get={'stdout': json.dumps(tfjob)}, logs={'stdout': ''})
-    out = kubernetes.status(WORKDIR)
+    out = kubernetes.status(WORKDIR, kind='tfjob')
     self.assertIn('note: this TFJob trains --workdir=/runs/old/exp1, not /runs/exp1', out)
     self.assertIn('progress: no progress line yet', out)
 
@@ -603,12 +618,12 @@ class StatusTest(KubectlTestCase):
     self.fake_kubectl(get={'code': 1, 'stderr': 'Error from server (NotFound): '
                            'tfjobs.kubeflow.org "exp1" not found\n'})
     with self.assertRaisesRegex(UserError, r"no TFJob 'exp1' in namespace 'default' .*--name"):
-      kubernetes.status(WORKDIR)
+      kubernetes.status(WORKDIR, kind='tfjob')
     self.assertEqual(len(self.calls()), 1)
 
   def test_kubectl_not_found(self):
     with self.assertRaisesRegex(UserError, 'kubectl not found'):
-      kubernetes.status(WORKDIR)
+      kubernetes.status(WORKDIR, kind='tfjob')
 
 
 if __name__ == '__main__':

@@ -3,7 +3,7 @@
 A `Job` is the scheduler-neutral request: how many workers on how many nodes with how many GPUs,
 and the `launch.train` flags each worker runs. `worker_args(job)` is the training command every
 worker runs, whatever the scheduler; research.submit.slurm and research.submit.kubernetes turn the
-job into an sbatch script or a TFJob manifest.
+job into an sbatch script or a JobSet (or TFJob) manifest.
 """
 
 import dataclasses
@@ -37,8 +37,8 @@ class Job:
   """A training run as a multi-worker cluster job.
 
   `train_args` are the launch.train flags as the user gave them (after `--`); `config` is the
-  config they resolve to, for the checks. Kubernetes fields (image, namespace, pvc, mount_path)
-  are ignored by Slurm and vice versa (time, partition).
+  config they resolve to, for the checks. Kubernetes fields (image, namespace, pvc, mount_path,
+  kubernetes_kind) are ignored by Slurm and vice versa (time, partition).
   """
   cluster: str
   workdir: str
@@ -54,6 +54,7 @@ class Job:
   namespace: str = 'default'
   pvc: str = ''
   mount_path: str = '/runs'
+  kubernetes_kind: str = 'jobset'  # research.submit.kubernetes.KINDS
   python: str = 'python'
   chdir: str = '.'  # where the workers start, as the submitter (relative paths in train_args)
   command: str = ''  # the launch.submit command line, recorded in the script

@@ -1,10 +1,9 @@
-"""A training job as a Kubeflow TFJob: the manifest, `kubectl apply`, and the job's state.
+"""A training job on Kubernetes: the manifest, `kubectl apply`, and the job's state.
 
-The Kubeflow training operator runs a TFJob as one pod per replica and sets each pod's TF_CONFIG
-with the task types `chief` and `worker`, which research.strategy reads (the chief writes the run's
-outputs). A job of N workers is one `Chief` replica and N - 1 `Worker` replicas, every pod running
-`python -m launch.train` with `job.worker_args(job)` and all of its node's GPUs; the workdir lives
-on a PersistentVolumeClaim mounted in every pod.
+Two kinds of manifest (`job.kubernetes_kind`): a JobSet (research.submit.jobset, the default) or
+a Kubeflow TFJob (research.submit.tfjob) for clusters that still run the training operator. In
+either, every pod runs `python -m launch.train` with `job.worker_args(job)` and all of its node's
+GPUs, and the workdir lives on a PersistentVolumeClaim mounted in every pod.
 
 The manifest is written to jobs/<namespace>-<name>.yaml under the current directory, not into the
 workdir: the workdir is a path inside the pods (on the claim), usually not reachable from the
@@ -24,22 +23,18 @@ import yaml
 from research import argv as argv_lib
 from research.errors import UserError
 from research.submit import job as job_lib
+from research.submit import jobset
+from research.submit import tfjob
 
-API_VERSION = 'kubeflow.org/v1'
-KIND = 'TFJob'
-# The operator reads the exit code of the container with this name; in any other container an
-# exit is invisible to it (pkg/controller.v1/common/pod.go reads `GetDefaultContainerName()`), and
-# its admission check rejects a replica without one (tensorflow_validation.go).
-CONTAINER = 'tensorflow'
+KINDS = {'jobset': jobset, 'tfjob': tfjob}
+DEFAULT_KIND = 'jobset'
 VOLUME = 'workdir'
 MANIFEST_DIR = 'jobs'
 # Lines of the chief's log searched for the last progress line: a few log periods' worth.
 LOG_TAIL = 200
 KUBECTL_TIMEOUT_SECONDS = 120
-# A TFJob's name must be a DNS-1035 label (the operator's ValidateV1TFJob); its pods are named
-# <name>-worker-<i>, so 52 characters leave room for the suffix within the 63 of a pod's label.
+# A TFJob's and a JobSet's name must be a DNS-1035 label; how long depends on the pod names.
 _NAME = re.compile(r'^[a-z]([-a-z0-9]*[a-z0-9])?$')
-_NAME_MAX = 52
 # A namespace is a DNS-1123 label.
 _NAMESPACE = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
 # A PersistentVolumeClaim's name is a DNS-1123 subdomain: labels joined by dots, 253 at most.
@@ -59,20 +54,10 @@ IMAGE_HELP = ('use [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST] with NAME in low
               "digits and '.', '_', '-', '/' (e.g. ghcr.io/team/research:v1)")
 
 
-def check(job):
-  """job_lib.check, then what a TFJob needs; raises UserError before anything is written."""
-  job_lib.check(job)
-  if job.tasks_per_node != 1:
-    # Kubernetes places pods, not tasks on nodes: a worker is one pod holding its GPUs, so a
-    # second task "on the same node" would be a second pod the scheduler may put anywhere.
-    per_task = job.gpus_per_task
-    raise UserError(
-        f'--tasks_per_node={job.tasks_per_node}: on Kubernetes each worker is one pod with all of '
-        f'its GPUs, so use --tasks_per_node=1 (the default); for one pod per task pass '
-        f'--nodes={job.workers} --gpus_per_node={per_task} instead')
+def _check_image_and_claim(job, kind):
   if not job.image:
-    raise UserError('a TFJob runs a container image: pass --image=REGISTRY/IMAGE:TAG, an image '
-                    'with this repository and its requirements installed')
+    raise UserError(f'a {kind.KIND} runs a container image: pass --image=REGISTRY/IMAGE:TAG, an '
+                    'image with this repository and its requirements installed')
   image = _IMAGE.fullmatch(job.image)
   if not image or len(image.group('name')) > _IMAGE_NAME_MAX:
     raise UserError(f'--image={job.image!r} is not a container image reference: {IMAGE_HELP}')
@@ -83,9 +68,30 @@ def check(job):
     raise UserError(f'--pvc={job.pvc!r} is not a PersistentVolumeClaim name: use at most '
                     f"{_CLAIM_MAX} lowercase letters, digits, '-' and '.', starting and ending "
                     'with a letter or digit (kubectl get pvc -n NAMESPACE lists them)')
-  if not _NAME.match(job.name) or len(job.name) > _NAME_MAX:
-    raise UserError(f'--name={job.name!r} is not a valid TFJob name: use at most {_NAME_MAX} '
-                    "lowercase letters, digits and '-', starting with a letter")
+
+
+def check(job):
+  """job_lib.check, then what a Kubernetes job needs; raises UserError before anything is
+  written."""
+  job_lib.check(job)
+  if job.kubernetes_kind not in KINDS:
+    raise UserError(f'unknown --kubernetes_kind={job.kubernetes_kind!r}: use '
+                    f'{" or ".join(KINDS)}')
+  kind = KINDS[job.kubernetes_kind]
+  if job.tasks_per_node != 1:
+    # Kubernetes places pods, not tasks on nodes: a worker is one pod holding its GPUs, so a
+    # second task "on the same node" would be a second pod the scheduler may put anywhere.
+    per_task = job.gpus_per_task
+    raise UserError(
+        f'--tasks_per_node={job.tasks_per_node}: on Kubernetes each worker is one pod with all of '
+        f'its GPUs, so use --tasks_per_node=1 (the default); for one pod per task pass '
+        f'--nodes={job.workers} --gpus_per_node={per_task} instead')
+  _check_image_and_claim(job, kind)
+  name_max = kind.name_max(job)
+  if not _NAME.match(job.name) or len(job.name) > name_max:
+    raise UserError(f'--name={job.name!r} is not a valid {kind.KIND} name: use at most '
+                    f"{name_max} lowercase letters, digits and '-', starting with a letter"
+                    + (' (its pods add their index to it)' if kind is jobset else ''))
   if not _NAMESPACE.match(job.namespace or '') or len(job.namespace) > 63:
     raise UserError(f'--namespace={job.namespace!r} is not a Kubernetes namespace name')
   mount = posixpath.normpath(job.mount_path or '')
@@ -100,9 +106,9 @@ def check(job):
                     '--mount_path')
 
 
-def _replica(job, replicas):
+def _pod_spec(job, container_name):
   container = {
-      'name': CONTAINER,
+      'name': container_name,
       'image': job.image,
       # The image's python (job.python is the submitting machine's, for Slurm's shared disks).
       'command': ['python', '-m', 'launch.train', *job_lib.worker_args(job)],
@@ -114,74 +120,53 @@ def _replica(job, replicas):
     # Extended resources take their request from the limit.
     container['resources'] = {'limits': {'nvidia.com/gpu': job.gpus_per_node}}
   return {
-      'replicas': replicas,
-      # A failed pod whose exit code is >= 128 is deleted and created again; 1-127 fail the job.
-      # kubeflow/training-operator: pkg/util/train/train_util.go `IsRetryableExitCode` is
-      # `exitCode >= 128`, used by ReconcilePods in pkg/controller.v1/common/pod.go for
-      # RestartPolicyExitCode. launch.train exits job_lib.PREEMPTED_EXIT_CODE (143) once a
-      # SIGTERM (a node drained, a pod evicted) stopped it and the run was saved, and
-      # job_lib.LOST_WORKER_EXIT_CODE (200) when another pod vanished (its node gone, killed,
-      # frozen): either way the new pod resumes from the last checkpoint; a bug (exit 1) or a
-      # bad setting (2) fails the job at once instead of crash-looping.
-      'restartPolicy': 'ExitCode',
-      'template': {'spec': {
-          'containers': [container],
-          'volumes': [{'name': VOLUME, 'persistentVolumeClaim': {'claimName': job.pvc}}],
-      }},
+      'containers': [container],
+      'volumes': [{'name': VOLUME, 'persistentVolumeClaim': {'claimName': job.pvc}}],
   }
 
 
 def manifest(job):
-  """The TFJob for `job` as a dict; raises UserError if the job cannot run on Kubernetes."""
+  """The JobSet or TFJob for `job` as a dict; raises UserError if the job cannot run on
+  Kubernetes."""
   check(job)
-  specs = {'Chief': _replica(job, 1)}
-  if job.workers > 1:
-    specs['Worker'] = _replica(job, job.workers - 1)
-  return {
-      'apiVersion': API_VERSION,
-      'kind': KIND,
-      'metadata': {'name': job.name, 'namespace': job.namespace},
-      'spec': {
-          # Running: when the job ends (the chief succeeded, or a worker failed for good), pods
-          # still running are deleted, so workers blocked in a collective on a dead peer do not
-          # hold their GPUs; finished pods stay, so their logs remain for `status`. (The
-          # operator's default, None, would leave them running.) No backoffLimit: the operator
-          # counts container restarts for it, and ExitCode restarts replace the pod (restart
-          # count 0), so it would not bound them; exit codes 1-127 already fail the job.
-          'runPolicy': {'cleanPodPolicy': 'Running'},
-          'tfReplicaSpecs': specs,
-      },
-  }
+  kind = KINDS[job.kubernetes_kind]
+  return kind.manifest(job, _pod_spec(job, kind.CONTAINER))
 
 
 def manifest_path(job):
   return os.path.join(MANIFEST_DIR, f'{job.namespace}-{job.name}.yaml')
 
 
-def _status_command(workdir, name, namespace):
+def _status_command(workdir, name, namespace, kind):
   command = ['python', '-m', 'launch.submit', '--status', '--cluster=kubernetes',
              f'--workdir={workdir}']
   if name != job_lib.default_name(workdir):
     command.append(f'--name={name}')
   if namespace != 'default':
     command.append(f'--namespace={namespace}')
+  if kind != DEFAULT_KIND:
+    command.append(f'--kubernetes_kind={kind}')
   return shlex.join(command)
+
+
+def _job_status_command(job):
+  return _status_command(job.workdir, job.name, job.namespace, job.kubernetes_kind)
 
 
 def render(job):
   """The manifest as YAML, after a comment saying what wrote it and how to follow it."""
   text = yaml.safe_dump(manifest(job), sort_keys=False, default_flow_style=False, width=4096)
-  return (f'# Kubeflow TFJob for {job.workdir}, written by python -m launch.submit '
-          f'--cluster=kubernetes.\n'
-          f'# Status: {_status_command(job.workdir, job.name, job.namespace)}\n' + text)
+  return (f'# {KINDS[job.kubernetes_kind].TITLE} for {job.workdir}, written by python -m '
+          f'launch.submit --cluster=kubernetes.\n'
+          f'# Status: {_job_status_command(job)}\n' + text)
 
 
-def _kubectl():
+def _kubectl(resource):
   path = shutil.which('kubectl')
   if not path:
     raise UserError('kubectl not found: install it or put it on PATH, configured for the '
-                    'cluster (kubectl get tfjobs should work); or pass --dry_run to print the '
-                    'manifest without submitting it')
+                    f'cluster (kubectl get {resource}s should work); or pass --dry_run to print '
+                    'the manifest without submitting it')
   return path
 
 
@@ -195,7 +180,7 @@ def _run(kubectl, args):
 
 
 def submit(job, dry_run=False):
-  """Writes the TFJob manifest and applies it with kubectl; returns what to tell the user.
+  """Writes the job's manifest and applies it with kubectl; returns what to tell the user.
 
   With dry_run, returns the manifest and the command that would apply it, and neither writes nor
   runs anything. Every check runs first: an error means nothing was written or submitted.
@@ -205,95 +190,97 @@ def submit(job, dry_run=False):
   if dry_run:
     return (f'{text}\n# Dry run: nothing written or submitted. A submission writes the above to '
             f'{path}\n# and runs: kubectl apply -f {path}')
-  kubectl = _kubectl()
+  kind = KINDS[job.kubernetes_kind]
+  kubectl = _kubectl(kind.RESOURCE)
   os.makedirs(MANIFEST_DIR, exist_ok=True)
   with open(path, 'w') as f:
     f.write(text)
   result = _run(kubectl, ['apply', '-f', path])
   if result.returncode:
-    hint = ''
-    if 'no matches for kind' in result.stderr:
-      hint = ' (is the Kubeflow training operator installed in the cluster?)'
+    hint = f' ({kind.MISSING_HINT})' if 'no matches for kind' in result.stderr else ''
     raise UserError(f'kubectl apply -f {path} failed (exit {result.returncode}): '
                     f'{_one_line(result.stderr) or "no message"}{hint}')
   applied = _one_line(result.stdout)
-  pods = f'{job.name}-chief-0'
-  if job.workers > 1:
-    pods += f', {job.name}-worker-0' + (f'..{job.workers - 2}' if job.workers > 2 else '')
-  lines = [f'submitted TFJob {job.name} in namespace {job.namespace}: {job.workers} worker(s) '
-           f'({pods})',
+  lines = [f'submitted {kind.KIND} {job.name} in namespace {job.namespace}: {job.workers} '
+           f'worker(s) ({kind.pod_names(job)})',
            f'  kubectl: {applied}',
            f'  manifest: {path}',
-           f'  logs: kubectl logs -f {job.name}-chief-0 -n {job.namespace}',
-           f'  status: {_status_command(job.workdir, job.name, job.namespace)}']
+           f'  logs: {kind.log_hint(job.name, job.namespace, job.workers)}',
+           f'  status: {_job_status_command(job)}']
   if re.search(r'\b(unchanged|configured)\b', applied):
-    lines.append(f'  note: a TFJob named {job.name} already existed and was updated in place; a '
-                 f'finished job does not run again: kubectl delete tfjob {job.name} -n '
-                 f'{job.namespace}, then submit again (or pass another --name)')
+    lines.append(f'  note: a {kind.KIND} named {job.name} already existed and was updated in '
+                 f'place; a finished job does not run again: kubectl delete {kind.RESOURCE} '
+                 f'{job.name} -n {job.namespace}, then submit again (or pass another --name)')
   return '\n'.join(lines)
 
 
-def _state(tfjob):
-  """The TFJob's state (the type of its last true condition, as kubectl's State column) and
-  that condition's message."""
-  conditions = (tfjob.get('status') or {}).get('conditions') or []
-  current = [c for c in conditions if c.get('status') == 'True']
-  if not current:
-    return 'Pending', 'the operator has not reported on it yet'
-  last = current[-1]
-  return last.get('type', '?'), _one_line(last.get('message') or last.get('reason') or '')
-
-
-def _replicas(tfjob):
-  statuses = (tfjob.get('status') or {}).get('replicaStatuses') or {}
-  parts = []
-  for rtype, counts in statuses.items():
-    shown = [f'{counts[k]} {k}' for k in ('active', 'succeeded', 'failed') if counts.get(k)]
-    parts.append(f'{rtype} {", ".join(shown) or "none active"}')
-  return '; '.join(parts) or 'no replica status yet'
-
-
-def _trained_workdir(tfjob):
-  """The --workdir the TFJob's chief trains, if its command names one."""
-  chief = (tfjob.get('spec') or {}).get('tfReplicaSpecs', {}).get('Chief') or {}
-  for container in chief.get('template', {}).get('spec', {}).get('containers', []):
-    if container.get('name') == CONTAINER:
+def _trained_workdir(template, container_name):
+  """The --workdir the pod template's trainer trains, if its command names one."""
+  for container in (template.get('spec') or {}).get('containers', []):
+    if container.get('name') == container_name:
       return argv_lib.flag_value(
           container.get('command', []) + container.get('args', []), 'workdir')
   return None
 
 
-def status(workdir, name='', namespace='default'):
-  """The TFJob's state from kubectl and the chief's last progress line, as text."""
+def _get_json(kubectl, args, what):
+  """`kubectl get ARGS -o json` parsed; (None, message) when kubectl fails."""
+  got = _run(kubectl, ['get', *args, '-o', 'json'])
+  if got.returncode:
+    return None, _one_line(got.stderr) or 'no message'
+  try:
+    return json.loads(got.stdout), ''
+  except ValueError:
+    raise UserError(f'kubectl get {what} -o json printed no JSON: '
+                    f'{_one_line(got.stdout)[:200]}') from None
+
+
+def _chief_pod(kind, kubectl, name, namespace):
+  """(the pod with the progress lines or None, a line on the pods or None)."""
+  if kind is tfjob:
+    return tfjob.chief_pod(name), None
+  pods, message = _get_json(kubectl, ['pods', '-n', namespace, '-l', jobset.pods_selector(name)],
+                            'pods')
+  if pods is None:
+    return None, f'pods: unknown (kubectl get pods: {message})'
+  items = pods.get('items') or []
+  return jobset.chief_pod(items), f'pods: {jobset.pod_phases(items)}'
+
+
+def status(workdir, name='', namespace='default', kind=DEFAULT_KIND):
+  """The job's state from kubectl and worker 0's last progress line, as text."""
   name = name or job_lib.default_name(workdir)
   namespace = namespace or 'default'
-  kubectl = _kubectl()
-  got = _run(kubectl, ['get', 'tfjob', name, '-n', namespace, '-o', 'json'])
-  if got.returncode:
-    message = _one_line(got.stderr) or 'no message'
+  module = KINDS[kind]
+  kubectl = _kubectl(module.RESOURCE)
+  what = f'{module.RESOURCE} {name}'
+  found, message = _get_json(kubectl, [module.RESOURCE, name, '-n', namespace], what)
+  if found is None:
     if 'NotFound' in message or 'not found' in message:
-      raise UserError(f'no TFJob {name!r} in namespace {namespace!r} ({message}): the name '
-                      'defaults to the workdir\'s last component; pass the --name and '
-                      '--namespace it was submitted with')
-    raise UserError(f'kubectl get tfjob {name} -n {namespace} failed: {message}')
-  try:
-    tfjob = json.loads(got.stdout)
-  except ValueError:
-    raise UserError(f'kubectl get tfjob {name} -o json printed no JSON: '
-                    f'{_one_line(got.stdout)[:200]}') from None
-  state, detail = _state(tfjob)
-  lines = [f'TFJob {name} (namespace {namespace}): {state}' + (f': {detail}' if detail else ''),
-           f'  replicas: {_replicas(tfjob)}']
-  trained = _trained_workdir(tfjob)
+      raise UserError(f'no {module.KIND} {name!r} in namespace {namespace!r} ({message}): the '
+                      'name defaults to the workdir\'s last component; pass the --name, '
+                      '--namespace and --kubernetes_kind it was submitted with')
+    raise UserError(f'kubectl get {what} -n {namespace} failed: {message}')
+  state, detail = module.state(found)
+  detail = _one_line(detail)
+  lines = [f'{module.KIND} {name} (namespace {namespace}): {state}'
+           + (f': {detail}' if detail else ''),
+           f'  replicas: {module.replicas(found)}']
+  trained = _trained_workdir(module.pod_template(found), module.CONTAINER)
   if trained and posixpath.normpath(trained) != posixpath.normpath(workdir):
-    lines.append(f'  note: this TFJob trains --workdir={trained}, not {workdir}')
-  pod = f'{name}-chief-0'
-  logs = _run(kubectl, ['logs', pod, '-n', namespace, f'--tail={LOG_TAIL}'])
-  if logs.returncode:
-    lines.append(f'  progress: none yet (kubectl logs {pod}: '
-                 f'{_one_line(logs.stderr) or "no message"})')
+    lines.append(f'  note: this {module.KIND} trains --workdir={trained}, not {workdir}')
+  pod, pods_line = _chief_pod(module, kubectl, name, namespace)
+  if pods_line:
+    lines.append(f'  {pods_line}')
+  if pod is None:
+    lines.append('  progress: none yet (worker 0 has no pod yet)')
   else:
-    progress = job_lib.last_progress_line(logs.stdout.splitlines())
-    lines.append(f'  progress: {progress or "no progress line yet"}')
-  lines.append(f'  logs: kubectl logs -f {pod} -n {namespace}')
+    logs = _run(kubectl, ['logs', pod, '-n', namespace, f'--tail={LOG_TAIL}'])
+    if logs.returncode:
+      lines.append(f'  progress: none yet (kubectl logs {pod}: '
+                   f'{_one_line(logs.stderr) or "no message"})')
+    else:
+      progress = job_lib.last_progress_line(logs.stdout.splitlines())
+      lines.append(f'  progress: {progress or "no progress line yet"}')
+    lines.append(f'  logs: kubectl logs -f {pod} -n {namespace}')
   return '\n'.join(lines)
