@@ -204,9 +204,11 @@ def run_command(args, sample_seconds=None):
   return result
 
 
-def _train_args(dataset, workdir, steps, index_dir, extra=()):
+def train_args(dataset, workdir, steps, index_dir, extra=(), log_every=1):
+  """launch.train's flags for the cnn on `dataset` (32×32 crops of a folder), logging every
+  `log_every` steps."""
   return [f'--dataset={dataset}', '--model=cnn', f'--workdir={workdir}',
-          f'--config.num_train_steps={steps}', '--config.log_every_steps=1',
+          f'--config.num_train_steps={steps}', f'--config.log_every_steps={log_every}',
           *(['--config.model.input_size=32', f'--config.dataset.index_dir={index_dir}']
             if dataset.startswith('folder:') else []), *extra]
 
@@ -219,9 +221,9 @@ def _commands(root, index_dir, scratch, with_mnist):
   plan.append(('folder', folder_data))
   for name, dataset in plan:
     workdir = os.path.join(scratch, name)
-    results[f'{name}_start'] = run_command(_train_args(dataset, workdir, STEPS, index_dir))
-    results[f'{name}_resume'] = run_command(_train_args(dataset, workdir, 2 * STEPS, index_dir))
-  results['folder_two_workers'] = run_command(_train_args(
+    results[f'{name}_start'] = run_command(train_args(dataset, workdir, STEPS, index_dir))
+    results[f'{name}_resume'] = run_command(train_args(dataset, workdir, 2 * STEPS, index_dir))
+  results['folder_two_workers'] = run_command(train_args(
       folder_data, os.path.join(scratch, 'two'), STEPS, index_dir,
       ['--local_workers=2', '--strategy=multi_worker_mirrored']))
   return results
@@ -360,10 +362,10 @@ def soak(steps, scale_dir=None):
   try:
     build_folder(root, SOAK_FILES, SOAK_CLASSES, SOAK_SIDES)
     command = run_command(
-        _train_args(f'folder:{root}', os.path.join(scratch, 'run'), steps,
-                    os.path.join(scratch, 'index'),
-                    ['--config.batch_size=32', f'--config.log_every_steps={max(1, steps // 200)}',
-                     '--config.checkpoint_every_steps=1000', '--config.eval_every_epochs=8']),
+        train_args(f'folder:{root}', os.path.join(scratch, 'run'), steps,
+                   os.path.join(scratch, 'index'),
+                   ['--config.batch_size=32', '--config.checkpoint_every_steps=1000',
+                    '--config.eval_every_epochs=8'], log_every=max(1, steps // 200)),
         sample_seconds=1.0)
     samples = command.samples
     after = np.array([(s, r) for s, r in samples if s >= steps // 10] or [(0, 0)], float)
