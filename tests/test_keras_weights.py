@@ -140,6 +140,24 @@ class KerasWeightsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(model.stack[-2].dense.kernel,
                         self.keras_models['vgg16'].get_layer('fc2').kernel)
 
+  def test_fc1_reads_a_feature_map_in_keras_flatten_order(self):
+    # At 32×32 VGG's last map is 1×1: only a larger one checks that fc1's rows meet the map's
+    # positions and channels in Keras' order (at 224, 7×7; here 2×2, the same rule, cheaper).
+    size = 64
+    keras_model = keras.applications.VGG16(weights=None, input_shape=(size, size, 3),
+                                           classifier_activation=None)
+    _randomise(keras_model)
+    path = os.path.join(self.create_tempdir().full_path, 'vgg16_64.h5')
+    with h5py.File(path, 'w') as f:
+      legacy_h5_format.save_weights_to_hdf5_group(f, keras_model)
+    ours, _ = models.build_model(_model_config('vgg16', input_size=size), 1000, (size, size, 3))
+    keras_weights.load(keras_weights.resolve(path), ours, tf.distribute.get_strategy())
+    images = np.random.default_rng(4).integers(0, 256, (2, size, size, 3), np.uint8)
+    theirs = keras_model(keras.applications.imagenet_utils.preprocess_input(
+        images.astype(np.float32), mode='caffe'), training=False).numpy()
+    mine = ours(preprocess.preprocess(images, input_size=size), training=False).numpy()
+    self.assertAllClose(mine, theirs, rtol=1e-5, atol=1e-5 * np.abs(theirs).max())
+
   def test_file_without_the_top(self):
     path = os.path.join(self.create_tempdir().full_path, 'resnet50_notop.h5')
     shutil.copy(self.files['resnet50'], path)
