@@ -239,7 +239,7 @@ def _steady(root, index_dir, repeats):
   config.dataset.name, config.dataset.index_dir = f'folder:{root}', index_dir
   config.dataset.validation_size = 0
   data = datasets.load(config.dataset, splits=('train',), input_size=config.model.input_size)
-  size, batch, batches = config.model.input_size, 32, 30
+  size, batch, batches = config.model.input_size, 32, 100
   paths = tf.constant([p.decode() for p in data.train.paths.numpy()[:200_000]])
   pipe = streaming.drain('stream_pipeline_only',
                          lambda: pipeline.train_dataset(data.train, batch, config.seed), batches)
