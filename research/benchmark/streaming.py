@@ -140,7 +140,7 @@ def run(quick=False, repeats=3, smoke=False):
         steps)
     paths = tf.constant([p.decode() for p in data.train.paths.numpy()])
     pipe = drain('stream_pipeline_only',
-                  lambda: pipeline.train_dataset(data.train, batch, config.seed), drain_batches)
+                 lambda: pipeline.train_dataset(data.train, batch, config.seed), drain_batches)
     bare = drain('bare_decode_crop', lambda: bare_dataset(paths, size, batch), drain_batches)
     # Two groups: the pipelines against the bare loop, training fed by the stream against
     # synthetic batches; each bracketed by its own reference.
