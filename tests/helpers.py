@@ -11,8 +11,8 @@ from unittest import mock
 import numpy as np
 import tensorflow_datasets as tfds
 
-from research import config as config_lib
-from research import processes
+from research.core import config as config_lib
+from research.infra import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,7 +43,7 @@ def mock_tfds(num_examples=64):
   """tfds with random examples in place of the real files; its download is a no-op, so the
   network probe that guards real downloads is bypassed too."""
   with tfds.testing.mock_data(num_examples=num_examples), mock.patch(
-      'research.data.datasets._check_download_reachable'):
+      'research.data.datasets.check_download_reachable'):
     yield
 
 
@@ -196,7 +196,8 @@ def streaming_mnist():
 
 
 def class_probabilities(prediction, names):
-  """A research.predict Prediction's probabilities in class order (its top must hold them all)."""
+  """A research.apps.predict Prediction's probabilities in class order (its top must hold them
+  all)."""
   p = dict(prediction.top)
   return np.array([p[n] for n in names])
 

@@ -14,16 +14,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from research import config as config_lib
-from research import outputs
+from research.core import config as config_lib
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import arrayrecord
 from research.data import datasets
 from research.data import folder
 from research.data import pipeline
 from research.data import sources
-from research.errors import UserError
+from research.train import setup as setup_lib
 from research.train import steps
-from research.train import trainer
 from tests import helpers
 from tests import test_streaming
 
@@ -258,7 +258,7 @@ class SkippingPipelineTest(tf.test.TestCase, parameterized.TestCase):
     super().setUp()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (self.N, 12, 12, 1), dtype=np.uint8)
-    paths = test_streaming._files(self.create_tempdir().full_path, images)
+    paths = test_streaming.image_files(self.create_tempdir().full_path, images)
     _cut_middle(paths[self.BAD])
     self.source = sources.FileSource(paths, np.arange(self.N, dtype=np.int32),
                                      sources.Crop(size=12, channels=1), skip_bad=True)
@@ -310,7 +310,7 @@ class MaskedLossTest(tf.test.TestCase):
     config.schedule.warmup_epochs = 0.0  # else the first step's learning rate is 0
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.get_strategy()
-    model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 8)
+    model, optimizer, _, step = setup_lib.build_state(config, strategy, 10, (28, 28, 1), 10, 8)
     train = steps.make_train_fn(strategy, model, optimizer, config, step, tf.Variable(0.0))
     batch = (images, labels) if weights is None else (images, labels, weights)
     out = train(iter(tf.data.Dataset.from_tensors(batch).repeat()), tf.constant(1))

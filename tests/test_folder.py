@@ -15,15 +15,16 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from research import config as config_lib
-from research import outputs
+from research.core import config as config_lib
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import datasets
 from research.data import folder
 from research.data import pack
 from research.data import pipeline
 from research.data import prepare
 from research.data import sources
-from research.errors import UserError
 from tests import helpers
 
 
@@ -243,7 +244,7 @@ class IndexTest(tf.test.TestCase, parameterized.TestCase):
                        '/home/me/.cache/tf-convnet-research/image-folders')
 
   def test_a_folder_changed_while_it_is_listed_is_one_line_and_nothing_is_written(self):
-    real = folder._problem
+    real = folder.file_problem
     dog = os.path.join(self.root, 'train', 'dog')
 
     def problem_then_add_a_file(path):
@@ -252,7 +253,7 @@ class IndexTest(tf.test.TestCase, parameterized.TestCase):
       return real(path)
 
     _age(self.root)
-    with mock.patch.object(folder, '_problem', problem_then_add_a_file):
+    with mock.patch.object(folder, 'file_problem', problem_then_add_a_file):
       with self.assertRaisesRegex(UserError, r'^image folder .* changed while it was being listed '
                                              r'\(train/dog gained or lost files\): run again once '
                                              r'it is complete \(nothing was written\)$'):
@@ -293,7 +294,7 @@ class ListingTest(tf.test.TestCase, parameterized.TestCase):
     results = []
     for threads in (False, True):
       sizes = np.zeros(len(rels), np.int64)
-      results.append((folder._problems(root, rels, sizes, threads=threads), sizes))
+      results.append((folder.file_problems(root, rels, sizes, threads=threads), sizes))
     (loop, loop_sizes), (threaded, threaded_sizes) = results
     self.assertEqual(loop, threaded)
     self.assertAllEqual(loop_sizes, threaded_sizes)
@@ -358,14 +359,14 @@ class WorkerTest(tf.test.TestCase):
 
 _KILL_AT = {
     # os.open of the 5th image: in the middle of the listing
-    'listing': 'real = folder._problem\n'
+    'listing': 'real = folder.file_problem\n'
                'calls = []\n'
                'def hook(path):\n'
                '  calls.append(path)\n'
                '  if len(calls) == 5:\n'
                '    os.kill(os.getpid(), signal.SIGKILL)\n'
                '  return real(path)\n'
-               'folder._problem = hook\n',
+               'folder.file_problem = hook\n',
     # the index's bytes are written, not yet synced or renamed
     'writing': 'real = os.fsync\n'
                'def hook(fd):\n'
@@ -386,7 +387,7 @@ class KillTest(tf.test.TestCase, parameterized.TestCase):
     root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=6)
     index_dir = self.create_tempdir().full_path
     script = ('import os, signal, sys\n'
-              'from research import config as config_lib\n'
+              'from research.core import config as config_lib\n'
               'from research.data import folder\n'
               f'{_KILL_AT[where]}'
               f'c = config_lib.base("cnn", "folder:{root}").dataset\n'
@@ -500,7 +501,7 @@ class PackTest(tf.test.TestCase):
 
   def test_a_kill_while_packing_leaves_no_pack_and_packing_again_keeps_whole_shards(self):
     script = ('import os, signal\n'
-              'from research import config as config_lib\n'
+              'from research.core import config as config_lib\n'
               'from research.data import arrayrecord, pack, prepare\n'
               'pack._TARGET_SHARD_BYTES = 4096  # a shard per few files\n'
               'real, calls = arrayrecord.write_shard, []\n'
@@ -556,8 +557,8 @@ class PackTest(tf.test.TestCase):
                            f'--workdir={packed}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertIn('from its ArrayRecord pack', proc.stderr)
-    self.assertEqual(outputs.read_results(packed)['weights_digest'],
-                     outputs.read_results(files)['weights_digest'])
+    self.assertEqual(layout.read_results(packed)['weights_digest'],
+                     layout.read_results(files)['weights_digest'])
 
 
 class DigitsFolderTest(tf.test.TestCase):
@@ -581,7 +582,7 @@ class DigitsFolderTest(tf.test.TestCase):
     info = outputs.read_json(os.path.join(workdir, 'data_info.json'))
     self.assertEqual(info['fingerprint']['crop']['fit'], 'letterbox')
     self.assertEqual(info['image_shape'], [32, 32, 1])
-    self.assertGreaterEqual(outputs.read_results(workdir)['test_accuracy'], 0.95)
+    self.assertGreaterEqual(layout.read_results(workdir)['test_accuracy'], 0.95)
 
 
 if __name__ == '__main__':

@@ -14,10 +14,12 @@ import tempfile
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import checkpoints
-from research import config as config_lib
-from research import outputs
-from research.errors import UserError
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
+from research.train import setup as setup_lib
 from research.train import trainer
 from tests import helpers
 
@@ -75,19 +77,19 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
   def test_every_refused_field_is_named_with_both_values(self):
     config = helpers.tiny_config(image_grid_size=0, seed=3, label_smoothing=0.1)
     with self.assertRaises(UserError) as caught:
-      trainer.check_workdir(config, self.workdir, start_over=False)
+      setup_lib.check_workdir(config, self.workdir, start_over=False)
     self.assertIn('seed=0 (now 3)', str(caught.exception))
     self.assertIn('label_smoothing=0.0 (now 0.1)', str(caught.exception))
     self.assertIn('--accept_changes=label_smoothing,seed', str(caught.exception))
 
   def test_an_accepted_change_is_recorded_with_its_step_and_config_json_kept(self):
-    original = outputs.read_json(os.path.join(self.workdir, config_lib.CONFIG_FILE))
+    original = outputs.read_json(os.path.join(self.workdir, layout.CONFIG))
     results = self._train(self.workdir, accept=('schedule.learning_rate',), num_train_steps=4,
                           schedule=dict(learning_rate=0.5))
     self.assertEqual(results['step'], 4)
-    self.assertEqual(outputs.read_json(os.path.join(self.workdir, config_lib.CONFIG_FILE)),
+    self.assertEqual(outputs.read_json(os.path.join(self.workdir, layout.CONFIG)),
                      original)
-    changes = config_lib.read_changes(self.workdir)
+    changes = layout.read_config_changes(self.workdir)
     self.assertLen(changes, 1)
     self.assertEqual(changes[0]['step'], 2)
     self.assertEqual(changes[0]['fields'], {'num_train_steps': [2, 4],
@@ -100,11 +102,11 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     # The same command again (a requeue) changes nothing more.
     self._train(self.workdir, accept=('schedule.learning_rate',), num_train_steps=4,
                 schedule=dict(learning_rate=0.5))
-    self.assertLen(config_lib.read_changes(self.workdir), 1)
+    self.assertLen(layout.read_config_changes(self.workdir), 1)
 
   def test_more_steps_and_cadence_change_freely_and_are_recorded(self):
     self._train(self.workdir, num_train_steps=3, log_every_steps=3, eval_batch_size=8)
-    changes = config_lib.read_changes(self.workdir)
+    changes = layout.read_config_changes(self.workdir)
     self.assertEqual(changes[0]['fields'], {'num_train_steps': [2, 3], 'log_every_steps': [1, 3],
                                             'eval_batch_size': [16, 8]})
 
@@ -112,7 +114,7 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     results = self._train(self.workdir, accept=('mixed_precision',), num_train_steps=3,
                           mixed_precision='mixed_bfloat16')
     self.assertEqual(results['precision'], 'float32 (steps 1-2), mixed_bfloat16 (steps 3-3)')
-    self.assertEqual(outputs.read_results(self.workdir)['precision'], results['precision'])
+    self.assertEqual(layout.read_results(self.workdir)['precision'], results['precision'])
 
   def test_fewer_steps_than_reached_are_refused(self):
     before = helpers.snapshot(self.workdir)
@@ -123,14 +125,14 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
   def test_a_section_accepts_each_of_its_fields(self):
     config = helpers.tiny_config(image_grid_size=0,
                                  schedule=dict(learning_rate=0.5, warmup_epochs=0.0))
-    diff = trainer.check_workdir(config, self.workdir, False, accept=('schedule',))
+    diff = setup_lib.check_workdir(config, self.workdir, False, accept=('schedule',))
     self.assertEqual(set(diff), {'schedule.learning_rate', 'schedule.warmup_epochs'})
     with self.assertRaisesRegex(UserError, 'accept_changes=schedule.learning_rate'):
-      trainer.check_workdir(config, self.workdir, False, accept=('schedule.warmup_epochs',))
+      setup_lib.check_workdir(config, self.workdir, False, accept=('schedule.warmup_epochs',))
 
   def test_unknown_accepted_field_is_refused(self):
     with self.assertRaisesRegex(UserError, 'learning_rat, not config fields'):
-      trainer.check_workdir(helpers.tiny_config(), self.workdir, False, accept=('learning_rat',))
+      setup_lib.check_workdir(helpers.tiny_config(), self.workdir, False, accept=('learning_rat',))
 
   def test_an_accepted_change_the_checkpoint_cannot_take_is_one_balanced_line(self):
     before = helpers.snapshot(self.workdir)
@@ -146,7 +148,7 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_start_over_takes_any_config(self):
     config = helpers.tiny_config(image_grid_size=0, seed=5)
-    self.assertEqual(trainer.check_workdir(config, self.workdir, start_over=True), {})
+    self.assertEqual(setup_lib.check_workdir(config, self.workdir, start_over=True), {})
 
 
 class BriefTest(tf.test.TestCase):
@@ -168,9 +170,9 @@ class SavedConfigTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     config = config_lib.base()
     config_lib.save(config, workdir)
-    saved = outputs.read_json(os.path.join(workdir, config_lib.CONFIG_FILE))
+    saved = outputs.read_json(os.path.join(workdir, layout.CONFIG))
     saved['num_train_steps'] = -1  # how earlier versions wrote "num_epochs decides"
-    with open(os.path.join(workdir, config_lib.CONFIG_FILE), 'w') as f:
+    with open(os.path.join(workdir, layout.CONFIG), 'w') as f:
       json.dump(saved, f)
     self.assertIsNone(config_lib.load(workdir).num_train_steps)
     self.assertEqual(config_lib.differences(config_lib.load(workdir), config), {})

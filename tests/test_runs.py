@@ -10,10 +10,11 @@ import tempfile
 
 import tensorflow as tf
 
-from research import outputs
-from research import runs
-from research import workdir_lock
-from research.errors import UserError
+from research.apps import runs
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
+from research.infra import workdir_lock
 from research.train import trainer
 from tests import helpers
 
@@ -96,10 +97,10 @@ class RunsTableTest(tf.test.TestCase):
     states = os.path.join(self.tmp, 'states')
     for name in ('running', 'preempted', 'stopped', 'new'):
       shutil.copytree(base, os.path.join(states, name))
-    results = outputs.read_results(base)
-    outputs.write_json(os.path.join(states, 'preempted', outputs.RESULTS),
+    results = layout.read_results(base)
+    outputs.write_json(os.path.join(states, 'preempted', layout.RESULTS),
                        {**results, 'preempted': 'SIGTERM', 'step': 6})
-    os.remove(os.path.join(states, 'stopped', outputs.RESULTS))
+    os.remove(os.path.join(states, 'stopped', layout.RESULTS))
     new = os.path.join(states, 'new')
     for entry in os.listdir(new):
       if entry != 'config.json':

@@ -6,8 +6,8 @@ import os
 import tensorflow as tf
 
 from research.benchmark import scale
+from research.core.errors import UserError
 from research.data import folder
-from research.errors import UserError
 
 
 class BuildFolderTest(tf.test.TestCase):

@@ -16,9 +16,10 @@ from unittest import mock
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import local_cluster
-from research import strategy as strategy_lib
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
+from research.infra import local_cluster
 from tests import helpers
 
 _SimpleResolver = tf.distribute.cluster_resolver.SimpleClusterResolver
@@ -75,7 +76,7 @@ class ClusterResolverTest(tf.test.TestCase, parameterized.TestCase):
       self.resolve({'TF_CONFIG': text})
 
   def test_slurm_two_nodes_one_task_each(self):
-    base = strategy_lib._default_port_base('4242')
+    base = strategy_lib.default_port_base('4242')
     for procid in (0, 1):
       spec, task_type, task_id, accelerators = self.resolve(_slurm_env(procid))
       self.assertEqual(spec, {'worker': [f'node01:{base}', f'node02:{base}']})
@@ -96,7 +97,7 @@ class ClusterResolverTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(r.num_accelerators(), {'GPU': 1})
 
   def test_slurm_port_base_differs_between_jobs_and_stays_below_ephemeral_ports(self):
-    bases = {strategy_lib._default_port_base(str(job)) for job in range(1000, 1100)}
+    bases = {strategy_lib.default_port_base(str(job)) for job in range(1000, 1100)}
     self.assertLen(bases, 100)
     self.assertTrue(all(12000 <= b < 32000 for b in bases))
 
@@ -122,7 +123,7 @@ class BuildErrorsTest(tf.test.TestCase):
   def test_multi_worker_refuses_cpu_split(self):
     config = helpers.tiny_config(strategy='multi_worker_mirrored', num_cpu_devices=2)
     with self.assertRaisesRegex(UserError, 'num_cpu_devices=2 does not apply'):
-      strategy_lib.build(config)
+      config_lib.validate(config)
 
   def test_more_gpus_than_the_machine_has(self):
     n = len(tf.config.list_physical_devices('GPU')) + 1
@@ -136,7 +137,7 @@ class BuildErrorsTest(tf.test.TestCase):
 
   def test_unknown_strategy(self):
     with self.assertRaisesRegex(UserError, "unknown strategy 'horovod'.*multi_worker_mirrored"):
-      strategy_lib.build(helpers.tiny_config(strategy='horovod'))
+      config_lib.validate(helpers.tiny_config(strategy='horovod'))
 
   def test_default_and_one_device_without_gpus(self):
     for name in ('default', 'one_device'):
@@ -197,13 +198,14 @@ def _last_json(proc):
 
 _MIRRORED_BATCHES = '''
 import json
-from research import strategy
-from research.errors import UserError
+from research.core import config
+from research.core import strategy
+from research.core.errors import UserError
 from research.train import optim
 from tests import helpers
 ok = strategy.build(helpers.tiny_config(strategy='mirrored', num_cpu_devices=2, batch_size=8))
 try:
-  strategy.build(helpers.tiny_config(strategy='mirrored', num_cpu_devices=2, batch_size=7))
+  config.validate(helpers.tiny_config(batch_size=7), ok.num_replicas_in_sync)
   error = None
 except UserError as e:
   error = str(e)
@@ -212,8 +214,8 @@ print(json.dumps({'replicas': ok.num_replicas_in_sync, 'error': error}))
 
 _TPU = '''
 import json, sys
-from research import strategy
-from research.errors import UserError
+from research.core import strategy
+from research.core.errors import UserError
 from research.train import optim
 from tests import helpers
 errors = []
@@ -255,7 +257,7 @@ class FreshProcessTest(tf.test.TestCase):
 # Keras model 3 steps on data that differ per worker, prints what the test checks as JSON.
 _WORKER = '''
 import hashlib, json, sys
-from research import strategy as strategy_lib
+from research.core import strategy as strategy_lib
 from tests import helpers
 import keras, numpy as np, tensorflow as tf
 config = helpers.tiny_config(strategy='multi_worker_mirrored', num_gpus=0, batch_size=8,

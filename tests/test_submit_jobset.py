@@ -26,9 +26,9 @@ import jsonschema
 import referencing
 import yaml
 
-from research import local_cluster
-from research import strategy as strategy_lib
-from research.errors import UserError
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
+from research.infra import local_cluster
 from research.submit import job as job_lib
 from research.submit import jobset
 from research.submit import kubernetes

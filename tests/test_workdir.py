@@ -22,13 +22,15 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from research import checkpoints
-from research import evaluate
-from research import predict
-from research import processes
-from research import workdir_lock
-from research.errors import UserError
+from research.apps import evaluate
+from research.apps import predict
+from research.core import checkpoints
+from research.core import layout
+from research.core.errors import UserError
+from research.infra import processes
+from research.infra import workdir_lock
 from research.train import saving
+from research.train import setup as setup_lib
 from research.train import trainer
 from tests import helpers
 
@@ -39,7 +41,7 @@ def _write_holder(workdir, age=0.0, **fields):
   os.makedirs(workdir, exist_ok=True)
   holder = {'host': socket.gethostname(), 'pid': 1, 'pid_start': None, 'job_id': '',
             'since': '2026-01-01T00:00:00+00:00', **fields}
-  path = os.path.join(workdir, workdir_lock.LOCK_FILE)
+  path = os.path.join(workdir, layout.LOCK)
   with open(path, 'w') as f:
     json.dump(holder, f)
   os.utime(path, (time.time() - age, time.time() - age))
@@ -116,7 +118,7 @@ class LockRulesTest(tf.test.TestCase):
 
   def test_the_holder_refreshes_it_and_stops_writing_once_taken_over(self):
     lock = workdir_lock.WorkdirLock(self.workdir, heartbeat_seconds=0.05).acquire()
-    path = os.path.join(self.workdir, workdir_lock.LOCK_FILE)
+    path = os.path.join(self.workdir, layout.LOCK)
     os.utime(path, (time.time() - 1000, time.time() - 1000))
     time.sleep(0.5)
     self.assertLess(workdir_lock.read(self.workdir)['age'], 5)
@@ -339,7 +341,7 @@ class MultiWorkerLockTest(tf.test.TestCase):
                      rf'\(pid {holder.pid} ')
     self.assertRegex(proc.stderr, r'\[worker 1\] error: the chief could not take the lock of '
                      'workdir')
-    self.assertEqual(os.listdir(workdir), [workdir_lock.LOCK_FILE])  # the holder's; nothing else
+    self.assertEqual(os.listdir(workdir), [layout.LOCK])  # the holder's; nothing else
 
 
 class UnusableWorkdirTest(tf.test.TestCase, parameterized.TestCase):
@@ -369,7 +371,7 @@ class UnusableWorkdirTest(tf.test.TestCase, parameterized.TestCase):
         f.write(name)
     with self.assertRaisesRegex(UserError, r"directory of other files \(a.png, b.png, "
                                 r"notes.txt, ...\), not a run"):
-      trainer.check_workdir(helpers.tiny_config(), folder, start_over=True)
+      setup_lib.check_workdir(helpers.tiny_config(), folder, start_over=True)
     self.assertEqual(sorted(os.listdir(folder)), ['a.png', 'b.png', 'notes.txt', 'zz.txt'])
 
   def test_a_finished_run_on_read_only_storage_is_evaluated_and_predicted_from(self):

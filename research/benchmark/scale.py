@@ -38,11 +38,11 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
-from research import outputs
 from research.benchmark import streaming
 from research.benchmark import timing
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import folder
-from research.errors import UserError
 
 CLASSES = 1000
 VAL_EVERY = 25  # ImageNet: 1,281,167 train and 50,000 val images
@@ -119,7 +119,7 @@ def _drop_page_cache():
 
 
 def _dataset_config(root, index_dir):
-  from research import config as config_lib  # pylint: disable=import-outside-toplevel
+  from research.core import config as config_lib  # pylint: disable=import-outside-toplevel
   config = config_lib.base('cnn', f'folder:{root}')
   config.dataset.index_dir = index_dir
   return config.dataset

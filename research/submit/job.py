@@ -13,9 +13,10 @@ import shlex
 import subprocess
 import time
 
-from research import argv as argv_lib
-from research import outputs
-from research.errors import UserError
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
+from research.infra import argv as argv_lib
 
 # launch.train's exit status after a signal stopped a worker and the run was saved. 128 + SIGTERM
 # is what a shell reports for a process stopped by SIGTERM; Kubeflow's ExitCode restart policy
@@ -23,12 +24,12 @@ from research.errors import UserError
 # IsRetryableExitCode), and the Slurm script requeues on it.
 PREEMPTED_EXIT_CODE = 143
 # launch.train's exit status when another worker vanished mid-run (killed, frozen, its node gone;
-# research.strategy.WorkerLostError): nothing was saved after the last checkpoint, so the job
+# research.core.strategy.WorkerLostError): nothing was saved after the last checkpoint, so the job
 # should start again and resume from it, like after a preemption: >= 128 for the same restart
 # policy, and above 128 + every signal number (64) so that no one reads it as a death by a signal.
 LOST_WORKER_EXIT_CODE = 200
 # Slurm: the sbatch script, job.json and the job's output live here in the workdir.
-SUBMIT_DIR = 'submit'
+SUBMIT_DIR = layout.SUBMIT
 CLUSTERS = ('slurm', 'kubernetes')
 
 
@@ -128,7 +129,7 @@ def worker_args(job):
 
 
 def record_path(workdir):
-  return os.path.join(workdir, SUBMIT_DIR, 'job.json')
+  return layout.job_record_path(workdir)
 
 
 def write_record(job, job_id, **extra):
@@ -144,7 +145,7 @@ def write_record(job, job_id, **extra):
 def read_record(workdir):
   path = record_path(workdir)
   if not os.path.exists(path):
-    raise UserError(f'{workdir!r} has no {SUBMIT_DIR}/job.json: pass the --workdir of a job '
+    raise UserError(f'{workdir!r} has no {layout.job_record_path("")}: pass the --workdir of a job '
                     'submitted with launch.submit')
   try:
     return outputs.read_json(path)
@@ -166,7 +167,7 @@ def last_progress_line(lines):
 def run_line(workdir):
   """Where the run in `workdir` stands by its results.json (None before one exists)."""
   try:
-    results = outputs.read_results(workdir)
+    results = layout.read_results(workdir)
   except (OSError, ValueError):
     return None  # being replaced right now: the next look sees it
   if results.get('preempted'):

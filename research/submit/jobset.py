@@ -3,7 +3,7 @@
 JobSet is the maintained Kubernetes primitive for multi-pod training (Kubeflow Trainer v2 renders
 to it). The JobSet has one replicated job, `worker`, of one Job whose N pods are the completion
 indexes 0..N-1; JobSet's headless service, named after the JobSet, gives them stable hostnames
-<jobset>-worker-0-<index>.<jobset>. research.strategy.cluster_resolver builds the cluster from
+<jobset>-worker-0-<index>.<jobset>. research.core.strategy.cluster_resolver builds the cluster from
 each pod's environment: worker i is the pod of completion index i, worker 0 the chief.
 
 Restarts, field names from kubernetes-sigs/jobset api/jobset/v1alpha2/jobset_types.go and the
@@ -18,7 +18,7 @@ Kubernetes batch/v1 Job API:
     checkpoint, however often (a preemptible pool may stop a long run many times).
 """
 
-from research import strategy as strategy_lib
+from research.core import strategy as strategy_lib
 from research.submit import job as job_lib
 
 API_VERSION = 'jobset.x-k8s.io/v1alpha2'
@@ -49,7 +49,8 @@ def name_max(job):
 
 
 def _env():
-  """The pod's cluster environment for research.strategy, from JobSet's labels (downward API)."""
+  """The pod's cluster environment for research.core.strategy, from JobSet's labels (the
+  downward API)."""
   from_label = {'JOBSET_NAME': NAME_LABEL, 'REPLICATED_JOB_NAME': REPLICATED_JOB_LABEL,
                 'JOB_INDEX': JOB_INDEX_LABEL}
   return [{'name': var, 'valueFrom': {'fieldRef': {'fieldPath': f"metadata.labels['{label}']"}}}

@@ -20,8 +20,8 @@ import shutil
 
 import yaml
 
-from research import argv as argv_lib
-from research.errors import UserError
+from research.core.errors import UserError
+from research.infra import argv as argv_lib
 from research.submit import job as job_lib
 from research.submit import jobset
 from research.submit import tfjob

@@ -1,10 +1,10 @@
 """A training job as a Kubeflow TFJob: for clusters that still run the training operator.
 
 The Kubeflow training operator runs a TFJob as one pod per replica and sets each pod's TF_CONFIG
-with the task types `chief` and `worker`, which research.strategy reads (the chief writes the run's
-outputs). A job of N workers is one `Chief` replica and N - 1 `Worker` replicas. The operator is in
-maintenance only (Kubeflow Trainer v2 dropped TensorFlow), so research.submit.jobset is the default;
-`--kubernetes_kind=tfjob` picks this one.
+with the task types `chief` and `worker`, which research.core.strategy reads (the chief writes
+the run's outputs). A job of N workers is one `Chief` replica and N - 1 `Worker` replicas. The
+operator is in maintenance only (Kubeflow Trainer v2 dropped TensorFlow), so
+research.submit.jobset is the default; `--kubernetes_kind=tfjob` picks this one.
 """
 
 API_VERSION = 'kubeflow.org/v1'

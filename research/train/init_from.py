@@ -17,11 +17,11 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from research import checkpoints
-from research import config as config_lib
 from research import models
-from research import outputs
-from research.errors import UserError
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import layout
+from research.core.errors import UserError
 from research.models import blocks
 from research.train import keras_weights
 
@@ -44,8 +44,8 @@ def _run_dir(path):
   """The training run's workdir that holds `path` (itself or an ancestor), or None."""
   path = os.path.abspath(path)
   for _ in range(4):  # W, W/checkpoints, W/checkpoints/best, then the prefix's own directory
-    if (os.path.isfile(os.path.join(path, 'config.json'))
-        and os.path.isfile(os.path.join(path, checkpoints.DATA_INFO))):
+    if (os.path.isfile(layout.config_path(path))
+        and os.path.isfile(layout.data_info_path(path))):
       return path
     path = os.path.dirname(path)
   return None
@@ -57,9 +57,8 @@ def resolve(init_from):
   fix = ('pass a training run\'s --workdir or a checkpoint prefix such as '
          'W/checkpoints/ckpt-350, or drop --config.init_from to train from scratch')
   if os.path.isdir(init_from):
-    root = os.path.join(init_from, checkpoints.CHECKPOINT_DIR)
-    best = checkpoints.checkpoint_paths(os.path.join(root, checkpoints.BEST_DIR))
-    latest = checkpoints.checkpoint_paths(root)
+    best = checkpoints.checkpoint_paths(layout.best_dir(layout.checkpoint_dir(init_from)))
+    latest = checkpoints.trained(init_from)
     if best:
       path, which = best[-1], 'best'
     elif latest:
@@ -73,9 +72,9 @@ def resolve(init_from):
   workdir = _run_dir(init_from if which != 'given' else os.path.dirname(init_from))
   if workdir is None:
     raise UserError(f'init_from {init_from!r} is not inside a training run\'s workdir (no '
-                    f'config.json and {checkpoints.DATA_INFO} beside its checkpoints): {fix}')
+                    f'config.json and {layout.DATA_INFO} beside its checkpoints): {fix}')
   return Source(os.path.abspath(path), workdir, which, config_lib.load(workdir),
-                outputs.read_json(os.path.join(workdir, checkpoints.DATA_INFO)))
+                layout.read_data_info(workdir))
 
 
 def _model_fields(model_config):
@@ -103,8 +102,7 @@ def prepare(config, workdir):
   None (no init_from, or the workdir already has a checkpoint to resume from). `workdir` None:
   the run starts over, whatever the workdir holds."""
   check_freeze(config)
-  own = workdir and checkpoints.checkpoint_paths(
-      os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  own = workdir and checkpoints.trained(workdir)
   if own:
     _check_same_freeze(config, workdir)
   if not config.init_from:
@@ -133,12 +131,9 @@ def _check_same_freeze(config, workdir):
                     'or pass a new --workdir')
 
 
-def check_input(source, config, data):
+def _check_input(source, config, data):
   """Refuses data whose model input (size, channels) differs from the source's, which would
-  give the first layers other shapes; before the workdir is written. `data` None: not loaded
-  here (a worker other than the chief), nothing to check."""
-  if source is None or data is None:
-    return
+  give the first layers other shapes; before the workdir is written."""
   if isinstance(source, keras_weights.Source):
     return keras_weights.check_input(source, config, data)
   there = models.input_shape(source.config.model, source.info['image_shape'])
@@ -153,9 +148,11 @@ def _stack(model):
   return {layer.name: layer for layer in model.stack}
 
 
-def load(source, model, strategy):
-  """Copies the source's weights into `model` (built, under `strategy`) by top-level layer
-  name; the head only when the class counts agree. Returns the checkpoint path."""
+def load(source, config, data, model, strategy):
+  """Copies the source's weights into `model` (built for `data`, under `strategy`) by top-level
+  layer name; the head only when the class counts agree. Returns the checkpoint path. Data of
+  another input than the source's is refused first."""
+  _check_input(source, config, data)
   if isinstance(source, keras_weights.Source):
     return keras_weights.load(source, model, strategy)
   logging.info('Initialising from the %s checkpoint of %s: %s.', source.which, source.workdir,

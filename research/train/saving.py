@@ -1,5 +1,5 @@
 """Saving a training run's checkpoints: what one holds, and the Saver that keeps the latest and
-the best in the workdir (research/checkpoints.py has the layout and reads them back)."""
+the best in the workdir (research/core/checkpoints.py reads them back)."""
 
 import hashlib
 import os
@@ -8,8 +8,9 @@ import tempfile
 
 import tensorflow as tf
 
-from research import checkpoints
-from research import outputs
+from research.core import checkpoints
+from research.core import layout
+from research.core import outputs
 from research.train import optim
 
 
@@ -38,9 +39,9 @@ class Saver:
   def __init__(self, checkpoint, workdir, keep, chief=True, worker=0, lock=None):
     self.checkpoint = checkpoint
     self.chief = chief
-    self.lock = lock  # the workdir's (research.workdir_lock), checked before every save
+    self.lock = lock  # the workdir's (research.infra.workdir_lock), checked before every save
     # What every worker restores from.
-    self.shared = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+    self.shared = layout.checkpoint_dir(workdir)
     if chief:
       root = self.shared
     else:
@@ -50,11 +51,9 @@ class Saver:
       shutil.rmtree(root, ignore_errors=True)
     self.root = root
     self.latest = tf.train.CheckpointManager(checkpoint, root, max_to_keep=keep)
-    self.best = tf.train.CheckpointManager(checkpoint, os.path.join(root, checkpoints.BEST_DIR),
-                                           max_to_keep=1)
-    best_json = os.path.join(self.shared, checkpoints.BEST_DIR, 'best.json')
-    self.best_accuracy = (outputs.read_json(best_json)['validation_accuracy']
-                          if os.path.exists(best_json) else -1.0)
+    self.best = tf.train.CheckpointManager(checkpoint, layout.best_dir(root), max_to_keep=1)
+    best = layout.read_best(self.shared)
+    self.best_accuracy = best['validation_accuracy'] if best else -1.0
     if chief:
       # Leftovers of a save that was killed midway: never listed in the state file, so unused.
       for partial in tf.io.gfile.glob(os.path.join(root, '*_temp*')):
@@ -97,8 +96,7 @@ class Saver:
       return False
     self.best_accuracy = accuracy
     self._write(self.best, step)
-    outputs.write_json(os.path.join(self.root, checkpoints.BEST_DIR, 'best.json'),
-                       {'step': step, 'validation_accuracy': accuracy})
+    layout.write_best(self.root, step, accuracy)
     return True
 
   def close(self):

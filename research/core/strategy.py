@@ -7,7 +7,7 @@ these only work before TensorFlow initialises its devices.
 A multi-worker cluster comes from TF_CONFIG when it is set, else from a Kubernetes JobSet pod's
 environment (one worker per pod of an indexed Job), else from Slurm's (one worker per task of an
 `srun` step); `python -m launch.train --local_workers=N` starts N local workers with their own
-TF_CONFIG (research.local_cluster).
+TF_CONFIG (research.infra.local_cluster).
 """
 
 import contextlib
@@ -27,8 +27,7 @@ from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context
 
-from research import config as config_lib
-from research.errors import UserError
+from research.core.errors import UserError
 
 NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
 
@@ -107,7 +106,7 @@ def _tf_config_resolver(text):
   return tf.train.ClusterSpec(cluster), task_type, task_id
 
 
-def _default_port_base(job_id):
+def default_port_base(job_id):
   """A base port of 12000-31999 from the job id: below Linux' ephemeral ports (32768+), and
   different for jobs that share a node (unless their ids are 20000 apart)."""
   digits = ''.join(c for c in job_id if c.isdigit()) or '0'
@@ -127,7 +126,7 @@ def _slurm_resolver(environ):
                     'the training with srun, one task per worker')
   tasks = int(environ['SLURM_STEP_NUM_TASKS'])
   try:
-    port_base = int(environ.get(PORT_BASE_ENV) or _default_port_base(job))
+    port_base = int(environ.get(PORT_BASE_ENV) or default_port_base(job))
   except ValueError:
     raise UserError(f'{PORT_BASE_ENV}={environ[PORT_BASE_ENV]!r} is not a port number: set it '
                     'to an integer like 12345, or unset it') from None
@@ -269,10 +268,9 @@ def build(config):
   """The strategy named by config.strategy, over the devices the config allows.
 
   Devices: config.num_gpus GPUs per worker (-1 all, 0 none: the CPU); without GPUs the CPU,
-  split into config.num_cpu_devices logical devices when > 0.
+  split into config.num_cpu_devices logical devices when > 0. The config's own checks are
+  config.validate's: call it first.
   """
-  if config.strategy not in NAMES:
-    raise UserError(f'unknown strategy {config.strategy!r}: use one of {", ".join(NAMES)}')
   if 'TF_CONFIG' in os.environ and not os.environ['TF_CONFIG'].strip():
     # TensorFlow parses it in every strategy's constructor and fails with a JSON traceback.
     raise UserError('TF_CONFIG is set but empty: unset it (or give it a cluster)')
@@ -282,9 +280,6 @@ def build(config):
   else:
     num_gpus = select_gpus(config.num_gpus)
     if config.strategy == 'multi_worker_mirrored':
-      if config.num_cpu_devices > 0:
-        raise UserError(f'num_cpu_devices={config.num_cpu_devices} does not apply to '
-                        'multi_worker_mirrored (one CPU replica per worker): set it to 0')
       strategy = _multi_worker(config, num_gpus)
       devices = strategy.extended.worker_devices
     else:
@@ -302,11 +297,6 @@ def build(config):
   logging.info('Strategy %s with %d replica(s) over %s (worker %d of %d).', config.strategy,
                strategy.num_replicas_in_sync, list(devices), worker_index(strategy),
                num_workers(strategy))
-  if config.batch_size % strategy.num_replicas_in_sync:
-    raise UserError(f'batch_size {config.batch_size} does not divide over '
-                    f'{strategy.num_replicas_in_sync} replicas: make it a multiple of '
-                    f'{strategy.num_replicas_in_sync}')
-  config_lib.check_augment(config, strategy.num_replicas_in_sync)
   return strategy
 
 

@@ -5,7 +5,6 @@ points apply command-line overrides (type-checked by ml_collections) and pass th
 library. The resolved config is saved in the workdir as JSON, which evaluate/predict read back.
 """
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -14,14 +13,17 @@ import time
 import ml_collections
 from ml_collections import config_dict
 
+import research
 from research import models
-from research import outputs
+from research.core import layout
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
 from research.data import folder
 from research.data import preprocess
-from research.errors import UserError
 
 # The experiment files (configs/ beside this package in the repository).
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(research.__file__))),
+                          'configs')
 
 # Datasets whose content has a handedness: never mirror them.
 _DIGIT_DATASETS = ('mnist', 'emnist', 'kmnist', 'svhn_cropped')
@@ -33,7 +35,8 @@ _IDENTITY_FIELDS = ('model.name', 'dataset.name', 'batch_size')
 # Fields a resumed run may change (docs/resume.md): how long it trains, how often it reports and
 # saves, where its data are read from and how it is spread over devices; none of them changes
 # what a step computes beyond round-off. Every other field is the experiment's and changes only
-# when named in accept_changes. Each change is recorded in CHANGES with the step it took effect.
+# when named in accept_changes. Each change is recorded in config_changes.json with the step it
+# took effect at.
 RESUME_FREE_FIELDS = (
     'num_train_steps', 'num_epochs', 'steps_per_loop', 'log_every_steps', 'eval_every_epochs',
     'checkpoint_every_steps', 'keep_checkpoints', 'eval_batch_size', 'image_grid_size',
@@ -47,11 +50,6 @@ RESUME_FREE_FIELDS = (
 # (the data fingerprint, which records it: another crop is other data; in-memory data ignore it).
 _REFUSED_ELSEWHERE = ('freeze', 'dataset.crop_area', 'dataset.crop_aspect', 'dataset.eval_crop',
                       'dataset.fit')
-
-# The run's config as it started (never rewritten once a checkpoint exists), and the changes
-# made on resumes since, in order: [{"step": s, "time": t, "fields": {name: [old, new]}}, ...].
-CONFIG_FILE = 'config.json'
-CHANGES = 'config_changes.json'
 
 
 def augment_preset(dataset):
@@ -93,41 +91,8 @@ def base(model='cnn', dataset='mnist'):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = models.default_config(model)
-  c.dataset = ml_collections.ConfigDict(dict(
-      name=dataset, data_dir='', download=True, manual_dir='',
-      train_split='train', test_split='test',
-      # The tail of train; image folders are often small, so they start without one.
-      validation_size=0 if dataset.startswith(folder.PREFIX) else 5000,
-      pipeline='auto',  # auto, memory or stream (see research/data/datasets.py)
-      memory_budget_gb=4.0,  # auto streams a fixed-size dataset whose decoded splits exceed it
-      channels=0,  # 0: the dataset's own (image folders: 3); 1 or 3 converts every image
-      # The streaming pipeline's host-side crop: a random-resized crop of this share of the area
-      # and range of aspect ratios for training, the centre `eval_crop` of the shorter side for
-      # evaluation, both resized to model.input_size.
-      crop_area=(0.08, 1.0), crop_aspect=(0.75, 4 / 3), eval_crop=0.875,
-      # crop: the crops above (photographs); letterbox: the whole image, aspect kept, on zero
-      # padding, in training and evaluation (digits, documents: the device's augmentation then
-      # jitters it). See STYLES.
-      fit='crop',
-      test_fraction=0.1,  # of an image folder's train/, held out when it has no test folder
-      # Where image folders' indexes go (research/data/folder.py); '' = the user's cache,
-      # $XDG_CACHE_HOME/tf-convnet-research/image-folders (~/.cache/...)
-      index_dir='',
-      # A streamed example that fails to read or decode: False stops the run naming it; True
-      # trains on without it (weight 0 in its batches), counted in the log and results.
-      skip_bad_examples=False))
-  c.augment = ml_collections.ConfigDict(dict(
-      enabled=True, **augment_preset(dataset),
-      invert=0.0,  # the probability of an example inverted (1 - x): robustness to polarity
-      # The probability of an example having a random rectangle of erase_area (fractions of the
-      # image) and erase_aspect (height / width) filled with a random grey: robustness to
-      # occlusion; 0.0 = off
-      erase=0.0, erase_area=(0.02, 0.33), erase_aspect=(0.3, 3.3),
-      # (num_ops, magnitude): ops per image, strength on the 0-10 scale; (0, 0) = off
-      randaugment=(0, 0),
-      # Beta(alpha, alpha) mixing weights; 0.0 = off. Each example is mixed with probability
-      # mix_prob; with both alphas on, by cutmix with probability switch_prob, else by mixup.
-      mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0, switch_prob=0.5))
+  c.dataset = _dataset_section(dataset)
+  c.augment = _augment_section(dataset)
   c.batch_size = 128  # global, across all replicas
   c.eval_batch_size = 1000
   c.num_epochs = 10.0
@@ -175,6 +140,49 @@ def base(model='cnn', dataset='mnist'):
   c.init_from = ''
   c.freeze = ()
   return c
+
+
+def _dataset_section(dataset):
+  """base()'s dataset section: where the data are read from and how."""
+  return ml_collections.ConfigDict(dict(
+      name=dataset, data_dir='', download=True, manual_dir='',
+      train_split='train', test_split='test',
+      # The tail of train; image folders are often small, so they start without one.
+      validation_size=0 if dataset.startswith(folder.PREFIX) else 5000,
+      pipeline='auto',  # auto, memory or stream (see research/data/datasets.py)
+      memory_budget_gb=4.0,  # auto streams a fixed-size dataset whose decoded splits exceed it
+      channels=0,  # 0: the dataset's own (image folders: 3); 1 or 3 converts every image
+      # The streaming pipeline's host-side crop: a random-resized crop of this share of the area
+      # and range of aspect ratios for training, the centre `eval_crop` of the shorter side for
+      # evaluation, both resized to model.input_size.
+      crop_area=(0.08, 1.0), crop_aspect=(0.75, 4 / 3), eval_crop=0.875,
+      # crop: the crops above (photographs); letterbox: the whole image, aspect kept, on zero
+      # padding, in training and evaluation (digits, documents: the device's augmentation then
+      # jitters it). See STYLES.
+      fit='crop',
+      test_fraction=0.1,  # of an image folder's train/, held out when it has no test folder
+      # Where image folders' indexes go (research/data/folder.py); '' = the user's cache,
+      # $XDG_CACHE_HOME/tf-convnet-research/image-folders (~/.cache/...)
+      index_dir='',
+      # A streamed example that fails to read or decode: False stops the run naming it; True
+      # trains on without it (weight 0 in its batches), counted in the log and results.
+      skip_bad_examples=False))
+
+
+def _augment_section(dataset):
+  """base()'s augment section: the dataset's preset (augment_preset) and the recipes, off."""
+  return ml_collections.ConfigDict(dict(
+      enabled=True, **augment_preset(dataset),
+      invert=0.0,  # the probability of an example inverted (1 - x): robustness to polarity
+      # The probability of an example having a random rectangle of erase_area (fractions of the
+      # image) and erase_aspect (height / width) filled with a random grey: robustness to
+      # occlusion; 0.0 = off
+      erase=0.0, erase_area=(0.02, 0.33), erase_aspect=(0.3, 3.3),
+      # (num_ops, magnitude): ops per image, strength on the 0-10 scale; (0, 0) = off
+      randaugment=(0, 0),
+      # Beta(alpha, alpha) mixing weights; 0.0 = off. Each example is mixed with probability
+      # mix_prob; with both alphas on, by cutmix with probability switch_prob, else by mixup.
+      mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0, switch_prob=0.5))
 
 
 def _leaves(d, prefix=''):
@@ -300,19 +308,33 @@ def validate(config, num_replicas=1):
   types, ranges, the training recipe and the augmentation (with `num_replicas`, once known)."""
   check_types(config)
   check_ranges(config)
+  check_strategy(config)
   check_recipe(config, num_replicas)
   check_augment(config, num_replicas)
 
 
+def check_strategy(config):
+  """config.strategy is one there is, and takes the devices asked for."""
+  if config.strategy not in strategy_lib.NAMES:
+    raise UserError(f'unknown strategy {config.strategy!r}: use one of '
+                    f'{", ".join(strategy_lib.NAMES)}')
+  if config.strategy == 'multi_worker_mirrored' and config.num_cpu_devices > 0:
+    raise UserError(f'num_cpu_devices={config.num_cpu_devices} does not apply to '
+                    'multi_worker_mirrored (one CPU replica per worker): set it to 0')
+
+
 def check_recipe(config, num_replicas=1):
-  """The training recipe's fields are in range and the batch splits into micro-batches: one
-  line before anything is written."""
+  """The training recipe's fields are in range and the batch splits over the replicas and into
+  micro-batches: one line before anything is written."""
   if not 0.0 <= config.ema_decay < 1.0:
     raise UserError(f'config.ema_decay={config.ema_decay!r} is outside [0, 1): give 0 for no '
                     'average, or a decay such as 0.999')
   if config.clip_global_norm < 0:
     raise UserError(f'config.clip_global_norm={config.clip_global_norm!r} is negative: give 0 '
                     'for no clipping, or the largest global gradient norm to allow')
+  if config.batch_size % num_replicas:
+    raise UserError(f'batch_size {config.batch_size} does not divide over {num_replicas} '
+                    f'replicas: make it a multiple of {num_replicas}')
   k = config.accumulate_steps
   if k < 1:
     raise UserError(f'config.accumulate_steps={k!r} must be at least 1 (1: no accumulation)')
@@ -364,20 +386,13 @@ def to_json(config):
 
 
 def save(config, workdir):
-  """Writes config.json, the run's config as it starts; a fresh start drops earlier changes."""
-  outputs.write_json(os.path.join(workdir, CONFIG_FILE), _as_json(config))
-  with contextlib.suppress(FileNotFoundError):
-    os.remove(os.path.join(workdir, CHANGES))
+  """Writes config.json, the run's config as it starts (never rewritten once a checkpoint
+  exists); a fresh start drops earlier changes."""
+  layout.write_config(workdir, _as_json(config))
 
 
 def _as_json(config):
   return json.loads(to_json(config))
-
-
-def read_changes(workdir):
-  """The changes resumed runs made to the workdir's config, oldest first (CHANGES)."""
-  path = os.path.join(workdir, CHANGES)
-  return outputs.read_json(path) if os.path.exists(path) else []
 
 
 def _set(tree, dotted, value):
@@ -390,13 +405,12 @@ def _set(tree, dotted, value):
 def load(workdir, original=False):
   """The config the run trains with now: config.json as it started with every recorded change
   applied (`original`: without them). Lists stand where tuples were."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  tree = layout.read_config(workdir)
+  if tree is None:
     raise UserError(f'{workdir!r} holds no config.json: pass the --workdir of a training run')
-  tree = outputs.read_json(path)
   if (tree.get('num_train_steps') or 0) < 0:
     tree['num_train_steps'] = None  # how runs before the placeholder said "num_epochs decides"
-  for change in [] if original else read_changes(workdir):
+  for change in [] if original else layout.read_config_changes(workdir):
     for field, (_, new) in change['fields'].items():
       _set(tree, field, new)
   return ml_collections.ConfigDict(tree)
@@ -405,7 +419,7 @@ def load(workdir, original=False):
 def history(workdir, field):
   """[(step, value), ...]: `field`'s value from each step on, the first from step 0."""
   steps = [(0, _get(load(workdir, original=True), field))]
-  for change in read_changes(workdir):
+  for change in layout.read_config_changes(workdir):
     if field in change['fields']:
       steps.append((change['step'], change['fields'][field][1]))
   return steps
@@ -472,7 +486,7 @@ def check_resume(saved, config, workdir, accept=()):
 
 
 def record_changes(workdir, step, diff):
-  """Appends a resume's changes, taking effect at `step`, to CHANGES."""
+  """Appends a resume's changes, taking effect at `step`, to config_changes.json."""
   if diff:
     entry = {'step': int(step), 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'fields': diff}
-    outputs.write_json(os.path.join(workdir, CHANGES), read_changes(workdir) + [entry])
+    layout.write_config_changes(workdir, layout.read_config_changes(workdir) + [entry])

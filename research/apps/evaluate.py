@@ -1,5 +1,5 @@
 """Evaluates a training run's checkpoint (its best by default) on a split: exact top-1 and top-5
-accuracy, loss, confusion; and on corrupted copies of the split (research.corruptions)."""
+accuracy, loss, confusion; and on corrupted copies of the split (research.apps.corruptions)."""
 
 import os
 
@@ -7,13 +7,14 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from research import checkpoints
-from research import corruptions
-from research import outputs
-from research import plots
+from research.apps import corruptions
+from research.apps import plots
+from research.core import checkpoints
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import datasets
 from research.data import pipeline
-from research.errors import UserError
 from research.train import steps
 
 SPLITS = ('train', 'validation', 'test')
@@ -80,7 +81,7 @@ def evaluate(workdir, split='test', data_dir=None, checkpoint='best', out=None):
   """Writes eval_<split>.json and confusion_<split>.png into `out` (default: `workdir`);
   returns the metrics."""
   ev = _Evaluator(workdir, split, data_dir, checkpoint)
-  files = (f'eval_{split}.json', f'confusion_{split}.png')
+  files = layout.evaluation_files(split)
   out = _out_dir(workdir, out, files)
   metrics = ev.run()
   confusion = metrics.pop('confusion')
@@ -103,7 +104,7 @@ def evaluate_corrupted(workdir, names, split='test', data_dir=None, checkpoint='
   the record."""
   names = corruptions.parse(','.join(names))
   ev = _Evaluator(workdir, split, data_dir, checkpoint)
-  files = (f'eval_{split}_corrupt.json', f'corrupt_{split}.png')
+  files = layout.evaluation_files(split, corrupted=True)
   out = _out_dir(workdir, out, files)
   clean = ev.run()['accuracy']
   logging.info('%s clean: accuracy %.4f', split, clean)

@@ -4,8 +4,8 @@ Two signatures, both returning `probabilities` float32 [N, classes], `class_inde
 and `class_name` string [N]:
 
 - `serving_default(images)`: string [N] of encoded files (PNG, JPEG, GIF, BMP; any size, grey
-  or colour, 8 or 16 bits, alpha), decoded and brought to the source shape as `research.predict`
-  does (pad-resized for in-memory runs, centre-cropped for streamed ones);
+  or colour, 8 or 16 bits, alpha), decoded and brought to the source shape as
+  `research.apps.predict` does (pad-resized for in-memory runs, centre-cropped for streamed ones);
 - `serve_uint8(images)`: uint8 [N, H, W, C] already at the run's source image shape.
 
 Both then apply the evaluation preprocessing and the model inside the graph. The SavedModel
@@ -22,18 +22,19 @@ import tempfile
 from absl import logging
 import tensorflow as tf
 
-from research import checkpoints
-from research import config as config_lib
-from research import predict
+from research.apps import predict
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import layout
+from research.core.errors import UserError
 from research.data import decode
 from research.data import preprocess
-from research.errors import UserError
 
 EXTRA_DIR = 'assets.extra'
 INFO_FILE = 'export_info.json'
 
 
-class _Serving(tf.Module):
+class Serving(tf.Module):
   """The model's variables and the two serving functions; nothing Keras is saved."""
 
   def __init__(self, config, info, model):
@@ -75,9 +76,6 @@ class _Serving(tf.Module):
 
 # What `_export` writes at the top of an export: tf.saved_model.save's files and EXTRA_DIR.
 EXPORT_ENTRIES = frozenset({'saved_model.pb', 'fingerprint.pb', 'variables', 'assets', EXTRA_DIR})
-# A folder holding either is a training run's workdir (data_info.json: before its first
-# checkpoint); see research.train.trainer.
-_WORKDIR_MARKERS = ('checkpoints', 'data_info.json')
 
 
 def is_export(directory):
@@ -91,11 +89,6 @@ def is_export(directory):
           and entries <= EXPORT_ENTRIES)
 
 
-def _is_workdir(directory):
-  return os.path.isfile(os.path.join(directory, 'config.json')) and any(
-      os.path.exists(os.path.join(directory, m)) for m in _WORKDIR_MARKERS)
-
-
 def _check_out(out, workdir, overwrite):
   """Refuses an `out` whose replacement could lose anything but a previous export: a training
   workdir, a folder holding or inside one, other files, a file or a link."""
@@ -106,7 +99,7 @@ def _check_out(out, workdir, overwrite):
     raise UserError(f'--out {out!r} {what} the workdir of the run being exported: pass a new '
                     f'folder outside it, e.g. {suggestion}')
   for parent in (real, *_parents(real)):
-    if parent == run or _is_workdir(parent):
+    if parent == run or layout.is_workdir(parent):
       raise UserError(f'--out {out!r} lies inside the training workdir {parent!r}: pass a new '
                       f'folder outside any workdir, e.g. {suggestion}')
   if os.path.islink(out):
@@ -150,7 +143,7 @@ def export(workdir, out, checkpoint='best', overwrite=False):
 
 def _export(workdir, out, checkpoint):
   config, info, model, path = checkpoints.load_for_inference(workdir, checkpoint)
-  module = _Serving(config, info, model)
+  module = Serving(config, info, model)
   shape = [int(d) for d in info['image_shape']]
   signatures = {'serving_default': module.serving_default.get_concrete_function(),
                 'serve_uint8': module.serve_uint8.get_concrete_function()}
