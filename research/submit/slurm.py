@@ -87,10 +87,11 @@ def _directives(job, output, array=''):
   return [f'#SBATCH {d}' for d in directives]
 
 
-def _train_and_requeue(train, workdir):
+def _train_and_requeue(train, workdir, label='$SLURM_JOB_ID'):
   """The script's lines from srun on: `train` runs launch.train in every task (shell text), in
   the run's `workdir` (a shell word), and the job requeues itself after a stop it recovers from.
-  `$SLURM_JOB_ID` is an array task's own id, so only that task goes back into the queue."""
+  `$SLURM_JOB_ID` is an array task's own id, so only that task goes back into the queue; the
+  messages name the job as `label` (shell text) says."""
   state = f'{workdir}/{checkpoints.CHECKPOINT_DIR}/checkpoint'  # names the latest first
   lost_at = f'{workdir}/{job_lib.SUBMIT_DIR}/{LOST_AT_NAME}'
   return [
@@ -107,7 +108,7 @@ def _train_and_requeue(train, workdir):
       f'  {job_lib.PREEMPTED_EXIT_CODE})',
       '    # A signal stopped the workers and they saved. (Slurm requeues a job it preempts',
       '    # itself, not one that reaches its time limit.)',
-      '    echo "saved after a signal (exit $status): requeueing job $SLURM_JOB_ID"',
+      f'    echo "saved after a signal (exit $status): requeueing job {label}"',
       '    scontrol requeue "$SLURM_JOB_ID" ;;',
       f'  {"|".join(str(c) for c in LOST_STATUSES)})',
       '    # A worker vanished (killed, frozen, its node gone) and the others stopped without',
@@ -120,7 +121,7 @@ def _train_and_requeue(train, workdir):
       'see the workers\' errors above"',
       '    else',
       f'      echo "$latest" > {lost_at}',
-      '      echo "lost a worker (exit $status): requeueing job $SLURM_JOB_ID to resume from '
+      f'      echo "lost a worker (exit $status): requeueing job {label} to resume from '
       'the last checkpoint"',
       '      scontrol requeue "$SLURM_JOB_ID"',
       '    fi ;;',
@@ -178,7 +179,7 @@ def array_script(job, manifest, array):
       'echo "job ${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID start '
       '$((${SLURM_RESTART_COUNT:-0} + 1)) on $SLURM_JOB_NODELIST: ${run[0]}"',
       *_train_and_requeue(f'{shlex.quote(job.python)} -m launch.train "${{run[@]:1}}"',
-                          '"${run[0]}"')])
+                          '"${run[0]}"', '${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID')])
 
 
 def _run(argv):
