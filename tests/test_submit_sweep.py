@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from unittest import mock
 
@@ -187,6 +188,28 @@ class SubmitTest(tf.test.TestCase):
                      ('42_2', os.path.join(self.workdir, 'submit', 'slurm-42_2.out')))
     self.assertIn('submitted Slurm job array 42 (--array=0-3%2): 4 task(s)', message)
 
+  def test_each_task_runs_its_own_run_and_requeues_itself(self):
+    job = _sweep_job(self.workdir, python=sys.executable)
+    runs = sweep.plan(job, sweep.read_spec(_GRID), _resolve)
+    path = sweep.manifest_path(job)
+    os.makedirs(os.path.dirname(path))
+    outputs.write_json(path, sweep._manifest(job, {}, runs, {}))  # pylint: disable=protected-access
+    script = os.path.join(self.tmp, 'sweep.sbatch')
+    with open(script, 'w') as f:
+      f.write(slurm.array_script(job, path, '0-3%2'))
+    helpers.fake_command(self.bin, 'srun', status=job_lib.PREEMPTED_EXIT_CODE)
+    helpers.fake_command(self.bin, 'scontrol')
+    env = {'PATH': f'{self.bin}:/usr/bin:/bin', 'SLURM_JOB_ID': '78', 'SLURM_ARRAY_JOB_ID': '76',
+           'SLURM_ARRAY_TASK_ID': '2'}
+    proc = subprocess.run(['bash', script], env=env, capture_output=True, text=True, timeout=60)
+    self.assertEqual(proc.returncode, job_lib.PREEMPTED_EXIT_CODE, proc.stderr)
+    srun = helpers.fake_calls(self.bin, 'srun')
+    self.assertLen(srun, 1)
+    self.assertEndsWith(srun[0], ' '.join([sys.executable, '-m', 'launch.train', *runs[2].args]))
+    self.assertEqual(helpers.fake_calls(self.bin, 'scontrol'), ['requeue 78'])
+    self.assertIn(f'job 76_2 start 1 on : {runs[2].job.workdir}\n', proc.stdout)
+    self.assertIn('requeueing job 76_2', proc.stdout)
+
   def test_the_manifest_is_written_before_sbatch_runs(self):
     helpers.fake_command(self.bin, 'sbatch', status=1, stderr='sbatch: error: no partition\n')
     with self.assertRaisesRegex(UserError, 'sbatch rejected the job: sbatch: error: no partition'):
@@ -354,7 +377,9 @@ class SlurmSweepTest(test_submit_slurm._RealSlurmTest):  # pylint: disable=prote
     deadline, most = time.time() + seconds, 0
     array_id = outputs.read_json(manifest)['runs'][0]['job_id'].split('_')[0]
     while not until():
-      for line in sweep.status(manifest).splitlines()[1:]:
+      status = sweep.status(manifest)
+      seen.setdefault('snapshots', []).append(status)
+      for line in status.splitlines()[1:]:
         index, _, state = line.strip().split('  ', 2)
         seen.setdefault(int(index), []).append(state)
       running = subprocess.run(['squeue', '-h', '-j', array_id, '-t', 'RUNNING', '-o', '%i'],
@@ -373,8 +398,11 @@ class SlurmSweepTest(test_submit_slurm._RealSlurmTest):  # pylint: disable=prote
     log0 = slurm.array_log_path(workdir, array_id, 0)
     most = self._watch(manifest, lambda: re.search(rf'step [2-9]\d/{_STEPS}', _read(log0)), 300,
                        seen)
-    # What Slurm sends before a task's time limit, here at once, to task 0 alone.
-    subprocess.run(['scancel', '--signal=USR1', f'{array_id}_0'], check=True, timeout=60)
+    # What Slurm sends before a task's time limit, here at once, to task 0's workers alone.
+    # (To the step: Slurm 22.05 refuses to signal a task of an array with tasks still pending,
+    # "Job can not be altered now", though it does, and scancel retries until the task's next
+    # start, stopping that one too.)
+    subprocess.run(['scancel', '--signal=USR1', f'{array_id}_0.0'], check=True, timeout=60)
     most = max(most, self._watch(
         manifest, lambda: sweep.status(manifest).count('done: test accuracy') == 4, 600, seen))
     self.assertLessEqual(most, 2)  # %2
@@ -397,7 +425,7 @@ class SlurmSweepTest(test_submit_slurm._RealSlurmTest):  # pylint: disable=prote
     self._check_results(workdir)
     if os.environ.get('RESEARCH_KEEP_SWEEP'):  # for a look at the PNG and the table
       with open(os.path.join(os.environ['RESEARCH_KEEP_SWEEP'], 'seen.txt'), 'w') as f:
-        f.write(f'{seen}\n{status}')
+        f.write('\n\n'.join(dict.fromkeys(seen['snapshots'] + [status])))
 
   def _check_results(self, workdir):
     manifest = outputs.read_json(os.path.join(workdir, sweep.MANIFEST))
