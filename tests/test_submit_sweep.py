@@ -277,13 +277,19 @@ class SubmitTest(tf.test.TestCase):
     outputs.write_json(os.path.join(runs[2]['workdir'], 'results.json'),
                        dict(step=20, preempted='SIGUSR1'))
     with open(slurm.array_log_path(self.workdir, 42, 1), 'w') as f:
-      f.write('0: I1205 trainer.py:251] step 40/60 epoch 0.4: loss 0.5 accuracy 0.9\n')
+      f.write('job 42_1 start 1 on node1: w\n'
+              '0: I1205 trainer.py:251] step 40/60 epoch 0.4: loss 0.5 accuracy 0.9\n')
+    with open(slurm.array_log_path(self.workdir, 42, 2), 'w') as f:  # its second start
+      f.write('0: I1205 trainer.py:251] step 20/60 epoch 0.2: loss 0.5 accuracy 0.9\n'
+              'job 42_2 start 2 on node1: w\n')
     with open(slurm.array_log_path(self.workdir, 42, 3), 'w') as f:
       f.write('0: error: config field seed=-1 is out of range\n')
     squeue = os.path.join(self.bin, 'squeue')
     with open(squeue, 'w') as f:
       f.write('#!/bin/bash\ncase "$3" in 42_1) echo "RUNNING|None|1:00|1";;\n'
-              '42_2) echo "PENDING|BeginTime|0:00|1";; esac\nexit 0\n')
+              f'42_2) echo "$(< {self.tmp}/state2)";; esac\nexit 0\n')
+    with open(os.path.join(self.tmp, 'state2'), 'w') as f:
+      f.write('PENDING|BeginTime|0:00|1\n')
     os.chmod(squeue, 0o755)
     helpers.fake_command(self.bin, 'scontrol', stdout='JobId=45 JobState=FAILED ExitCode=2:0 '
                          'Restarts=0\n')
@@ -297,6 +303,11 @@ class SubmitTest(tf.test.TestCase):
         '(job 42_2)',
         '  3  seed=1,learning_rate=0.003  failed: job 42_3 FAILED exit code 2:0, 0 restart(s): '
         '0: error: config field seed=-1 is out of range'])
+    # Started again: no progress line since its latest start yet.
+    with open(os.path.join(self.tmp, 'state2'), 'w') as f:
+      f.write('RUNNING|None|0:05|1\n')
+    self.assertEqual(sweep.status(sweep.find_manifest(self.workdir)).splitlines()[3],
+                     '  2  seed=1,learning_rate=0.01  running: starting (job 42_2)')
 
 
 class KubernetesSweepTest(tf.test.TestCase):
@@ -348,7 +359,7 @@ _STEPS = 200
 _TRAIN = ['--config=configs/cnn_mnist.py', f'--config.num_train_steps={_STEPS}',
           '--config.batch_size=32', '--config.dataset.train_split=train[:5000]',
           '--config.dataset.validation_size=1000', '--config.dataset.test_split=test[:1000]',
-          '--config.eval_every_epochs=100', '--config.steps_per_loop=10',
+          '--config.eval_every_epochs=0.5', '--config.steps_per_loop=10',
           '--config.log_every_steps=10', '--config.image_grid_size=0']
 
 

@@ -45,6 +45,10 @@ _NAME_MAX = 100
 # the operator adds to its pods' names within their 63 characters.
 _JOB_NAME_BASE = 40
 _NAME_UNSAFE = re.compile(r'[^A-Za-z0-9._+=,-]+')
+# The line an array task's script prints at each start (slurm.array_script).
+_START = re.compile(r'^job \d+_\d+ start \d+ on ')
+# How --status counts the runs, in this order.
+_STATES = ('done', 'running', 'preempted', 'queued', 'failed', 'unsubmitted')
 
 
 @dataclasses.dataclass
@@ -387,10 +391,13 @@ def find_manifest(workdir, cluster='slurm', namespace='default', name=''):
 
 
 def _progress_step(log):
+  """'step N/T' of the task's last progress line since its latest start, or None."""
   if not os.path.exists(log):
     return None
   with open(log, errors='replace') as f:
-    line = job_lib.last_progress_line(f)
+    lines = f.readlines()
+  starts = [i for i, line in enumerate(lines) if _START.match(line)]
+  line = job_lib.last_progress_line(lines[starts[-1] if starts else 0:])
   return line.split(' epoch', 1)[0] if line else None
 
 
@@ -448,5 +455,5 @@ def status(path):
     word = re.split(r'[: ]', state, maxsplit=1)[0]
     counts[word] = counts.get(word, 0) + 1
     lines.append(f'  {run["index"]}  {run["name"]}  {state}')
-  summary = ', '.join(f'{n} {word}' for word, n in counts.items())
+  summary = ', '.join(f'{counts[w]} {w}' for w in _STATES if w in counts)
   return '\n'.join([f'sweep {manifest["workdir"]}: {len(lines)} run(s), {summary}'] + lines)
