@@ -104,6 +104,7 @@ class ExpandTest(tf.test.TestCase, parameterized.TestCase):
       ('section', '{augment.rotate: [{degrees: 1}]}', 'cannot be a section'),
       ('duplicate', '[{seed: 1}, {seed: [0, 1]}]', 'runs 0 and 2 of the sweep are the same'),
       ('bad_yaml', '{seed: [0, 1}', 'is neither a file nor a YAML grid'),
+      ('missing_file', 'grids/seeds.yaml', "--sweep='grids/seeds.yaml' is no file, nor a grid"),
       ('too_many', '{seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], schedule.learning_rate: '
        '[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}',
        'the sweep has 110 runs, more than --max_runs=100: pass --max_runs=110'))
@@ -354,13 +355,14 @@ class SweepCliTest(tf.test.TestCase):
       self.assertStartsWith(helpers.error_line(proc), f'error: {message}')
 
 
-# The 2x2 sweep: the small CNN, a few dozen small steps on a slice of MNIST, tested at the end.
+# The 2x2 sweep: the small CNN, 200 steps at batch 32 on 4,000 MNIST images, logged every 10
+# steps to catch one to preempt at, evaluated every half epoch for the curves.
 _STEPS = 200
-_TRAIN = ['--config=configs/cnn_mnist.py', f'--config.num_train_steps={_STEPS}',
-          '--config.batch_size=32', '--config.dataset.train_split=train[:5000]',
-          '--config.dataset.validation_size=1000', '--config.dataset.test_split=test[:1000]',
-          '--config.eval_every_epochs=0.5', '--config.steps_per_loop=10',
-          '--config.log_every_steps=10', '--config.image_grid_size=0']
+_SETTINGS = {'num_train_steps': _STEPS, 'batch_size': 32, 'dataset.train_split': 'train[:5000]',
+             'dataset.validation_size': 1000, 'dataset.test_split': 'test[:1000]',
+             'eval_every_epochs': 0.5, 'steps_per_loop': 10, 'log_every_steps': 10,
+             'image_grid_size': 0}
+_TRAIN = ['--config=configs/cnn_mnist.py'] + [f'--config.{k}={v}' for k, v in _SETTINGS.items()]
 
 
 class SlurmSweepTest(test_submit_slurm._RealSlurmTest):  # pylint: disable=protected-access
@@ -397,7 +399,7 @@ class SlurmSweepTest(test_submit_slurm._RealSlurmTest):  # pylint: disable=prote
                                capture_output=True, text=True, timeout=60).stdout.split()
       most = max(most, len(running))
       self.assertLess(time.time(), deadline, f'not there after {seconds}s: {seen}')
-      time.sleep(0.2)
+      time.sleep(0.5)
     return most
 
   def test_sweep_runs_preempted_task_resumes_and_results_compare(self):

@@ -231,6 +231,20 @@ def _check_not_running(workdir):
                     f'it, or `scancel {record["job_id"]}` first (nothing was submitted)')
 
 
+def check_workdir(job):
+  """The workers would refuse a workdir of another experiment only once they start: refuse it
+  now (UserError)."""
+  accept = (argv_lib.flag_value(job.train_args, 'accept_changes') or '').split(',')
+  trainer.check_workdir(job.config, job.workdir, start_over=False, accept=[f for f in accept if f])
+
+
+def forget_lost_worker(workdir):
+  """A new submission gets its own chance after a lost worker."""
+  lost_at = os.path.join(workdir, job_lib.SUBMIT_DIR, LOST_AT_NAME)
+  if os.path.exists(lost_at):
+    os.remove(lost_at)
+
+
 def sbatch(path):
   """Submits the script at `path`; returns the job's id."""
   out = _run(['sbatch', '--parsable', path])
@@ -250,16 +264,11 @@ def submit(job, dry_run=False):
     return f'{text}\n# would write {path} and run: sbatch {path}'
   require('sbatch')
   _check_not_running(job.workdir)
-  # The workers would refuse a workdir of another experiment only once they start.
-  accept = (argv_lib.flag_value(job.train_args, 'accept_changes') or '').split(',')
-  trainer.check_workdir(job.config, job.workdir, start_over=False, accept=[f for f in accept if f])
+  check_workdir(job)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     f.write(text)
-  # A new submission gets its own chance after a lost worker.
-  lost_at = os.path.join(job.workdir, job_lib.SUBMIT_DIR, LOST_AT_NAME)
-  if os.path.exists(lost_at):
-    os.remove(lost_at)
+  forget_lost_worker(job.workdir)
   job_id = sbatch(path)
   job_lib.write_record(job, job_id, script=path, log=log_path(job.workdir, job_id))
   return (f'submitted Slurm job {job_id}: {job.workers} worker(s) on {job.nodes} node(s)\n'

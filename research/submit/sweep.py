@@ -33,7 +33,6 @@ from research.errors import UserError
 from research.submit import job as job_lib
 from research.submit import kubernetes
 from research.submit import slurm
-from research.train import trainer
 
 MANIFEST = 'sweep.json'
 # More runs than this need --max_runs: a grid grows as a product, and a typo (a list of 50 where
@@ -75,11 +74,15 @@ def read_spec(spec):
     except OSError as e:
       raise UserError(f'cannot read --sweep={spec}: {e}') from None
   try:
-    return yaml.safe_load(text)
+    parsed = yaml.safe_load(text)
   except yaml.YAMLError as e:
     where = f' (line {e.problem_mark.line + 1})' if getattr(e, 'problem_mark', None) else ''
     raise UserError(f'--sweep={spec!r} is neither a file nor a YAML grid{where}: '
                     f'{" ".join(str(getattr(e, "problem", e)).split())}') from None
+  if isinstance(parsed, str):
+    raise UserError(f'--sweep={spec!r} is no file, nor a grid: give a YAML mapping such as '
+                    '"{seed: [0, 1]}", or the path of a file holding one')
+  return parsed
 
 
 def _check_grid(grid, fields):
@@ -296,10 +299,8 @@ def _slurm_actions(runs, previous):
 def _check_run_workdirs(runs):
   """Each run's workdir may take the run (new, or the same experiment to resume)."""
   for run in runs:
-    accept = (argv_lib.flag_value(run.job.train_args, 'accept_changes') or '').split(',')
     try:
-      trainer.check_workdir(run.job.config, run.job.workdir, start_over=False,
-                            accept=[f for f in accept if f])
+      slurm.check_workdir(run.job)
     except UserError as e:
       raise UserError(f'sweep run {run.index} ({run.name}): {e}') from None
 
@@ -314,10 +315,8 @@ def _submit_array(sweep_job, spec, runs, todo, previous, max_parallel):
   script_path = os.path.join(sweep_job.workdir, job_lib.SUBMIT_DIR, 'sweep.sbatch')
   with open(script_path, 'w') as f:
     f.write(slurm.array_script(sweep_job, path, array))
-  for i in todo:  # a new submission gets its own chance after a lost worker
-    lost_at = os.path.join(runs[i].job.workdir, job_lib.SUBMIT_DIR, slurm.LOST_AT_NAME)
-    if os.path.exists(lost_at):
-      os.remove(lost_at)
+  for i in todo:
+    slurm.forget_lost_worker(runs[i].job.workdir)
   array_id = slurm.sbatch(script_path)
   for i in todo:
     job_ids[i] = f'{array_id}_{i}'
