@@ -253,6 +253,8 @@ class SubmitTest(tf.test.TestCase):
     message = self.submit()
     self.assertIn('[finished: skip]', message.splitlines()[1])
     self.assertIn('[job 42_1 RUNNING: skip]', message.splitlines()[2])
+    self.assertIn('[submit]', message.splitlines()[3])
+    self.assertIn('[resume]', message.splitlines()[4])  # preempted: it resumes
     self.assertIn('--array=2-3', message)
     manifest = outputs.read_json(os.path.join(self.workdir, sweep.MANIFEST))
     self.assertEqual([r['job_id'] for r in manifest['runs']], ['42_0', '42_1', '43_2', '43_3'])
