@@ -88,20 +88,36 @@ def _check_tuple_overrides(config, argv):
                       f'--config.{field}="({value},)" for a one-element tuple')
 
 
-def resolved_config(config_flag, **names):
+def resolved_config(config_flag, argv=None, **names):
   """The loaded config; `names` (model=..., dataset=...) are flag values that, when given, must
-  agree with it: --model picks the config file only when --config is absent."""
+  agree with it: --model picks the config file only when --config is absent. `argv`: the
+  command line the flag was parsed from (default: this process's)."""
   try:
     config = config_flag.value
     config.keys()  # a file that failed to load raises only when touched
   except _CONFIG_ERRORS as e:
     raise UserError(f'bad --config: {_one_line(e)}') from None
-  _check_tuple_overrides(config, sys.argv[1:])
+  _check_tuple_overrides(config, sys.argv[1:] if argv is None else argv)
   for field, value in names.items():
     if value is not None and value != config[field].name:
       raise UserError(f'--{field}={value} disagrees with the config (its {field} is '
                       f'{config[field].name!r}): drop --{field} or --config')
   return config
+
+
+def config_for_args(args, **names):
+  """The config that --config and the --config.* overrides among `args` (another command line's
+  flags, such as one run's of a sweep) resolve to, parsed and checked as this process's own
+  --config flag is; other flags in `args` are ignored. Raises UserError."""
+  argv = ['config_for_args', *args]
+  values = flags.FlagValues()
+  try:
+    flag = config_flags.DEFINE_config_file('config', default_config_path(argv), '',
+                                           flag_values=values, sys_argv=argv)
+    values(argv, known_only=True)
+  except (flags.Error,) + _CONFIG_ERRORS as e:
+    raise UserError(f'bad --config or --config.* override: {_one_line(e)}') from None
+  return resolved_config(flag, args, **names)
 
 
 def _parse_flags(argv):

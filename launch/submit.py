@@ -5,6 +5,11 @@
   python -m launch.submit --cluster=kubernetes --nodes=2 --image=IMAGE --pvc=CLAIM
       [--kubernetes_kind=tfjob] -- ...
   python -m launch.submit --status --workdir=W [--cluster=kubernetes [--kubernetes_kind=tfjob]]
+  python -m launch.submit --cluster=slurm --sweep='{seed: [0, 1]}' [--max_parallel=K] -- ...
+
+With --sweep (a YAML grid of --config overrides, or a file holding one) the command is N runs
+in subfolders of --workdir: on Slurm one job array, on Kubernetes a job per run
+(research.submit.sweep).
 
 The flags after `--` are launch.train's: they are checked here as launch.train checks them (a
 bad override fails now, not after the queue), and every worker of the job runs them.
@@ -24,6 +29,7 @@ from research.infra import workdir_lock
 from research.submit import job as job_lib
 from research.submit import kubernetes
 from research.submit import slurm
+from research.submit import sweep
 
 _CLUSTER = flags.DEFINE_enum('cluster', None, job_lib.CLUSTERS, 'Scheduler to submit to.')
 _NODES = flags.DEFINE_integer('nodes', 1, 'Machines (Slurm nodes; Kubernetes pods).',
@@ -49,8 +55,18 @@ _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print what would be submitted; s
 _STATUS = flags.DEFINE_bool('status', False, 'Report who holds --workdir\'s lock, and the state '
                             'and last progress line of its job, instead of submitting.')
 
+_SWEEP = flags.DEFINE_string('sweep', '', 'Submit a sweep: a YAML grid of config fields to lists '
+                             'of values (e.g. "{seed: [0, 1], schedule.learning_rate: [0.01, '
+                             '0.003]}"), a list of such grids, or a file holding one. Each run '
+                             'trains in a subfolder of --workdir named from its overrides.')
+_MAX_PARALLEL = flags.DEFINE_integer('max_parallel', 0, 'Sweep on Slurm: at most this many runs '
+                                     'at once (--array=...%K); 0: no limit.', lower_bound=0)
+_MAX_RUNS = flags.DEFINE_integer('max_runs', sweep.DEFAULT_MAX_RUNS, 'A sweep of more runs is '
+                                 'refused unless this is raised.', lower_bound=1)
+
 _OWN = (_CLUSTER, _NODES, _TASKS_PER_NODE, _GPUS_PER_NODE, _TIME, _PARTITION, _NAME, _IMAGE,
-        _NAMESPACE, _PVC, _MOUNT_PATH, _KUBERNETES_KIND, _DRY_RUN, _STATUS)
+        _NAMESPACE, _PVC, _MOUNT_PATH, _KUBERNETES_KIND, _DRY_RUN, _STATUS, _SWEEP, _MAX_PARALLEL,
+        _MAX_RUNS)
 # Before `--` only submit's flags; --workdir too, for --status.
 _ALLOWED_BEFORE = {h.name for h in _OWN} | {'workdir', 'help', 'helpshort', 'helpfull'}
 
@@ -91,6 +107,11 @@ def _job(train_args):
 def main(train_args):
   if _STATUS.value:
     workdir = flags.FLAGS.workdir
+    manifest = sweep.find_manifest(os.path.abspath(workdir) if _CLUSTER.value != 'kubernetes'
+                                   else workdir, _CLUSTER.value, _NAMESPACE.value, _NAME.value)
+    if manifest:
+      print(sweep.status(manifest))
+      return 0
     print(workdir_lock.status(workdir))
     if _CLUSTER.value == 'kubernetes':
       print(kubernetes.status(workdir, _NAME.value, _NAMESPACE.value, _KUBERNETES_KIND.value))
@@ -101,6 +122,10 @@ def main(train_args):
     raise UserError('no training flags: add "-- --config=... --workdir=..." (launch.train\'s '
                     'flags for every worker)')
   job = _job(train_args)
+  if _SWEEP.value:
+    print(sweep.submit(job, _SWEEP.value, train.config_from_flags, max_runs=_MAX_RUNS.value,
+                       max_parallel=_MAX_PARALLEL.value, dry_run=_DRY_RUN.value))
+    return 0
   module = slurm if job.cluster == 'slurm' else kubernetes
   print(module.submit(job, dry_run=_DRY_RUN.value))
   return 0

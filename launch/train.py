@@ -64,9 +64,13 @@ _FIELD_FLAGS = (_STRATEGY, _NUM_GPUS, _NUM_CPU_DEVICES, _MIXED_PRECISION, _JIT_C
                 _DETERMINISTIC)
 
 
-def config_from_flags():
-  """Flag values folded into the config; a flag that contradicts the config file is an error."""
-  config = common.resolved_config(_CONFIG, model=_MODEL.value, dataset=_DATASET.value)
+def config_from_flags(args=None):
+  """Flag values folded into the config; a flag that contradicts the config file is an error.
+  `args`: take --config and its overrides from these flags instead (the other flags are this
+  command line's), e.g. one run's of a sweep."""
+  names = dict(model=_MODEL.value, dataset=_DATASET.value)
+  config = (common.resolved_config(_CONFIG, **names) if args is None else
+            common.config_for_args(args, **names))
   if _DATA_DIR.value is not None:
     config.dataset.data_dir = _DATA_DIR.value
   for flag in _FIELD_FLAGS:

@@ -38,8 +38,8 @@ LOST_AT_NAME = 'lost-worker-at'
 # under way and write a checkpoint (seconds for these models), with room for a slow filesystem.
 SIGNAL_SECONDS = 120
 # States in which a job still owns its workdir.
-_ACTIVE = ('PENDING', 'RUNNING', 'REQUEUED', 'CONFIGURING', 'COMPLETING', 'SUSPENDED',
-           'RESIZING', 'REQUEUE_HOLD', 'REQUEUE_FED', 'STOPPED', 'SIGNALING')
+ACTIVE = ('PENDING', 'RUNNING', 'REQUEUED', 'CONFIGURING', 'COMPLETING', 'SUSPENDED',
+          'RESIZING', 'REQUEUE_HOLD', 'REQUEUE_FED', 'STOPPED', 'SIGNALING')
 _TIMEOUT_SECONDS = 60
 
 
@@ -72,9 +72,8 @@ def check(job):
                     "(Slurm reads --output's % as a pattern): pass a path without one")
 
 
-def script(job):
-  """The sbatch script of `job` (text)."""
-  w = job.workdir
+def _directives(job, output, array=''):
+  """The #SBATCH lines of `job`, its output going to `output` (a Slurm file name pattern)."""
   directives = [_directive('job-name', job.name), _directive('nodes', job.nodes),
                 _directive('ntasks-per-node', job.tasks_per_node)]
   if job.gpus_per_task:
@@ -82,21 +81,20 @@ def script(job):
     directives.append(_directive('gpus-per-task', job.gpus_per_task))
   directives += [_directive('time', job.time)] if job.time else []
   directives += [_directive('partition', job.partition)] if job.partition else []
-  directives += [_directive('output', log_path(w)), '--open-mode=append',
+  directives += [_directive('array', array)] if array else []
+  directives += [_directive('output', output), '--open-mode=append',
                  _directive('chdir', job.chdir), '--requeue', f'--signal=USR1@{SIGNAL_SECONDS}']
-  state = os.path.join(w, checkpoints.CHECKPOINT_DIR, 'checkpoint')  # names the latest first
-  lost_at = os.path.join(w, job_lib.SUBMIT_DIR, LOST_AT_NAME)
-  train = ' '.join(shlex.quote(a) for a in
-                   [job.python, '-m', 'launch.train', *job_lib.worker_args(job)])
-  return '\n'.join([
-      '#!/bin/bash',
-      f'# {job.name}: {job.workers} worker(s), written by launch.submit for {w}.',
-      *([f'# {job.command}'] if job.command else []),
-      *(f'#SBATCH {d}' for d in directives),
-      '',
-      '# Progress lines reach the log (and launch.submit --status) as they are written.',
-      'export PYTHONUNBUFFERED=1',
-      'echo "job $SLURM_JOB_ID start $((${SLURM_RESTART_COUNT:-0} + 1)) on $SLURM_JOB_NODELIST"',
+  return [f'#SBATCH {d}' for d in directives]
+
+
+def _train_and_requeue(train, workdir, label='$SLURM_JOB_ID'):
+  """The script's lines from srun on: `train` runs launch.train in every task (shell text), in
+  the run's `workdir` (a shell word), and the job requeues itself after a stop it recovers from.
+  `$SLURM_JOB_ID` is an array task's own id, so only that task goes back into the queue; the
+  messages name the job as `label` (shell text) says."""
+  state = f'{workdir}/{checkpoints.CHECKPOINT_DIR}/checkpoint'  # names the latest first
+  lost_at = f'{workdir}/{job_lib.SUBMIT_DIR}/{LOST_AT_NAME}'
+  return [
       '# The workers save on SIGTERM too (scancel, preemption): let them, then end normally.',
       'trap \'echo "batch shell: SIGTERM, waiting for the workers to save"\' TERM',
       '# One task per worker; each finds its place in the cluster from the Slurm environment.',
@@ -110,26 +108,78 @@ def script(job):
       f'  {job_lib.PREEMPTED_EXIT_CODE})',
       '    # A signal stopped the workers and they saved. (Slurm requeues a job it preempts',
       '    # itself, not one that reaches its time limit.)',
-      '    echo "saved after a signal (exit $status): requeueing job $SLURM_JOB_ID"',
+      f'    echo "saved after a signal (exit $status): requeueing job {label}"',
       '    scontrol requeue "$SLURM_JOB_ID" ;;',
       f'  {"|".join(str(c) for c in LOST_STATUSES)})',
       '    # A worker vanished (killed, frozen, its node gone) and the others stopped without',
       '    # saving (200; srun reports 137 when a task was SIGKILLed). A worker failing alone',
       '    # (a bug: 1) looks the same to the others, and srun reports their 200: a second loss',
       '    # before a new checkpoint ends the job rather than requeue it forever.',
-      f'    latest=$(head -n 1 {shlex.quote(state)} 2>/dev/null)',
-      f'    if [ "$(cat {shlex.quote(lost_at)} 2>/dev/null || echo none)" = "$latest" ]; then',
+      f'    latest=$(head -n 1 {state} 2>/dev/null)',
+      f'    if [ "$(cat {lost_at} 2>/dev/null || echo none)" = "$latest" ]; then',
       '      echo "lost a worker again before a new checkpoint (exit $status): not requeueing; '
       'see the workers\' errors above"',
       '    else',
-      f'      echo "$latest" > {shlex.quote(lost_at)}',
-      '      echo "lost a worker (exit $status): requeueing job $SLURM_JOB_ID to resume from '
+      f'      echo "$latest" > {lost_at}',
+      f'      echo "lost a worker (exit $status): requeueing job {label} to resume from '
       'the last checkpoint"',
       '      scontrol requeue "$SLURM_JOB_ID"',
       '    fi ;;',
       'esac',
       'exit "$status"',
-      ''])
+      '']
+
+
+def script(job):
+  """The sbatch script of `job` (text)."""
+  train = ' '.join(shlex.quote(a) for a in
+                   [job.python, '-m', 'launch.train', *job_lib.worker_args(job)])
+  return '\n'.join([
+      '#!/bin/bash',
+      f'# {job.name}: {job.workers} worker(s), written by launch.submit for {job.workdir}.',
+      *([f'# {job.command}'] if job.command else []),
+      *_directives(job, log_path(job.workdir)),
+      '',
+      '# Progress lines reach the log (and launch.submit --status) as they are written.',
+      'export PYTHONUNBUFFERED=1',
+      'echo "job $SLURM_JOB_ID start $((${SLURM_RESTART_COUNT:-0} + 1)) on $SLURM_JOB_NODELIST"',
+      *_train_and_requeue(train, shlex.quote(job.workdir))])
+
+
+# An array task's run from the sweep's manifest (research.submit.sweep): its workdir, then its
+# launch.train flags, one a line. Python's own json, so that no training import slows it.
+_READ_RUN = ('import json, sys; run = json.load(open(sys.argv[1]))["runs"][int(sys.argv[2])]; '
+             'print("\\n".join([run["workdir"], *run["args"]]))')
+
+
+def array_log_path(workdir, array_id='%A', index='%a'):
+  """An array task's output, in the sweep's own workdir: Slurm names it before the task runs."""
+  return os.path.join(workdir, job_lib.SUBMIT_DIR, f'slurm-{array_id}_{index}.out')
+
+
+def array_script(job, manifest, array):
+  """The sbatch script of a sweep: one array task per run (`array`: Slurm's index list, with
+  %K for at most K at once), each reading its run from the sweep's `manifest` at every start.
+  `job` is the sweep's: its workdir holds the runs', its sizes are every run's."""
+  read = ' '.join(shlex.quote(a) for a in [job.python, '-c', _READ_RUN, manifest])
+  return '\n'.join([
+      '#!/bin/bash',
+      f'# {job.name}: a sweep of runs of {job.workers} worker(s), one array task each, written by '
+      f'launch.submit for {job.workdir}.',
+      *([f'# {job.command}'] if job.command else []),
+      *_directives(job, array_log_path(job.workdir), array),
+      '',
+      '# Progress lines reach the log (and launch.submit --status) as they are written.',
+      'export PYTHONUNBUFFERED=1',
+      '# This task\'s run from the manifest: its workdir, then launch.train\'s flags.',
+      f'mapfile -t run < <({read} "$SLURM_ARRAY_TASK_ID")',
+      'if [ "${#run[@]}" -lt 2 ]; then',
+      f'  echo "no run $SLURM_ARRAY_TASK_ID in {manifest}"; exit 2',
+      'fi',
+      'echo "job ${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID start '
+      '$((${SLURM_RESTART_COUNT:-0} + 1)) on $SLURM_JOB_NODELIST: ${run[0]}"',
+      *_train_and_requeue(f'{shlex.quote(job.python)} -m launch.train "${{run[@]:1}}"',
+                          '"${run[0]}"', '${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID')])
 
 
 def _run(argv):
@@ -141,7 +191,7 @@ def _first_line(text):
   return lines[0] if lines else 'no message'
 
 
-def _require(command):
+def require(command):
   if shutil.which(command) is None:
     raise UserError(f'{command} not found: run launch.submit --cluster=slurm on a Slurm login '
                     'node (with the Slurm client commands on PATH), or use --dry_run to see the '
@@ -176,9 +226,33 @@ def _check_not_running(workdir):
   if record.get('cluster') != 'slurm':
     return
   state, _ = job_state(record['job_id'])
-  if state in _ACTIVE:
+  if state in ACTIVE:
     raise UserError(f'Slurm job {record["job_id"]} is {state} on workdir {workdir!r}: wait for '
                     f'it, or `scancel {record["job_id"]}` first (nothing was submitted)')
+
+
+def check_workdir(job):
+  """The workers would refuse a workdir of another experiment only once they start: refuse it
+  now (UserError)."""
+  accept = (argv_lib.flag_value(job.train_args, 'accept_changes') or '').split(',')
+  setup_lib.check_workdir(job.config, job.workdir, start_over=False,
+                          accept=[f for f in accept if f])
+
+
+def forget_lost_worker(workdir):
+  """A new submission gets its own chance after a lost worker."""
+  lost_at = os.path.join(workdir, job_lib.SUBMIT_DIR, LOST_AT_NAME)
+  if os.path.exists(lost_at):
+    os.remove(lost_at)
+
+
+def sbatch(path):
+  """Submits the script at `path`; returns the job's id."""
+  out = _run(['sbatch', '--parsable', path])
+  if out.returncode != 0:
+    raise UserError(f'sbatch rejected the job: {_first_line(out.stderr or out.stdout)} '
+                    f'(script: {path})')
+  return out.stdout.strip().split(';')[0]
 
 
 def submit(job, dry_run=False):
@@ -189,24 +263,14 @@ def submit(job, dry_run=False):
   text = script(job)
   if dry_run:
     return f'{text}\n# would write {path} and run: sbatch {path}'
-  _require('sbatch')
+  require('sbatch')
   _check_not_running(job.workdir)
-  # The workers would refuse a workdir of another experiment only once they start.
-  accept = (argv_lib.flag_value(job.train_args, 'accept_changes') or '').split(',')
-  setup_lib.check_workdir(job.config, job.workdir, start_over=False,
-                          accept=[f for f in accept if f])
+  check_workdir(job)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     f.write(text)
-  # A new submission gets its own chance after a lost worker.
-  lost_at = os.path.join(job.workdir, job_lib.SUBMIT_DIR, LOST_AT_NAME)
-  if os.path.exists(lost_at):
-    os.remove(lost_at)
-  out = _run(['sbatch', '--parsable', path])
-  if out.returncode != 0:
-    raise UserError(f'sbatch rejected the job: {_first_line(out.stderr or out.stdout)} '
-                    f'(script: {path})')
-  job_id = out.stdout.strip().split(';')[0]
+  forget_lost_worker(job.workdir)
+  job_id = sbatch(path)
   job_lib.write_record(job, job_id, script=path, log=log_path(job.workdir, job_id))
   return (f'submitted Slurm job {job_id}: {job.workers} worker(s) on {job.nodes} node(s)\n'
           f'log: {log_path(job.workdir, job_id)}\n'
@@ -215,7 +279,7 @@ def submit(job, dry_run=False):
 
 def status(record):
   """The job's state and the last training progress line of its log."""
-  _require('squeue')
+  require('squeue')
   state, details = job_state(record['job_id'])
   lines = [f'Slurm job {record["job_id"]} ({record["name"]}): {state} {details}']
   log = record.get('log') or log_path(record['workdir'], record['job_id'])
