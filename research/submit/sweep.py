@@ -27,6 +27,7 @@ import re
 import yaml
 
 from research.core import config as config_lib
+from research.core import layout
 from research.core import outputs
 from research.core.errors import UserError
 from research.infra import argv as argv_lib
@@ -245,7 +246,7 @@ def _check_same_sweep(previous, runs, path):
 def finished(workdir):
   """Whether the run in `workdir` trained to its end (results.json has its test accuracy)."""
   try:
-    results = outputs.read_results(workdir)
+    results = layout.read_results(workdir)
   except (OSError, ValueError):
     return False
   return 'test_accuracy' in results and not results.get('preempted')
@@ -415,7 +416,7 @@ def run_state(run, array_log):
   results = {}
   if os.path.exists(workdir):
     try:
-      results = outputs.read_results(workdir)
+      results = layout.read_results(workdir)
     except (OSError, ValueError):
       pass
   if 'test_accuracy' in results and not results.get('preempted'):
