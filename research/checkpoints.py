@@ -8,13 +8,12 @@ from absl import logging
 import tensorflow as tf
 
 from research import config as config_lib
+from research import layout
 from research import models
-from research import outputs
 from research.errors import UserError
 
-CHECKPOINT_DIR = 'checkpoints'
-BEST_DIR = 'best'  # under CHECKPOINT_DIR
-DATA_INFO = 'data_info.json'
+# The name research/submit/slurm.py knows the checkpoint directory by (research/layout.py's).
+CHECKPOINT_DIR = layout.CHECKPOINTS
 
 
 # What a truncated, corrupt or half-deleted checkpoint raises on restore (a truncated data file
@@ -74,11 +73,16 @@ def checkpoint_paths(directory):
   return list(state.all_model_checkpoint_paths) if state else []
 
 
+def trained(workdir):
+  """The latest checkpoints of the run in `workdir`, oldest first ([] before its first)."""
+  return checkpoint_paths(layout.checkpoint_dir(workdir))
+
+
 def _candidates(workdir, checkpoint):
   """(paths to try, oldest first; what they are, for messages) for --checkpoint=`checkpoint`."""
-  root = os.path.join(workdir, CHECKPOINT_DIR)
+  root = layout.checkpoint_dir(workdir)
   if checkpoint == 'best':
-    paths = checkpoint_paths(os.path.join(root, BEST_DIR))
+    paths = checkpoint_paths(layout.best_dir(root))
     if paths:
       return paths, 'the best checkpoint'
     # Runs without a validation split (or stopped before their first evaluation) have no best/.
@@ -129,10 +133,10 @@ def load_for_inference(workdir, checkpoint='best'):
   checkpoints). A run with config.ema_decay and config.ema_eval gives the moving average of
   its weights."""
   config = config_lib.load(workdir)
-  info_path = os.path.join(workdir, DATA_INFO)
-  if not os.path.exists(info_path):
-    raise UserError(f'{workdir!r} holds no {DATA_INFO}: pass the --workdir of a training run')
-  info = outputs.read_json(info_path)
+  info = layout.read_data_info(workdir)
+  if info is None:
+    raise UserError(f'{workdir!r} holds no {layout.DATA_INFO}: pass the --workdir of a training '
+                    'run')
   model, _ = models.build_model(config.model, info['num_classes'], info['image_shape'])
   paths, what = _candidates(workdir, checkpoint)
   ema = _averages_like(config, model)

@@ -5,7 +5,6 @@ points apply command-line overrides (type-checked by ml_collections) and pass th
 library. The resolved config is saved in the workdir as JSON, which evaluate/predict read back.
 """
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -14,8 +13,8 @@ import time
 import ml_collections
 from ml_collections import config_dict
 
+from research import layout
 from research import models
-from research import outputs
 from research.data import folder
 from research.data import preprocess
 from research.errors import UserError
@@ -33,7 +32,8 @@ _IDENTITY_FIELDS = ('model.name', 'dataset.name', 'batch_size')
 # Fields a resumed run may change (docs/resume.md): how long it trains, how often it reports and
 # saves, where its data are read from and how it is spread over devices; none of them changes
 # what a step computes beyond round-off. Every other field is the experiment's and changes only
-# when named in accept_changes. Each change is recorded in CHANGES with the step it took effect.
+# when named in accept_changes. Each change is recorded in config_changes.json with the step it
+# took effect at.
 RESUME_FREE_FIELDS = (
     'num_train_steps', 'num_epochs', 'steps_per_loop', 'log_every_steps', 'eval_every_epochs',
     'checkpoint_every_steps', 'keep_checkpoints', 'eval_batch_size', 'image_grid_size',
@@ -47,11 +47,6 @@ RESUME_FREE_FIELDS = (
 # (the data fingerprint, which records it: another crop is other data; in-memory data ignore it).
 _REFUSED_ELSEWHERE = ('freeze', 'dataset.crop_area', 'dataset.crop_aspect', 'dataset.eval_crop',
                       'dataset.fit')
-
-# The run's config as it started (never rewritten once a checkpoint exists), and the changes
-# made on resumes since, in order: [{"step": s, "time": t, "fields": {name: [old, new]}}, ...].
-CONFIG_FILE = 'config.json'
-CHANGES = 'config_changes.json'
 
 
 def augment_preset(dataset):
@@ -363,20 +358,13 @@ def to_json(config):
 
 
 def save(config, workdir):
-  """Writes config.json, the run's config as it starts; a fresh start drops earlier changes."""
-  outputs.write_json(os.path.join(workdir, CONFIG_FILE), _as_json(config))
-  with contextlib.suppress(FileNotFoundError):
-    os.remove(os.path.join(workdir, CHANGES))
+  """Writes config.json, the run's config as it starts (never rewritten once a checkpoint
+  exists); a fresh start drops earlier changes."""
+  layout.write_config(workdir, _as_json(config))
 
 
 def _as_json(config):
   return json.loads(to_json(config))
-
-
-def read_changes(workdir):
-  """The changes resumed runs made to the workdir's config, oldest first (CHANGES)."""
-  path = os.path.join(workdir, CHANGES)
-  return outputs.read_json(path) if os.path.exists(path) else []
 
 
 def _set(tree, dotted, value):
@@ -389,13 +377,12 @@ def _set(tree, dotted, value):
 def load(workdir, original=False):
   """The config the run trains with now: config.json as it started with every recorded change
   applied (`original`: without them). Lists stand where tuples were."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  tree = layout.read_config(workdir)
+  if tree is None:
     raise UserError(f'{workdir!r} holds no config.json: pass the --workdir of a training run')
-  tree = outputs.read_json(path)
   if (tree.get('num_train_steps') or 0) < 0:
     tree['num_train_steps'] = None  # how runs before the placeholder said "num_epochs decides"
-  for change in [] if original else read_changes(workdir):
+  for change in [] if original else layout.read_config_changes(workdir):
     for field, (_, new) in change['fields'].items():
       _set(tree, field, new)
   return ml_collections.ConfigDict(tree)
@@ -404,7 +391,7 @@ def load(workdir, original=False):
 def history(workdir, field):
   """[(step, value), ...]: `field`'s value from each step on, the first from step 0."""
   steps = [(0, _get(load(workdir, original=True), field))]
-  for change in read_changes(workdir):
+  for change in layout.read_config_changes(workdir):
     if field in change['fields']:
       steps.append((change['step'], change['fields'][field][1]))
   return steps
@@ -471,7 +458,7 @@ def check_resume(saved, config, workdir, accept=()):
 
 
 def record_changes(workdir, step, diff):
-  """Appends a resume's changes, taking effect at `step`, to CHANGES."""
+  """Appends a resume's changes, taking effect at `step`, to config_changes.json."""
   if diff:
     entry = {'step': int(step), 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'fields': diff}
-    outputs.write_json(os.path.join(workdir, CHANGES), read_changes(workdir) + [entry])
+    layout.write_config_changes(workdir, layout.read_config_changes(workdir) + [entry])

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import corruptions
+from research import layout
 from research import outputs
 from research import plots
 from research.data import datasets
@@ -80,7 +81,7 @@ def evaluate(workdir, split='test', data_dir=None, checkpoint='best', out=None):
   """Writes eval_<split>.json and confusion_<split>.png into `out` (default: `workdir`);
   returns the metrics."""
   ev = _Evaluator(workdir, split, data_dir, checkpoint)
-  files = (f'eval_{split}.json', f'confusion_{split}.png')
+  files = layout.evaluation_files(split)
   out = _out_dir(workdir, out, files)
   metrics = ev.run()
   confusion = metrics.pop('confusion')
@@ -103,7 +104,7 @@ def evaluate_corrupted(workdir, names, split='test', data_dir=None, checkpoint='
   the record."""
   names = corruptions.parse(','.join(names))
   ev = _Evaluator(workdir, split, data_dir, checkpoint)
-  files = (f'eval_{split}_corrupt.json', f'corrupt_{split}.png')
+  files = layout.evaluation_files(split, corrupted=True)
   out = _out_dir(workdir, out, files)
   clean = ev.run()['accuracy']
   logging.info('%s clean: accuracy %.4f', split, clean)

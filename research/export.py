@@ -23,6 +23,7 @@ from absl import logging
 import tensorflow as tf
 
 from research import checkpoints
+from research import layout
 from research import config as config_lib
 from research import predict
 from research.data import decode
@@ -75,9 +76,6 @@ class _Serving(tf.Module):
 
 # What `_export` writes at the top of an export: tf.saved_model.save's files and EXTRA_DIR.
 EXPORT_ENTRIES = frozenset({'saved_model.pb', 'fingerprint.pb', 'variables', 'assets', EXTRA_DIR})
-# A folder holding either is a training run's workdir (data_info.json: before its first
-# checkpoint); see research.train.trainer.
-_WORKDIR_MARKERS = ('checkpoints', 'data_info.json')
 
 
 def is_export(directory):
@@ -91,11 +89,6 @@ def is_export(directory):
           and entries <= EXPORT_ENTRIES)
 
 
-def _is_workdir(directory):
-  return os.path.isfile(os.path.join(directory, 'config.json')) and any(
-      os.path.exists(os.path.join(directory, m)) for m in _WORKDIR_MARKERS)
-
-
 def _check_out(out, workdir, overwrite):
   """Refuses an `out` whose replacement could lose anything but a previous export: a training
   workdir, a folder holding or inside one, other files, a file or a link."""
@@ -106,7 +99,7 @@ def _check_out(out, workdir, overwrite):
     raise UserError(f'--out {out!r} {what} the workdir of the run being exported: pass a new '
                     f'folder outside it, e.g. {suggestion}')
   for parent in (real, *_parents(real)):
-    if parent == run or _is_workdir(parent):
+    if parent == run or layout.is_workdir(parent):
       raise UserError(f'--out {out!r} lies inside the training workdir {parent!r}: pass a new '
                       f'folder outside any workdir, e.g. {suggestion}')
   if os.path.islink(out):

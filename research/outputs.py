@@ -1,5 +1,6 @@
-"""What a run leaves in its workdir besides checkpoints and pictures: JSON files, the weights'
-digest, the layer table; and the one-line error of a failed write."""
+"""How a run writes its outputs: JSON files and other files atomically, the weights' digest, the
+layer table; and the one-line error of a failed write. Which files a workdir holds is
+research/layout.py's."""
 
 import contextlib
 import errno
@@ -12,11 +13,6 @@ import uuid
 import numpy as np
 
 from research.errors import UserError
-
-# The run record: step, metrics, seconds and weights digest, rewritten at the end of every run.
-RESULTS = 'results.json'
-# Its former name: a workdir trained before the rename still holds it, and resumes from it.
-_FORMER_RESULTS = 'train_summary.json'
 
 
 # TensorFlow's file errors end in "<path>; <strerror>" (tsl's IOError), without the errno.
@@ -96,16 +92,6 @@ def remove_incomplete(path):
 def read_json(path):
   with open(path) as f:
     return json.load(f)
-
-
-def read_results(workdir):
-  """The run record of `workdir` ({} before its first run ends): results.json, else the
-  train_summary.json of a run made before the rename."""
-  for name in (RESULTS, _FORMER_RESULTS):
-    path = os.path.join(workdir, name)
-    if os.path.exists(path):
-      return read_json(path)
-  return {}
 
 
 def weights_digest(model):

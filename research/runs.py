@@ -16,7 +16,7 @@ from absl import logging
 
 from research import checkpoints
 from research import config as config_lib
-from research import outputs
+from research import layout
 from research import plots
 from research import workdir_lock
 from research.errors import UserError
@@ -64,14 +64,14 @@ def find(paths):
 
 
 def _workdirs_in(path):
-  if os.path.isfile(os.path.join(path, config_lib.CONFIG_FILE)):
+  if os.path.isfile(layout.config_path(path)):
     return [os.path.normpath(path)]
   if not os.path.isdir(path):
     return []
   runs = []
   for root, dirs, files in os.walk(path):
     dirs.sort()
-    if config_lib.CONFIG_FILE in files:
+    if layout.CONFIG in files:
       runs.append(os.path.normpath(root))
       dirs[:] = []  # a run's own subfolders hold no other run
   return runs
@@ -84,14 +84,14 @@ def _state(workdir, results):
     return 'preempted'
   if 'test_accuracy' in results:
     return 'done'
-  if checkpoints.checkpoint_paths(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+  if checkpoints.trained(workdir):
     return 'stopped'
   return 'new'
 
 
 def _step(workdir, results):
-  trained = checkpoints.checkpoint_paths(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
-  latest = int(trained[-1].rsplit('-', 1)[1]) if trained else 0
+  trained = checkpoints.trained(workdir)
+  latest = layout.checkpoint_step(trained[-1]) if trained else 0
   return max(latest, results.get('step', 0))
 
 
@@ -109,9 +109,9 @@ def read(workdir):
   """The Run of `workdir`."""
   config = config_lib.load(workdir)
   settings = config_lib.flatten(config)
-  results = outputs.read_results(workdir)
+  results = layout.read_results(workdir)
   suffix = '_ema' if config.get('ema_decay') and config.get('ema_eval', True) else ''
-  curves = scalars(os.path.join(workdir, 'validation'),
+  curves = scalars(layout.summary_dir(workdir, 'validation'),
                    {'accuracy': 'accuracy' + suffix, 'top5_accuracy': 'top5_accuracy' + suffix,
                     'loss': 'loss' + suffix})
   accuracy = curves.get('accuracy', [])

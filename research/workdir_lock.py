@@ -27,11 +27,11 @@ import time
 
 from absl import logging
 
+from research import layout
 from research import outputs
 from research import processes
 from research.errors import UserError
 
-LOCK_FILE = 'lock.json'
 HEARTBEAT_SECONDS = 30
 # A lock from another host not refreshed for this long belongs to a run that is gone.
 STALE_SECONDS = 300
@@ -64,7 +64,7 @@ def me():
 def read(workdir):
   """The holder recorded in `workdir`'s lock, with `age` (seconds since it was refreshed); None
   when there is no lock."""
-  path = os.path.join(workdir, LOCK_FILE)
+  path = layout.lock_path(workdir)
   try:
     with open(path) as f:
       holder = json.load(f)
@@ -138,7 +138,7 @@ class WorkdirLock:
 
   def __init__(self, workdir, stale_seconds=STALE_SECONDS, heartbeat_seconds=HEARTBEAT_SECONDS):
     self.workdir = workdir
-    self.path = os.path.join(workdir, LOCK_FILE)
+    self.path = layout.lock_path(workdir)
     self.stale_seconds = stale_seconds
     self.heartbeat_seconds = heartbeat_seconds
     self.holder = None
@@ -209,7 +209,7 @@ class WorkdirLock:
     that one and takes the lock of the workdir's new, empty directory."""
     self._stop_refreshing()
     with contextlib.suppress(FileNotFoundError):
-      os.remove(os.path.join(moved_to, LOCK_FILE))
+      os.remove(layout.lock_path(moved_to))
     self.holder = None
     self.acquire()
 

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import config as config_lib
+from research import layout
 from research import models
-from research import outputs
 from research.errors import UserError
 from research.train import init_from
 from research.train import trainer
@@ -47,7 +47,7 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
     with helpers.mock_tfds(64):
       trainer.train_and_evaluate(_small(helpers.tiny_config()), cls.source)
     cls.best = checkpoints.checkpoint_paths(
-        os.path.join(cls.source, checkpoints.CHECKPOINT_DIR, checkpoints.BEST_DIR))[-1]
+        layout.best_dir(layout.checkpoint_dir(cls.source)))[-1]
     model, _ = models.build_model(config_lib.load(cls.source).model, 10, (28, 28, 1))
     tf.train.Checkpoint(model=model).read(cls.best).expect_partial()
     cls.source_weights = _weights(model)
@@ -90,7 +90,7 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
     workdir = self.create_tempdir().full_path
     results = trainer.train_and_evaluate(self.config(freeze=('conv1',)), workdir)
     self.assertEqual(results['step'], 2)
-    self.assertEqual(outputs.read_results(workdir)['init_from'], self.best)
+    self.assertEqual(layout.read_results(workdir)['init_from'], self.best)
     self.assertEqual(config_lib.load(workdir).init_from, self.source)
     trained = checkpoints.load_for_inference(workdir)[2]
     after = _weights(trained)

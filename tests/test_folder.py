@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from research import config as config_lib
+from research import layout
 from research import outputs
 from research.data import datasets
 from research.data import folder
@@ -556,8 +557,8 @@ class PackTest(tf.test.TestCase):
                            f'--workdir={packed}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertIn('from its ArrayRecord pack', proc.stderr)
-    self.assertEqual(outputs.read_results(packed)['weights_digest'],
-                     outputs.read_results(files)['weights_digest'])
+    self.assertEqual(layout.read_results(packed)['weights_digest'],
+                     layout.read_results(files)['weights_digest'])
 
 
 class DigitsFolderTest(tf.test.TestCase):
@@ -581,7 +582,7 @@ class DigitsFolderTest(tf.test.TestCase):
     info = outputs.read_json(os.path.join(workdir, 'data_info.json'))
     self.assertEqual(info['fingerprint']['crop']['fit'], 'letterbox')
     self.assertEqual(info['image_shape'], [32, 32, 1])
-    self.assertGreaterEqual(outputs.read_results(workdir)['test_accuracy'], 0.95)
+    self.assertGreaterEqual(layout.read_results(workdir)['test_accuracy'], 0.95)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from research import config as config_lib
-from research import outputs
+from research import layout
 from research.errors import UserError
 from research.train import precision
 from research.train import trainer
@@ -144,7 +144,7 @@ class TrainerPrecisionTest(tf.test.TestCase):
     self.assertEqual(results['step'], 3)
     self.assertEqual(results['precision'], 'mixed_bfloat16')
     self.assertIn('resumed', results['precision_reason'])
-    self.assertEqual(outputs.read_results(workdir)['precision'], 'mixed_bfloat16')
+    self.assertEqual(layout.read_results(workdir)['precision'], 'mixed_bfloat16')
 
   def test_auto_without_bf16_trains_in_float32(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

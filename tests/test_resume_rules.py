@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import config as config_lib
+from research import layout
 from research import outputs
 from research.errors import UserError
 from research.train import trainer
@@ -81,13 +82,13 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('--accept_changes=label_smoothing,seed', str(caught.exception))
 
   def test_an_accepted_change_is_recorded_with_its_step_and_config_json_kept(self):
-    original = outputs.read_json(os.path.join(self.workdir, config_lib.CONFIG_FILE))
+    original = outputs.read_json(os.path.join(self.workdir, layout.CONFIG))
     results = self._train(self.workdir, accept=('schedule.learning_rate',), num_train_steps=4,
                           schedule=dict(learning_rate=0.5))
     self.assertEqual(results['step'], 4)
-    self.assertEqual(outputs.read_json(os.path.join(self.workdir, config_lib.CONFIG_FILE)),
+    self.assertEqual(outputs.read_json(os.path.join(self.workdir, layout.CONFIG)),
                      original)
-    changes = config_lib.read_changes(self.workdir)
+    changes = layout.read_config_changes(self.workdir)
     self.assertLen(changes, 1)
     self.assertEqual(changes[0]['step'], 2)
     self.assertEqual(changes[0]['fields'], {'num_train_steps': [2, 4],
@@ -100,11 +101,11 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     # The same command again (a requeue) changes nothing more.
     self._train(self.workdir, accept=('schedule.learning_rate',), num_train_steps=4,
                 schedule=dict(learning_rate=0.5))
-    self.assertLen(config_lib.read_changes(self.workdir), 1)
+    self.assertLen(layout.read_config_changes(self.workdir), 1)
 
   def test_more_steps_and_cadence_change_freely_and_are_recorded(self):
     self._train(self.workdir, num_train_steps=3, log_every_steps=3, eval_batch_size=8)
-    changes = config_lib.read_changes(self.workdir)
+    changes = layout.read_config_changes(self.workdir)
     self.assertEqual(changes[0]['fields'], {'num_train_steps': [2, 3], 'log_every_steps': [1, 3],
                                             'eval_batch_size': [16, 8]})
 
@@ -112,7 +113,7 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
     results = self._train(self.workdir, accept=('mixed_precision',), num_train_steps=3,
                           mixed_precision='mixed_bfloat16')
     self.assertEqual(results['precision'], 'float32 (steps 1-2), mixed_bfloat16 (steps 3-3)')
-    self.assertEqual(outputs.read_results(self.workdir)['precision'], results['precision'])
+    self.assertEqual(layout.read_results(self.workdir)['precision'], results['precision'])
 
   def test_fewer_steps_than_reached_are_refused(self):
     before = helpers.snapshot(self.workdir)
@@ -168,9 +169,9 @@ class SavedConfigTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     config = config_lib.base()
     config_lib.save(config, workdir)
-    saved = outputs.read_json(os.path.join(workdir, config_lib.CONFIG_FILE))
+    saved = outputs.read_json(os.path.join(workdir, layout.CONFIG))
     saved['num_train_steps'] = -1  # how earlier versions wrote "num_epochs decides"
-    with open(os.path.join(workdir, config_lib.CONFIG_FILE), 'w') as f:
+    with open(os.path.join(workdir, layout.CONFIG), 'w') as f:
       json.dump(saved, f)
     self.assertIsNone(config_lib.load(workdir).num_train_steps)
     self.assertEqual(config_lib.differences(config_lib.load(workdir), config), {})

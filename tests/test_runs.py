@@ -10,6 +10,7 @@ import tempfile
 
 import tensorflow as tf
 
+from research import layout
 from research import outputs
 from research import runs
 from research import workdir_lock
@@ -96,10 +97,10 @@ class RunsTableTest(tf.test.TestCase):
     states = os.path.join(self.tmp, 'states')
     for name in ('running', 'preempted', 'stopped', 'new'):
       shutil.copytree(base, os.path.join(states, name))
-    results = outputs.read_results(base)
-    outputs.write_json(os.path.join(states, 'preempted', outputs.RESULTS),
+    results = layout.read_results(base)
+    outputs.write_json(os.path.join(states, 'preempted', layout.RESULTS),
                        {**results, 'preempted': 'SIGTERM', 'step': 6})
-    os.remove(os.path.join(states, 'stopped', outputs.RESULTS))
+    os.remove(os.path.join(states, 'stopped', layout.RESULTS))
     new = os.path.join(states, 'new')
     for entry in os.listdir(new):
       if entry != 'config.json':

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import evaluate
+from research import layout
 from research import predict
 from research import processes
 from research import workdir_lock
@@ -39,7 +40,7 @@ def _write_holder(workdir, age=0.0, **fields):
   os.makedirs(workdir, exist_ok=True)
   holder = {'host': socket.gethostname(), 'pid': 1, 'pid_start': None, 'job_id': '',
             'since': '2026-01-01T00:00:00+00:00', **fields}
-  path = os.path.join(workdir, workdir_lock.LOCK_FILE)
+  path = os.path.join(workdir, layout.LOCK)
   with open(path, 'w') as f:
     json.dump(holder, f)
   os.utime(path, (time.time() - age, time.time() - age))
@@ -116,7 +117,7 @@ class LockRulesTest(tf.test.TestCase):
 
   def test_the_holder_refreshes_it_and_stops_writing_once_taken_over(self):
     lock = workdir_lock.WorkdirLock(self.workdir, heartbeat_seconds=0.05).acquire()
-    path = os.path.join(self.workdir, workdir_lock.LOCK_FILE)
+    path = os.path.join(self.workdir, layout.LOCK)
     os.utime(path, (time.time() - 1000, time.time() - 1000))
     time.sleep(0.5)
     self.assertLess(workdir_lock.read(self.workdir)['age'], 5)
@@ -339,7 +340,7 @@ class MultiWorkerLockTest(tf.test.TestCase):
                      rf'\(pid {holder.pid} ')
     self.assertRegex(proc.stderr, r'\[worker 1\] error: the chief could not take the lock of '
                      'workdir')
-    self.assertEqual(os.listdir(workdir), [workdir_lock.LOCK_FILE])  # the holder's; nothing else
+    self.assertEqual(os.listdir(workdir), [layout.LOCK])  # the holder's; nothing else
 
 
 class UnusableWorkdirTest(tf.test.TestCase, parameterized.TestCase):

@@ -14,6 +14,7 @@ import subprocess
 import time
 
 from research import argv as argv_lib
+from research import layout
 from research import outputs
 from research.errors import UserError
 
@@ -28,7 +29,7 @@ PREEMPTED_EXIT_CODE = 143
 # policy, and above 128 + every signal number (64) so that no one reads it as a death by a signal.
 LOST_WORKER_EXIT_CODE = 200
 # Slurm: the sbatch script, job.json and the job's output live here in the workdir.
-SUBMIT_DIR = 'submit'
+SUBMIT_DIR = layout.SUBMIT
 CLUSTERS = ('slurm', 'kubernetes')
 
 
@@ -127,7 +128,7 @@ def worker_args(job):
 
 
 def record_path(workdir):
-  return os.path.join(workdir, SUBMIT_DIR, 'job.json')
+  return layout.job_record_path(workdir)
 
 
 def write_record(job, job_id, **extra):
@@ -143,7 +144,7 @@ def write_record(job, job_id, **extra):
 def read_record(workdir):
   path = record_path(workdir)
   if not os.path.exists(path):
-    raise UserError(f'{workdir!r} has no {SUBMIT_DIR}/job.json: pass the --workdir of a job '
+    raise UserError(f'{workdir!r} has no {layout.job_record_path("")}: pass the --workdir of a job '
                     'submitted with launch.submit')
   try:
     return outputs.read_json(path)
@@ -165,7 +166,7 @@ def last_progress_line(lines):
 def run_line(workdir):
   """Where the run in `workdir` stands by its results.json (None before one exists)."""
   try:
-    results = outputs.read_results(workdir)
+    results = layout.read_results(workdir)
   except (OSError, ValueError):
     return None  # being replaced right now: the next look sees it
   if results.get('preempted'):

@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import config as config_lib
+from research import layout
 from research import models
-from research import outputs
 from research.errors import UserError
 from research.models import blocks
 from research.train import keras_weights
@@ -44,8 +44,8 @@ def _run_dir(path):
   """The training run's workdir that holds `path` (itself or an ancestor), or None."""
   path = os.path.abspath(path)
   for _ in range(4):  # W, W/checkpoints, W/checkpoints/best, then the prefix's own directory
-    if (os.path.isfile(os.path.join(path, 'config.json'))
-        and os.path.isfile(os.path.join(path, checkpoints.DATA_INFO))):
+    if (os.path.isfile(layout.config_path(path))
+        and os.path.isfile(layout.data_info_path(path))):
       return path
     path = os.path.dirname(path)
   return None
@@ -57,9 +57,8 @@ def resolve(init_from):
   fix = ('pass a training run\'s --workdir or a checkpoint prefix such as '
          'W/checkpoints/ckpt-350, or drop --config.init_from to train from scratch')
   if os.path.isdir(init_from):
-    root = os.path.join(init_from, checkpoints.CHECKPOINT_DIR)
-    best = checkpoints.checkpoint_paths(os.path.join(root, checkpoints.BEST_DIR))
-    latest = checkpoints.checkpoint_paths(root)
+    best = checkpoints.checkpoint_paths(layout.best_dir(layout.checkpoint_dir(init_from)))
+    latest = checkpoints.trained(init_from)
     if best:
       path, which = best[-1], 'best'
     elif latest:
@@ -73,9 +72,9 @@ def resolve(init_from):
   workdir = _run_dir(init_from if which != 'given' else os.path.dirname(init_from))
   if workdir is None:
     raise UserError(f'init_from {init_from!r} is not inside a training run\'s workdir (no '
-                    f'config.json and {checkpoints.DATA_INFO} beside its checkpoints): {fix}')
+                    f'config.json and {layout.DATA_INFO} beside its checkpoints): {fix}')
   return Source(os.path.abspath(path), workdir, which, config_lib.load(workdir),
-                outputs.read_json(os.path.join(workdir, checkpoints.DATA_INFO)))
+                layout.read_data_info(workdir))
 
 
 def _model_fields(model_config):
@@ -103,8 +102,7 @@ def prepare(config, workdir):
   None (no init_from, or the workdir already has a checkpoint to resume from). `workdir` None:
   the run starts over, whatever the workdir holds."""
   check_freeze(config)
-  own = workdir and checkpoints.checkpoint_paths(
-      os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  own = workdir and checkpoints.trained(workdir)
   if own:
     _check_same_freeze(config, workdir)
   if not config.init_from:

@@ -9,6 +9,7 @@ import tempfile
 import tensorflow as tf
 
 from research import checkpoints
+from research import layout
 from research import outputs
 from research.train import optim
 
@@ -40,7 +41,7 @@ class Saver:
     self.chief = chief
     self.lock = lock  # the workdir's (research.workdir_lock), checked before every save
     # What every worker restores from.
-    self.shared = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+    self.shared = layout.checkpoint_dir(workdir)
     if chief:
       root = self.shared
     else:
@@ -50,11 +51,9 @@ class Saver:
       shutil.rmtree(root, ignore_errors=True)
     self.root = root
     self.latest = tf.train.CheckpointManager(checkpoint, root, max_to_keep=keep)
-    self.best = tf.train.CheckpointManager(checkpoint, os.path.join(root, checkpoints.BEST_DIR),
-                                           max_to_keep=1)
-    best_json = os.path.join(self.shared, checkpoints.BEST_DIR, 'best.json')
-    self.best_accuracy = (outputs.read_json(best_json)['validation_accuracy']
-                          if os.path.exists(best_json) else -1.0)
+    self.best = tf.train.CheckpointManager(checkpoint, layout.best_dir(root), max_to_keep=1)
+    best = layout.read_best(self.shared)
+    self.best_accuracy = best['validation_accuracy'] if best else -1.0
     if chief:
       # Leftovers of a save that was killed midway: never listed in the state file, so unused.
       for partial in tf.io.gfile.glob(os.path.join(root, '*_temp*')):
@@ -97,8 +96,7 @@ class Saver:
       return False
     self.best_accuracy = accuracy
     self._write(self.best, step)
-    outputs.write_json(os.path.join(self.root, checkpoints.BEST_DIR, 'best.json'),
-                       {'step': step, 'validation_accuracy': accuracy})
+    layout.write_best(self.root, step, accuracy)
     return True
 
   def close(self):

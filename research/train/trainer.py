@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
 
 from absl import logging
@@ -20,6 +19,7 @@ import tensorflow as tf
 
 from research import checkpoints
 from research import config as config_lib
+from research import layout
 from research import models
 from research import outputs
 from research import plots
@@ -30,25 +30,11 @@ from research.data import datasets
 from research.data import pipeline
 from research.data import preprocess
 from research.errors import UserError
-from research.submit import job as job_lib
 from research.train import init_from
 from research.train import optim
 from research.train import precision
 from research.train import saving
 from research.train import steps
-
-
-# What the project writes at the top of a workdir (and the temporary names of its atomic writes:
-# NAME.tmp, NAME.<pid>.tmp): a directory holding none of these is not a run, and training into
-# it (a folder of images, a home directory) is refused.
-_RUN_FILES = (config_lib.CONFIG_FILE, config_lib.CHANGES, checkpoints.DATA_INFO,
-              outputs.RESULTS, checkpoints.CHECKPOINT_DIR, workdir_lock.LOCK_FILE,
-              job_lib.SUBMIT_DIR)
-_TEMPORARY = re.compile(r'(\.\d+)?\.tmp$')
-
-
-def _is_run_file(name):
-  return _TEMPORARY.sub('', name) in _RUN_FILES
 
 
 def check_workdir(config, workdir, start_over, accept=()):
@@ -61,14 +47,14 @@ def check_workdir(config, workdir, start_over, accept=()):
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'workdir {workdir!r} is a file: pass a directory')
   entries = os.listdir(workdir) if os.path.isdir(workdir) else []
-  if entries and not any(_is_run_file(e) for e in entries):
+  if entries and not any(layout.is_run_file(e) for e in entries):
     shown = ', '.join(sorted(entries)[:3]) + (', ...' if len(entries) > 3 else '')
     raise UserError(f'workdir {workdir!r} is a directory of other files ({shown}), not a run: '
                     'pass a new or empty --workdir (nothing was changed)')
   if start_over:
     return {}
-  trained = checkpoints.checkpoint_paths(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
-  if os.path.exists(os.path.join(workdir, config_lib.CONFIG_FILE)):
+  trained = checkpoints.trained(workdir)
+  if os.path.exists(layout.config_path(workdir)):
     saved = config_lib.load(workdir)
     if trained:
       diff = config_lib.check_resume(saved, config, workdir, accept)  # another experiment first
@@ -84,9 +70,8 @@ def check_workdir(config, workdir, start_over, accept=()):
 
 def _check_total(total, workdir, start_over):
   """A run asked to end before the step it has reached says so, before it writes anything."""
-  trained = [] if start_over else checkpoints.checkpoint_paths(
-      os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
-  reached = int(trained[-1].rsplit('-', 1)[1]) if trained else 0
+  trained = [] if start_over else checkpoints.trained(workdir)
+  reached = layout.checkpoint_step(trained[-1]) if trained else 0
   if total < reached:
     raise UserError(f'the run in {workdir!r} has reached step {reached}, past the {total} steps '
                     f'asked for: give config.num_train_steps >= {reached} ({reached} only '
@@ -99,7 +84,7 @@ def _record_config(config, workdir, restored):
   if not restored:
     config_lib.save(config, workdir)
     return
-  step = int(restored.rsplit('-', 1)[1])
+  step = layout.checkpoint_step(restored)
   diff = config_lib.differences(config_lib.load(workdir), config)
   for field, (old, new) in diff.items():
     logging.warning('Resuming at step %d with %s=%s (was %s).', step, field, json.dumps(new),
@@ -124,7 +109,7 @@ def _precision_record(workdir, step):
 def _set_aside(workdir, lock):
   """Start over without losing anything: the old run moves to a sibling directory, and `lock`
   (held on `workdir`, so no run is using it) to the new, empty workdir."""
-  if os.listdir(workdir) == [workdir_lock.LOCK_FILE]:
+  if os.listdir(workdir) == [layout.LOCK]:
     return
   aside = f'{workdir.rstrip(os.sep)}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
   os.rename(workdir, aside)
@@ -137,9 +122,9 @@ def _load_data(config, workdir, start_over, prepare):
   """The run's data; a workdir whose run read other data (another dataset version, format,
   split or crop: another order of examples) is refused before anything is written."""
   data = datasets.load(config.dataset, input_size=config.model.input_size, prepare=prepare)
-  info = os.path.join(workdir, checkpoints.DATA_INFO)
-  if not start_over and os.path.exists(info):
-    saved = outputs.read_json(info).get('fingerprint')
+  info = None if start_over else layout.read_data_info(workdir)
+  if info is not None:
+    saved = info.get('fingerprint')
     now = json.loads(json.dumps(data.fingerprint))  # as saved: tuples become lists
     if saved is not None and saved != now:
       changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -167,7 +152,7 @@ def _barrier(strategy, value):
 
 def _resolve_precision(config, strategy, workdir, start_over):
   """Replaces config.mixed_precision `auto` by this run's precision; returns the reason."""
-  resuming = not start_over and os.path.exists(os.path.join(workdir, config_lib.CONFIG_FILE))
+  resuming = not start_over and os.path.exists(layout.config_path(workdir))
   saved = config_lib.load(workdir).get('mixed_precision') if resuming else None
   config.mixed_precision, reason = precision.resolve(
       config.mixed_precision, precision.detect(strategy), saved)
@@ -226,7 +211,7 @@ def _write_input_grid(config, data, step, writer, workdir, saver):
                             seed=steps.augment_seed(config.seed, step),
                             positions=tf.range(n), global_batch=config.batch_size)
   grid = plots.input_grid(x.numpy(), labels[:n].numpy(), data.class_names,
-                          os.path.join(workdir, 'inputs.png'))
+                          layout.input_grid_path(workdir))
   with _summary_writes(saver), writer.as_default():
     tf.summary.image('inputs', grid[None], step=step)
 
@@ -359,7 +344,7 @@ def _build_run(config, workdir, start_over, strategy, chief, reason, source, loc
   if chief:
     # Only now: a run that cannot resume (a checkpoint of another model) changes nothing.
     _record_config(config, workdir, restored)
-    outputs.write_json(os.path.join(workdir, checkpoints.DATA_INFO), {
+    layout.write_data_info(workdir, {
         'num_classes': data.num_classes, 'class_names': list(data.class_names),
         'image_shape': list(data.image_shape), 'pipeline': data.pipeline,
         'fingerprint': data.fingerprint})
@@ -430,7 +415,7 @@ def _train(config, workdir, run, wall_start):
     _write_input_grid(config, data, step, train_writer, workdir, run.saver)
   if run.chief:
     _write_hparams(config, train_writer, run.saver)
-  profiler = _Profiler(config, os.path.join(workdir, 'train'), run.chief)
+  profiler = _Profiler(config, layout.summary_dir(workdir, 'train'), run.chief)
   train_tags = _train_tags(config)
   eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1)
   sums, window_start, window_step = None, time.time(), step  # sums: of the log window's chunks
@@ -499,7 +484,7 @@ def _final(config, workdir, run, step, evaluate, signal_name, **final):
 def _writer(workdir, name, chief):
   """TensorBoard's writer of workdir/`name`: the chief's; the other workers write nothing."""
   if chief:
-    return tf.summary.create_file_writer(os.path.join(workdir, name))
+    return tf.summary.create_file_writer(layout.summary_dir(workdir, name))
   return tf.summary.create_noop_writer()
 
 
@@ -617,7 +602,7 @@ def _log_window(sums, seconds, step, window_start_step, run, bad=0, smoothing=0.
 def _previous_results(workdir):
   """The results of the runs before this one in `workdir`, read before this one writes its
   own: the chief may finish first and write them while another worker is still evaluating."""
-  return outputs.read_results(workdir)
+  return layout.read_results(workdir)
 
 
 def _write_results(workdir, previous, latest, chief, **final):
@@ -627,5 +612,5 @@ def _write_results(workdir, previous, latest, chief, **final):
     final[key] += previous.get(key, 0)
   results = {**previous, **latest, **final}
   if chief:
-    outputs.write_json(os.path.join(workdir, outputs.RESULTS), results)
+    layout.write_results(workdir, results)
   return results
