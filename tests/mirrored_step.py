@@ -23,8 +23,8 @@ import tensorflow as tf  # noqa: E402
 
 from research import strategy as strategy_lib  # noqa: E402
 from research.train import optim  # noqa: E402
+from research.train import setup as setup_lib  # noqa: E402
 from research.train import steps  # noqa: E402
-from research.train import trainer  # noqa: E402
 from tests import helpers  # noqa: E402
 
 
@@ -33,7 +33,7 @@ CLIP = 0.5
 
 
 def one_step(config, strategy, images, labels, initial=None, num_steps=1):
-  model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 10)
+  model, optimizer, _, step = setup_lib.build_state(config, strategy, 10, (28, 28, 1), 10, 10)
   if initial is not None:
     for v, value in zip(model.weights, initial):
       v.assign(value)

@@ -22,8 +22,8 @@ from research.data import folder
 from research.data import pipeline
 from research.data import sources
 from research.errors import UserError
+from research.train import setup as setup_lib
 from research.train import steps
-from research.train import trainer
 from tests import helpers
 from tests import test_streaming
 
@@ -310,7 +310,7 @@ class MaskedLossTest(tf.test.TestCase):
     config.schedule.warmup_epochs = 0.0  # else the first step's learning rate is 0
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.get_strategy()
-    model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 8)
+    model, optimizer, _, step = setup_lib.build_state(config, strategy, 10, (28, 28, 1), 10, 8)
     train = steps.make_train_fn(strategy, model, optimizer, config, step, tf.Variable(0.0))
     batch = (images, labels) if weights is None else (images, labels, weights)
     out = train(iter(tf.data.Dataset.from_tensors(batch).repeat()), tf.constant(1))

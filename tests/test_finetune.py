@@ -18,6 +18,7 @@ from research import layout
 from research import models
 from research.errors import UserError
 from research.train import init_from
+from research.train import setup as setup_lib
 from research.train import trainer
 from tests import helpers
 
@@ -71,7 +72,7 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_loaded_layers_equal_the_source_before_the_first_step(self):
     workdir = self.create_tempdir().full_path
-    run = trainer.setup(self.config(), workdir)
+    run = setup_lib.setup(self.config(), workdir)
     self.addCleanup(run.lock.release)
     self.addCleanup(run.saver.close)
     self.assertEqual(int(run.step.numpy()), 0)

@@ -25,6 +25,7 @@ from research.data import preprocess
 from research.errors import UserError
 from research.train import optim
 from research.train import saving
+from research.train import setup as setup_lib
 from research.train import steps
 from research.train import trainer
 from tests import helpers
@@ -49,7 +50,7 @@ def _trainer(config, strategy=None):
   """(model, optimizer, one_step(batch, *more) → the train fn's totals by name over one call of
   a step per batch)."""
   strategy = strategy or tf.distribute.get_strategy()
-  model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 10)
+  model, optimizer, _, step = setup_lib.build_state(config, strategy, 10, (28, 28, 1), 10, 10)
   train = steps.make_train_fn(strategy, model, optimizer, config, step, tf.Variable(0.0))
 
   def one_step(batch, *more):
@@ -157,8 +158,8 @@ class EmaTest(tf.test.TestCase, parameterized.TestCase):
 def _state(config, path):
   """(EMA values, raw trainable values, step, {path: value} of every model weight) of training
   checkpoint `path`, restored strictly."""
-  model, optimizer, _, step = trainer.build_state(config, tf.distribute.get_strategy(), 10,
-                                                  (28, 28, 1), 10, 10)
+  model, optimizer, _, step = setup_lib.build_state(config, tf.distribute.get_strategy(), 10,
+                                                    (28, 28, 1), 10, 10)
   checkpoints.restore_newest_readable(saving.training_checkpoint(model, optimizer, step), [path])
   return (_values(optim.ema_variables(optimizer)), _values(model.trainable_variables),
           int(step.numpy()), {v.path: v.numpy() for v in model.weights})

@@ -24,6 +24,7 @@ from research import checkpoints
 from research import outputs
 from research import preemption
 from research.errors import UserError
+from research.train import setup as setup_lib
 from research.train import steps
 from research.train import trainer
 from tests import helpers
@@ -248,7 +249,7 @@ class PreemptionWatcherTest(tf.test.TestCase):
   def test_train_call_with_the_flag_set_runs_exactly_one_more_step(self):
     config = helpers.tiny_config(num_train_steps=10)
     strategy = tf.distribute.get_strategy()
-    model, optimizer, _, step = trainer.build_state(config, strategy, 10, (28, 28, 1), 10, 8)
+    model, optimizer, _, step = setup_lib.build_state(config, strategy, 10, (28, 28, 1), 10, 8)
     flag = tf.Variable(1.0)
     train = steps.make_train_fn(strategy, model, optimizer, config, step, flag)
     images = np.zeros((8, 28, 28, 1), np.uint8)
@@ -319,8 +320,8 @@ class CheckpointFilesTest(tf.test.TestCase):
     config.dataset.validation_size = 16
     with helpers.mock_tfds():
       trainer.train_and_evaluate(config, workdir)
-    model, optimizer, _, _ = trainer.build_state(config, tf.distribute.get_strategy(), 10,
-                                                 (28, 28, 1), 2, 1)
+    model, optimizer, _, _ = setup_lib.build_state(config, tf.distribute.get_strategy(), 10,
+                                                   (28, 28, 1), 2, 1)
     state_bytes = sum(v.numpy().nbytes for v in model.variables + optimizer.variables)
     (path,) = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))
     files = tf.io.gfile.glob(path + '.*')

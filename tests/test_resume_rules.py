@@ -19,6 +19,7 @@ from research import config as config_lib
 from research import layout
 from research import outputs
 from research.errors import UserError
+from research.train import setup as setup_lib
 from research.train import trainer
 from tests import helpers
 
@@ -76,7 +77,7 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
   def test_every_refused_field_is_named_with_both_values(self):
     config = helpers.tiny_config(image_grid_size=0, seed=3, label_smoothing=0.1)
     with self.assertRaises(UserError) as caught:
-      trainer.check_workdir(config, self.workdir, start_over=False)
+      setup_lib.check_workdir(config, self.workdir, start_over=False)
     self.assertIn('seed=0 (now 3)', str(caught.exception))
     self.assertIn('label_smoothing=0.0 (now 0.1)', str(caught.exception))
     self.assertIn('--accept_changes=label_smoothing,seed', str(caught.exception))
@@ -124,14 +125,14 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
   def test_a_section_accepts_each_of_its_fields(self):
     config = helpers.tiny_config(image_grid_size=0,
                                  schedule=dict(learning_rate=0.5, warmup_epochs=0.0))
-    diff = trainer.check_workdir(config, self.workdir, False, accept=('schedule',))
+    diff = setup_lib.check_workdir(config, self.workdir, False, accept=('schedule',))
     self.assertEqual(set(diff), {'schedule.learning_rate', 'schedule.warmup_epochs'})
     with self.assertRaisesRegex(UserError, 'accept_changes=schedule.learning_rate'):
-      trainer.check_workdir(config, self.workdir, False, accept=('schedule.warmup_epochs',))
+      setup_lib.check_workdir(config, self.workdir, False, accept=('schedule.warmup_epochs',))
 
   def test_unknown_accepted_field_is_refused(self):
     with self.assertRaisesRegex(UserError, 'learning_rat, not config fields'):
-      trainer.check_workdir(helpers.tiny_config(), self.workdir, False, accept=('learning_rat',))
+      setup_lib.check_workdir(helpers.tiny_config(), self.workdir, False, accept=('learning_rat',))
 
   def test_an_accepted_change_the_checkpoint_cannot_take_is_one_balanced_line(self):
     before = helpers.snapshot(self.workdir)
@@ -147,7 +148,7 @@ class ResumeRulesTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_start_over_takes_any_config(self):
     config = helpers.tiny_config(image_grid_size=0, seed=5)
-    self.assertEqual(trainer.check_workdir(config, self.workdir, start_over=True), {})
+    self.assertEqual(setup_lib.check_workdir(config, self.workdir, start_over=True), {})
 
 
 class BriefTest(tf.test.TestCase):

@@ -30,6 +30,7 @@ from research import processes
 from research import workdir_lock
 from research.errors import UserError
 from research.train import saving
+from research.train import setup as setup_lib
 from research.train import trainer
 from tests import helpers
 
@@ -370,7 +371,7 @@ class UnusableWorkdirTest(tf.test.TestCase, parameterized.TestCase):
         f.write(name)
     with self.assertRaisesRegex(UserError, r"directory of other files \(a.png, b.png, "
                                 r"notes.txt, ...\), not a run"):
-      trainer.check_workdir(helpers.tiny_config(), folder, start_over=True)
+      setup_lib.check_workdir(helpers.tiny_config(), folder, start_over=True)
     self.assertEqual(sorted(os.listdir(folder)), ['a.png', 'b.png', 'notes.txt', 'zz.txt'])
 
   def test_a_finished_run_on_read_only_storage_is_evaluated_and_predicted_from(self):

@@ -23,7 +23,7 @@ from research.data import datasets
 from research.data import pipeline
 from research.data import preprocess
 from research.errors import UserError
-from research.train import trainer
+from research.train import setup as setup_lib
 from research.train import steps as steps_lib
 
 
@@ -169,8 +169,8 @@ def _build(config, strategy):
   per_epoch = pipeline.steps_per_epoch(60000 - config.dataset.validation_size,
                                        config.batch_size)
   total = max(int(config.num_epochs * per_epoch), 1)
-  model, optimizer, _, step = trainer.build_state(config, strategy, NUM_CLASSES, SOURCE_SHAPE,
-                                                  total, per_epoch)
+  model, optimizer, _, step = setup_lib.build_state(config, strategy, NUM_CLASSES, SOURCE_SHAPE,
+                                                    total, per_epoch)
   return model, optimizer, step
 
 
@@ -377,7 +377,7 @@ def _other_variants(config, default, state, steps, quick, real, batch, skipped):
   `skipped`."""
   images, labels = batch
   model, optimizer, _ = state
-  # The same model built in mixed_bfloat16 (trainer.build_state builds it under the
+  # The same model built in mixed_bfloat16 (setup_lib.build_state builds it under the
   # precision's scope); fit in bfloat16 shares it, as fit in float32 shares the float32 one.
   config16 = config.copy_and_resolve_references()
   config16.mixed_precision = PRECISIONS[1]

@@ -31,7 +31,7 @@ from research.benchmark import report as report_lib
 from research.benchmark import timing
 from research.data import datasets
 from research.data import pipeline
-from research.train import trainer
+from research.train import setup as setup_lib
 
 # name -> (config file[:variant], files written, steps per timed training call, batches per
 # timed pipeline call): each timed call takes seconds on 2 CPU cores.
@@ -125,8 +125,8 @@ def run(quick=False, repeats=3, smoke=False):
     data = datasets.load(config.dataset, splits=('train',), input_size=config.model.input_size)
     size, batch = config.model.input_size, config.batch_size
     strategy = strategy_lib.build(config)
-    model, optimizer, _, step = trainer.build_state(config, strategy, data.num_classes,
-                                                    data.image_shape, 1000, 100)
+    model, optimizer, _, step = setup_lib.build_state(config, strategy, data.num_classes,
+                                                      data.image_shape, 1000, 100)
     state = (model, optimizer, step)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)

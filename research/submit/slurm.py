@@ -21,7 +21,7 @@ from research import argv as argv_lib
 from research import checkpoints
 from research.errors import UserError
 from research.submit import job as job_lib
-from research.train import trainer
+from research.train import setup as setup_lib
 
 SCRIPT_NAME = 'slurm.sbatch'
 # Once a task has ended, srun gives the others this long, then kills them: a frozen worker never
@@ -193,7 +193,8 @@ def submit(job, dry_run=False):
   _check_not_running(job.workdir)
   # The workers would refuse a workdir of another experiment only once they start.
   accept = (argv_lib.flag_value(job.train_args, 'accept_changes') or '').split(',')
-  trainer.check_workdir(job.config, job.workdir, start_over=False, accept=[f for f in accept if f])
+  setup_lib.check_workdir(job.config, job.workdir, start_over=False,
+                          accept=[f for f in accept if f])
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     f.write(text)

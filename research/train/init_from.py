@@ -131,12 +131,9 @@ def _check_same_freeze(config, workdir):
                     'or pass a new --workdir')
 
 
-def check_input(source, config, data):
+def _check_input(source, config, data):
   """Refuses data whose model input (size, channels) differs from the source's, which would
-  give the first layers other shapes; before the workdir is written. `data` None: not loaded
-  here (a worker other than the chief), nothing to check."""
-  if source is None or data is None:
-    return
+  give the first layers other shapes; before the workdir is written."""
   if isinstance(source, keras_weights.Source):
     return keras_weights.check_input(source, config, data)
   there = models.input_shape(source.config.model, source.info['image_shape'])
@@ -151,9 +148,11 @@ def _stack(model):
   return {layer.name: layer for layer in model.stack}
 
 
-def load(source, model, strategy):
-  """Copies the source's weights into `model` (built, under `strategy`) by top-level layer
-  name; the head only when the class counts agree. Returns the checkpoint path."""
+def load(source, config, data, model, strategy):
+  """Copies the source's weights into `model` (built for `data`, under `strategy`) by top-level
+  layer name; the head only when the class counts agree. Returns the checkpoint path. Data of
+  another input than the source's is refused first."""
+  _check_input(source, config, data)
   if isinstance(source, keras_weights.Source):
     return keras_weights.load(source, model, strategy)
   logging.info('Initialising from the %s checkpoint of %s: %s.', source.which, source.workdir,

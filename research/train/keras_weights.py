@@ -149,8 +149,6 @@ def _plain(value):
 def check_input(source, config, data):
   """Refuses data with other than 1 or 3 channels (the first conv takes RGB, or grey with its
   kernels summed); before the workdir is written."""
-  if data is None:
-    return
   channels = models.input_shape(config.model, data.image_shape)[-1]
   if channels not in (1, 3):
     raise UserError(f'init_from {source.name!r} takes RGB or grey images, this run feeds '
