@@ -15,6 +15,7 @@ from ml_collections import config_dict
 
 from research import layout
 from research import models
+from research import strategy as strategy_lib
 from research.data import folder
 from research.data import preprocess
 from research.errors import UserError
@@ -294,19 +295,33 @@ def validate(config, num_replicas=1):
   types, ranges, the training recipe and the augmentation (with `num_replicas`, once known)."""
   check_types(config)
   check_ranges(config)
+  check_strategy(config)
   check_recipe(config, num_replicas)
   check_augment(config, num_replicas)
 
 
+def check_strategy(config):
+  """config.strategy is one there is, and takes the devices asked for."""
+  if config.strategy not in strategy_lib.NAMES:
+    raise UserError(f'unknown strategy {config.strategy!r}: use one of '
+                    f'{", ".join(strategy_lib.NAMES)}')
+  if config.strategy == 'multi_worker_mirrored' and config.num_cpu_devices > 0:
+    raise UserError(f'num_cpu_devices={config.num_cpu_devices} does not apply to '
+                    'multi_worker_mirrored (one CPU replica per worker): set it to 0')
+
+
 def check_recipe(config, num_replicas=1):
-  """The training recipe's fields are in range and the batch splits into micro-batches: one
-  line before anything is written."""
+  """The training recipe's fields are in range and the batch splits over the replicas and into
+  micro-batches: one line before anything is written."""
   if not 0.0 <= config.ema_decay < 1.0:
     raise UserError(f'config.ema_decay={config.ema_decay!r} is outside [0, 1): give 0 for no '
                     'average, or a decay such as 0.999')
   if config.clip_global_norm < 0:
     raise UserError(f'config.clip_global_norm={config.clip_global_norm!r} is negative: give 0 '
                     'for no clipping, or the largest global gradient norm to allow')
+  if config.batch_size % num_replicas:
+    raise UserError(f'batch_size {config.batch_size} does not divide over {num_replicas} '
+                    f'replicas: make it a multiple of {num_replicas}')
   k = config.accumulate_steps
   if k < 1:
     raise UserError(f'config.accumulate_steps={k!r} must be at least 1 (1: no accumulation)')

@@ -26,7 +26,6 @@ from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context
 
-from research import config as config_lib
 from research.errors import UserError
 
 NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
@@ -231,10 +230,9 @@ def build(config):
   """The strategy named by config.strategy, over the devices the config allows.
 
   Devices: config.num_gpus GPUs per worker (-1 all, 0 none: the CPU); without GPUs the CPU,
-  split into config.num_cpu_devices logical devices when > 0.
+  split into config.num_cpu_devices logical devices when > 0. The config's own checks are
+  config.validate's: call it first.
   """
-  if config.strategy not in NAMES:
-    raise UserError(f'unknown strategy {config.strategy!r}: use one of {", ".join(NAMES)}')
   if 'TF_CONFIG' in os.environ and not os.environ['TF_CONFIG'].strip():
     # TensorFlow parses it in every strategy's constructor and fails with a JSON traceback.
     raise UserError('TF_CONFIG is set but empty: unset it (or give it a cluster)')
@@ -244,9 +242,6 @@ def build(config):
   else:
     num_gpus = select_gpus(config.num_gpus)
     if config.strategy == 'multi_worker_mirrored':
-      if config.num_cpu_devices > 0:
-        raise UserError(f'num_cpu_devices={config.num_cpu_devices} does not apply to '
-                        'multi_worker_mirrored (one CPU replica per worker): set it to 0')
       strategy = _multi_worker(config, num_gpus)
       devices = strategy.extended.worker_devices
     else:
@@ -264,11 +259,6 @@ def build(config):
   logging.info('Strategy %s with %d replica(s) over %s (worker %d of %d).', config.strategy,
                strategy.num_replicas_in_sync, list(devices), worker_index(strategy),
                num_workers(strategy))
-  if config.batch_size % strategy.num_replicas_in_sync:
-    raise UserError(f'batch_size {config.batch_size} does not divide over '
-                    f'{strategy.num_replicas_in_sync} replicas: make it a multiple of '
-                    f'{strategy.num_replicas_in_sync}')
-  config_lib.check_augment(config, strategy.num_replicas_in_sync)
   return strategy
 
 

@@ -16,6 +16,7 @@ from unittest import mock
 from absl.testing import parameterized
 import tensorflow as tf
 
+from research import config as config_lib
 from research import local_cluster
 from research import strategy as strategy_lib
 from research.errors import UserError
@@ -122,7 +123,7 @@ class BuildErrorsTest(tf.test.TestCase):
   def test_multi_worker_refuses_cpu_split(self):
     config = helpers.tiny_config(strategy='multi_worker_mirrored', num_cpu_devices=2)
     with self.assertRaisesRegex(UserError, 'num_cpu_devices=2 does not apply'):
-      strategy_lib.build(config)
+      config_lib.validate(config)
 
   def test_more_gpus_than_the_machine_has(self):
     n = len(tf.config.list_physical_devices('GPU')) + 1
@@ -136,7 +137,7 @@ class BuildErrorsTest(tf.test.TestCase):
 
   def test_unknown_strategy(self):
     with self.assertRaisesRegex(UserError, "unknown strategy 'horovod'.*multi_worker_mirrored"):
-      strategy_lib.build(helpers.tiny_config(strategy='horovod'))
+      config_lib.validate(helpers.tiny_config(strategy='horovod'))
 
   def test_default_and_one_device_without_gpus(self):
     for name in ('default', 'one_device'):
@@ -197,13 +198,14 @@ def _last_json(proc):
 
 _MIRRORED_BATCHES = '''
 import json
+from research import config
 from research import strategy
 from research.errors import UserError
 from research.train import optim
 from tests import helpers
 ok = strategy.build(helpers.tiny_config(strategy='mirrored', num_cpu_devices=2, batch_size=8))
 try:
-  strategy.build(helpers.tiny_config(strategy='mirrored', num_cpu_devices=2, batch_size=7))
+  config.validate(helpers.tiny_config(batch_size=7), ok.num_replicas_in_sync)
   error = None
 except UserError as e:
   error = str(e)
