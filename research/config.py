@@ -89,41 +89,8 @@ def base(model='cnn', dataset='mnist'):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = models.default_config(model)
-  c.dataset = ml_collections.ConfigDict(dict(
-      name=dataset, data_dir='', download=True, manual_dir='',
-      train_split='train', test_split='test',
-      # The tail of train; image folders are often small, so they start without one.
-      validation_size=0 if dataset.startswith(folder.PREFIX) else 5000,
-      pipeline='auto',  # auto, memory or stream (see research/data/datasets.py)
-      memory_budget_gb=4.0,  # auto streams a fixed-size dataset whose decoded splits exceed it
-      channels=0,  # 0: the dataset's own (image folders: 3); 1 or 3 converts every image
-      # The streaming pipeline's host-side crop: a random-resized crop of this share of the area
-      # and range of aspect ratios for training, the centre `eval_crop` of the shorter side for
-      # evaluation, both resized to model.input_size.
-      crop_area=(0.08, 1.0), crop_aspect=(0.75, 4 / 3), eval_crop=0.875,
-      # crop: the crops above (photographs); letterbox: the whole image, aspect kept, on zero
-      # padding, in training and evaluation (digits, documents: the device's augmentation then
-      # jitters it). See STYLES.
-      fit='crop',
-      test_fraction=0.1,  # of an image folder's train/, held out when it has no test folder
-      # Where image folders' indexes go (research/data/folder.py); '' = the user's cache,
-      # $XDG_CACHE_HOME/tf-convnet-research/image-folders (~/.cache/...)
-      index_dir='',
-      # A streamed example that fails to read or decode: False stops the run naming it; True
-      # trains on without it (weight 0 in its batches), counted in the log and results.
-      skip_bad_examples=False))
-  c.augment = ml_collections.ConfigDict(dict(
-      enabled=True, **augment_preset(dataset),
-      invert=0.0,  # the probability of an example inverted (1 - x): robustness to polarity
-      # The probability of an example having a random rectangle of erase_area (fractions of the
-      # image) and erase_aspect (height / width) filled with a random grey: robustness to
-      # occlusion; 0.0 = off
-      erase=0.0, erase_area=(0.02, 0.33), erase_aspect=(0.3, 3.3),
-      # (num_ops, magnitude): ops per image, strength on the 0-10 scale; (0, 0) = off
-      randaugment=(0, 0),
-      # Beta(alpha, alpha) mixing weights; 0.0 = off. Each example is mixed with probability
-      # mix_prob; with both alphas on, by cutmix with probability switch_prob, else by mixup.
-      mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0, switch_prob=0.5))
+  c.dataset = _dataset_section(dataset)
+  c.augment = _augment_section(dataset)
   c.batch_size = 128  # global, across all replicas
   c.eval_batch_size = 1000
   c.num_epochs = 10.0
@@ -171,6 +138,49 @@ def base(model='cnn', dataset='mnist'):
   c.init_from = ''
   c.freeze = ()
   return c
+
+
+def _dataset_section(dataset):
+  """base()'s dataset section: where the data are read from and how."""
+  return ml_collections.ConfigDict(dict(
+      name=dataset, data_dir='', download=True, manual_dir='',
+      train_split='train', test_split='test',
+      # The tail of train; image folders are often small, so they start without one.
+      validation_size=0 if dataset.startswith(folder.PREFIX) else 5000,
+      pipeline='auto',  # auto, memory or stream (see research/data/datasets.py)
+      memory_budget_gb=4.0,  # auto streams a fixed-size dataset whose decoded splits exceed it
+      channels=0,  # 0: the dataset's own (image folders: 3); 1 or 3 converts every image
+      # The streaming pipeline's host-side crop: a random-resized crop of this share of the area
+      # and range of aspect ratios for training, the centre `eval_crop` of the shorter side for
+      # evaluation, both resized to model.input_size.
+      crop_area=(0.08, 1.0), crop_aspect=(0.75, 4 / 3), eval_crop=0.875,
+      # crop: the crops above (photographs); letterbox: the whole image, aspect kept, on zero
+      # padding, in training and evaluation (digits, documents: the device's augmentation then
+      # jitters it). See STYLES.
+      fit='crop',
+      test_fraction=0.1,  # of an image folder's train/, held out when it has no test folder
+      # Where image folders' indexes go (research/data/folder.py); '' = the user's cache,
+      # $XDG_CACHE_HOME/tf-convnet-research/image-folders (~/.cache/...)
+      index_dir='',
+      # A streamed example that fails to read or decode: False stops the run naming it; True
+      # trains on without it (weight 0 in its batches), counted in the log and results.
+      skip_bad_examples=False))
+
+
+def _augment_section(dataset):
+  """base()'s augment section: the dataset's preset (augment_preset) and the recipes, off."""
+  return ml_collections.ConfigDict(dict(
+      enabled=True, **augment_preset(dataset),
+      invert=0.0,  # the probability of an example inverted (1 - x): robustness to polarity
+      # The probability of an example having a random rectangle of erase_area (fractions of the
+      # image) and erase_aspect (height / width) filled with a random grey: robustness to
+      # occlusion; 0.0 = off
+      erase=0.0, erase_area=(0.02, 0.33), erase_aspect=(0.3, 3.3),
+      # (num_ops, magnitude): ops per image, strength on the 0-10 scale; (0, 0) = off
+      randaugment=(0, 0),
+      # Beta(alpha, alpha) mixing weights; 0.0 = off. Each example is mixed with probability
+      # mix_prob; with both alphas on, by cutmix with probability switch_prob, else by mixup.
+      mixup_alpha=0.0, cutmix_alpha=0.0, mix_prob=1.0, switch_prob=0.5))
 
 
 def _leaves(d, prefix=''):

@@ -34,7 +34,7 @@ EXTRA_DIR = 'assets.extra'
 INFO_FILE = 'export_info.json'
 
 
-class _Serving(tf.Module):
+class Serving(tf.Module):
   """The model's variables and the two serving functions; nothing Keras is saved."""
 
   def __init__(self, config, info, model):
@@ -143,7 +143,7 @@ def export(workdir, out, checkpoint='best', overwrite=False):
 
 def _export(workdir, out, checkpoint):
   config, info, model, path = checkpoints.load_for_inference(workdir, checkpoint)
-  module = _Serving(config, info, model)
+  module = Serving(config, info, model)
   shape = [int(d) for d in info['image_shape']]
   signatures = {'serving_default': module.serving_default.get_concrete_function(),
                 'serve_uint8': module.serve_uint8.get_concrete_function()}

@@ -241,6 +241,12 @@ def _supervise(workers, received, wait_seconds, stderr):
       workers.signal(signal.SIGKILL)
       kill_at = None
     time.sleep(_POLL_SECONDS)
+  return _verdict(workers, failure, killed_text, stderr)
+
+
+def _verdict(workers, failure, killed_text, stderr):
+  """The launcher's exit status, with its one line on `stderr` after a `failure` (the index of
+  the worker that failed first, None for a second SIGINT; its exit code)."""
   if failure is None:
     return 0
   index, code = failure

@@ -60,7 +60,7 @@ def input_grid_figure(images, labels, class_names, cols=8):
     image = images[i]
     ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap='gray', vmin=0, vmax=255,
               interpolation='nearest')
-    ax.set_title(_short(class_names[labels[i]], 16), fontsize=9)
+    ax.set_title(shorten(class_names[labels[i]], 16), fontsize=9)
   fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2)
   return fig
 
@@ -70,7 +70,7 @@ def input_grid(images, labels, class_names, path, cols=8):
   return _finish(input_grid_figure(images, labels, class_names, cols), path)
 
 
-def _short(name, width):
+def shorten(name, width):
   name = str(name)
   return name if len(name) <= width else name[:width - 1] + '…'
 
@@ -92,7 +92,7 @@ def confusion_figure(matrix, class_names, title=''):
   cbar.set_label('fraction of the true class', fontsize=9)
   cbar.ax.tick_params(labelsize=8)
   label_size = 9 if k <= 30 else MIN_FONT
-  names = [_short(n, 14) for n in class_names]
+  names = [shorten(n, 14) for n in class_names]
   ticks = np.arange(k)
   # Vertical column labels past 10 classes: a label then takes a font's height, not its length.
   ax.set_xticks(ticks, names, rotation=90 if k > 10 else 0, fontsize=label_size)
@@ -120,7 +120,7 @@ def _pairs_figure(matrix, class_names, title):
   pairs = [(int(i), int(j)) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j]]
   fig, ax = plt.subplots(figsize=(9, 1.5 + 0.3 * max(len(pairs), 1)), dpi=DPI)
   counts = [int(off[i, j]) for i, j in pairs]
-  labels = [f'{_short(class_names[i], 20)} → {_short(class_names[j], 20)}' for i, j in pairs]
+  labels = [f'{shorten(class_names[i], 20)} → {shorten(class_names[j], 20)}' for i, j in pairs]
   ax.barh(np.arange(len(pairs)), counts, color='tab:blue')
   ax.set_yticks(np.arange(len(pairs)), labels, fontsize=9)
   ax.invert_yaxis()

@@ -98,7 +98,7 @@ def _tf_config_resolver(text):
   return tf.train.ClusterSpec(cluster), task_type, task_id
 
 
-def _default_port_base(job_id):
+def default_port_base(job_id):
   """A base port of 12000-31999 from the job id: below Linux' ephemeral ports (32768+), and
   different for jobs that share a node (unless their ids are 20000 apart)."""
   digits = ''.join(c for c in job_id if c.isdigit()) or '0'
@@ -118,7 +118,7 @@ def _slurm_resolver(environ):
                     'the training with srun, one task per worker')
   tasks = int(environ['SLURM_STEP_NUM_TASKS'])
   try:
-    port_base = int(environ.get(PORT_BASE_ENV) or _default_port_base(job))
+    port_base = int(environ.get(PORT_BASE_ENV) or default_port_base(job))
   except ValueError:
     raise UserError(f'{PORT_BASE_ENV}={environ[PORT_BASE_ENV]!r} is not a port number: set it '
                     'to an integer like 12345, or unset it') from None

@@ -72,7 +72,7 @@ def import_tensorflow():
   """Imports TensorFlow, its loading notices filtered; a no-op once it is imported."""
   if 'tensorflow' in sys.modules:
     return
-  with _filtered_stderr():
+  with filtered_stderr():
     import tensorflow  # pylint: disable=import-outside-toplevel
     # CUDA starts with the first op, long after the import, and logs from there: start it here,
     # inside the filter. Listing devices leaves them configurable (logical CPUs, visible GPUs).
@@ -80,7 +80,7 @@ def import_tensorflow():
 
 
 @contextlib.contextmanager
-def _filtered_stderr():
+def filtered_stderr():
   """File descriptor 2 (C++ code writes there, not to sys.stderr) through `filter_lines`."""
   try:
     stderr = os.dup(2)

@@ -43,7 +43,7 @@ def mock_tfds(num_examples=64):
   """tfds with random examples in place of the real files; its download is a no-op, so the
   network probe that guards real downloads is bypassed too."""
   with tfds.testing.mock_data(num_examples=num_examples), mock.patch(
-      'research.data.datasets._check_download_reachable'):
+      'research.data.datasets.check_download_reachable'):
     yield
 
 

@@ -75,7 +75,7 @@ def _fused(model, strategy):
 
 
 # (name, nesterov): the optimizers beyond the SGD of main's step, each through the all-reduce
-# hook (optim._apply_as_reduced).
+# hook (optim.apply_as_reduced).
 OPTIMIZERS = (('sgd', True), ('adamw', False), ('lamb', False), ('lion', False))
 
 

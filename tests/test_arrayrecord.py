@@ -53,7 +53,7 @@ class TinyImagesWithConfig(TinyImages, skip_registration=True):
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name='small')]
 
 
-def _prepare(builder_cls, data_dir, file_format='tfrecord'):
+def prepare_builder(builder_cls, data_dir, file_format='tfrecord'):
   builder = builder_cls(data_dir=data_dir, file_format=file_format)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(num_shards=_NUM_SHARDS))
@@ -109,7 +109,7 @@ class ArrayRecordTest(tf.test.TestCase, parameterized.TestCase):
     super().setUpClass()
     cls._tmp = tempfile.TemporaryDirectory()
     cls._data_dir = os.path.join(cls._tmp.name, 'tfrecord')
-    builder = _prepare(TinyImages, cls._data_dir)
+    builder = prepare_builder(TinyImages, cls._data_dir)
     cls._relative_dir = os.path.relpath(arrayrecord.version_dir(builder), cls._data_dir)
     cls._expected = {}
     for split in ('train', 'test'):
@@ -264,7 +264,7 @@ class ArrayRecordTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_prepare_command_of_a_config_names_name_slash_config(self):
     data_dir = self.create_tempdir().full_path
-    path = arrayrecord.version_dir(_prepare(TinyImagesWithConfig, data_dir))
+    path = arrayrecord.version_dir(prepare_builder(TinyImagesWithConfig, data_dir))
     self.assertEqual(path, os.path.join(data_dir, 'tiny_images_with_config', 'small', '1.0.0'))
     with self.assertRaisesRegex(UserError, 'launch.prepare --dataset=tiny_images_with_config/small '
                                 f'--data_dir={data_dir}$'):
@@ -285,7 +285,8 @@ class ArrayRecordTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(labels, self._expected['train'][1][24:])
 
   def test_dataset_built_as_array_record_reads_in_the_tfrecord_build_order(self):
-    builder = _prepare(TinyImages, self.create_tempdir().full_path, file_format='array_record')
+    builder = prepare_builder(TinyImages, self.create_tempdir().full_path,
+                              file_format='array_record')
     path = arrayrecord.version_dir(builder)
     self.assertTrue(arrayrecord.has_array_record(path))
     self.assertEqual(arrayrecord.convert_to_array_record(path), [])

@@ -258,7 +258,7 @@ class SkippingPipelineTest(tf.test.TestCase, parameterized.TestCase):
     super().setUp()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (self.N, 12, 12, 1), dtype=np.uint8)
-    paths = test_streaming._files(self.create_tempdir().full_path, images)
+    paths = test_streaming.image_files(self.create_tempdir().full_path, images)
     _cut_middle(paths[self.BAD])
     self.source = sources.FileSource(paths, np.arange(self.N, dtype=np.int32),
                                      sources.Crop(size=12, channels=1), skip_bad=True)

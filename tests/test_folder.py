@@ -244,7 +244,7 @@ class IndexTest(tf.test.TestCase, parameterized.TestCase):
                        '/home/me/.cache/tf-convnet-research/image-folders')
 
   def test_a_folder_changed_while_it_is_listed_is_one_line_and_nothing_is_written(self):
-    real = folder._problem
+    real = folder.file_problem
     dog = os.path.join(self.root, 'train', 'dog')
 
     def problem_then_add_a_file(path):
@@ -253,7 +253,7 @@ class IndexTest(tf.test.TestCase, parameterized.TestCase):
       return real(path)
 
     _age(self.root)
-    with mock.patch.object(folder, '_problem', problem_then_add_a_file):
+    with mock.patch.object(folder, 'file_problem', problem_then_add_a_file):
       with self.assertRaisesRegex(UserError, r'^image folder .* changed while it was being listed '
                                              r'\(train/dog gained or lost files\): run again once '
                                              r'it is complete \(nothing was written\)$'):
@@ -294,7 +294,7 @@ class ListingTest(tf.test.TestCase, parameterized.TestCase):
     results = []
     for threads in (False, True):
       sizes = np.zeros(len(rels), np.int64)
-      results.append((folder._problems(root, rels, sizes, threads=threads), sizes))
+      results.append((folder.file_problems(root, rels, sizes, threads=threads), sizes))
     (loop, loop_sizes), (threaded, threaded_sizes) = results
     self.assertEqual(loop, threaded)
     self.assertAllEqual(loop_sizes, threaded_sizes)
@@ -359,14 +359,14 @@ class WorkerTest(tf.test.TestCase):
 
 _KILL_AT = {
     # os.open of the 5th image: in the middle of the listing
-    'listing': 'real = folder._problem\n'
+    'listing': 'real = folder.file_problem\n'
                'calls = []\n'
                'def hook(path):\n'
                '  calls.append(path)\n'
                '  if len(calls) == 5:\n'
                '    os.kill(os.getpid(), signal.SIGKILL)\n'
                '  return real(path)\n'
-               'folder._problem = hook\n',
+               'folder.file_problem = hook\n',
     # the index's bytes are written, not yet synced or renamed
     'writing': 'real = os.fsync\n'
                'def hook(fd):\n'

@@ -70,7 +70,7 @@ class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
     rows = tf.data.Dataset.from_tensors((tf.constant(0, tf.int64), tf.range(16, dtype=tf.int64)))
     for p in range(pipelines):
       ctx = tf.distribute.InputContext(pipelines, p, replicas)
-      ds, _ = pipeline._per_replica(rows, 16, ctx)
+      ds, _ = pipeline.per_replica_batches(rows, 16, ctx)
       for local, (_, idx) in enumerate(ds):
         replica = p * (replicas // pipelines) + local
         self.assertAllEqual(pipeline.replica_positions(replica, 16, replicas, pipelines), idx)

@@ -110,7 +110,7 @@ class InputGridTest(tf.test.TestCase, parameterized.TestCase):
     fig.canvas.draw()
     titles = [ax.title for ax in fig.axes if ax.title.get_text()]
     self.assertEqual([t.get_text() for t in titles],
-                     [plots._short(names[i], 16) for i in labels])
+                     [plots.shorten(names[i], 16) for i in labels])
     self.assertEmpty(_overlapping(titles, fig.canvas.get_renderer()))
     self.assertGreaterEqual(min(t.get_fontsize() for t in titles), plots.MIN_FONT)
     pixels = plots.input_grid(images, labels, names, path)

@@ -189,7 +189,7 @@ class RandAugmentTest(tf.test.TestCase, parameterized.TestCase):
     ops = preprocess.GEOMETRIC_OPS + preprocess.COLOR_OPS
     signed = tf.constant([0.0, -0.0, 0.0, 0.0])
     if name in preprocess.GEOMETRIC_OPS:
-      y = preprocess._geometric_op(x, tf.fill([4], ops.index(name)), signed, ops)
+      y = preprocess.geometric_op(x, tf.fill([4], ops.index(name)), signed, ops)
     else:
       y = preprocess._COLOR_FNS[name](x, signed, 0.0)
     self.assertAllEqual(y, x)
@@ -214,8 +214,8 @@ class RandAugmentTest(tf.test.TestCase, parameterized.TestCase):
     x = np.zeros((1, 15, 15, 1), np.float32)
     x[0, 3, 7] = 1.0  # above the centre
     ops = preprocess.GEOMETRIC_OPS
-    y = preprocess._geometric_op(tf.constant(x), tf.constant([ops.index(name)]),
-                                 tf.constant([1.0]), ops).numpy()[0, ..., 0]
+    y = preprocess.geometric_op(tf.constant(x), tf.constant([ops.index(name)]),
+                                tf.constant([1.0]), ops).numpy()[0, ..., 0]
     self.assertNotAllClose(y, x[0, ..., 0])
     if name == 'translate_x':
       self.assertAllClose(y.sum(axis=0)[7], 0.0)  # left its column

@@ -76,7 +76,7 @@ class ClusterResolverTest(tf.test.TestCase, parameterized.TestCase):
       self.resolve({'TF_CONFIG': text})
 
   def test_slurm_two_nodes_one_task_each(self):
-    base = strategy_lib._default_port_base('4242')
+    base = strategy_lib.default_port_base('4242')
     for procid in (0, 1):
       spec, task_type, task_id, accelerators = self.resolve(_slurm_env(procid))
       self.assertEqual(spec, {'worker': [f'node01:{base}', f'node02:{base}']})
@@ -97,7 +97,7 @@ class ClusterResolverTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(r.num_accelerators(), {'GPU': 1})
 
   def test_slurm_port_base_differs_between_jobs_and_stays_below_ephemeral_ports(self):
-    bases = {strategy_lib._default_port_base(str(job)) for job in range(1000, 1100)}
+    bases = {strategy_lib.default_port_base(str(job)) for job in range(1000, 1100)}
     self.assertLen(bases, 100)
     self.assertTrue(all(12000 <= b < 32000 for b in bases))
 

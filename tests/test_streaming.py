@@ -66,7 +66,7 @@ class DecodeTest(tf.test.TestCase, parameterized.TestCase):
   def test_jpeg_is_decoded_inside_the_box_only_and_matches_a_full_decode(self):
     # Grey: no chroma upsampling, whose edge handling differs between a crop and the whole.
     data = _encode(_pixels(64, 48, 1, seed=1), 'JPEG')
-    partial = decode._decode_box(data, 1, lambda shape: tf.constant([5, 11, 32, 24]))
+    partial = decode.decode_box(data, 1, lambda shape: tf.constant([5, 11, 32, 24]))
     self.assertAllEqual(partial, tf.io.decode_jpeg(data)[5:37, 11:35])
 
   @parameterized.named_parameters(
@@ -154,14 +154,14 @@ class LetterboxTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotAllEqual(predict.decode_bytes(data, (16, 16, 1), 'stream'), want)
     info = {'image_shape': [16, 16, 1], 'pipeline': 'stream', 'class_names': ['a'],
             'fingerprint': {'crop': {'fit': 'letterbox'}}}
-    serving = export._Serving(config_lib.base('cnn', 'folder:/x'), info, mock.Mock(variables=[]))
+    serving = export.Serving(config_lib.base('cnn', 'folder:/x'), info, mock.Mock(variables=[]))
     self.assertAllEqual(serving._decode(tf.constant(data)), want)
 
   def test_streamed_digits_are_the_memory_paths_batches(self):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (24, 12, 12, 1), dtype=np.uint8)
     labels = np.arange(24, dtype=np.int32)
-    paths = _files(self.create_tempdir().full_path, images)
+    paths = image_files(self.create_tempdir().full_path, images)
     stream = sources.FileSource(paths, labels, sources.Crop(size=12, channels=1, fit='letterbox'))
     memory = sources.ArraySource(images, labels)
     for (xm, ym), (xs, ys) in zip(pipeline.train_dataset(memory, 8, seed=3).take(6),
@@ -311,7 +311,7 @@ class FolderTest(tf.test.TestCase):
     self.assertEqual(data.pipeline, 'stream')
 
 
-def _files(root, images):
+def image_files(root, images):
   """The images as PNG files, in index order: a FileSource that equals ArraySource(images)."""
   paths = []
   for i, pixels in enumerate(images):
@@ -331,7 +331,7 @@ class StreamingPipelineTest(tf.test.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(0)
     self.images = rng.integers(0, 256, (self.N, self.SIZE, self.SIZE, 1), dtype=np.uint8)
     self.labels = np.arange(self.N, dtype=np.int32)
-    self.paths = _files(self.create_tempdir().full_path, self.images)
+    self.paths = image_files(self.create_tempdir().full_path, self.images)
     self.memory = sources.ArraySource(self.images, self.labels)
 
   def _stream(self, **crop):
@@ -563,7 +563,8 @@ class PrepareCliTest(tf.test.TestCase):
   def test_refused_then_prepared_then_trained(self):
     from tests import test_arrayrecord  # pylint: disable=g-import-not-at-top
     data_dir = self.create_tempdir().full_path
-    test_arrayrecord._prepare(test_arrayrecord.TinyImages, data_dir)  # variable-size, tfrecord
+    # Variable-size images, as tfrecord.
+    test_arrayrecord.prepare_builder(test_arrayrecord.TinyImages, data_dir)
     run = ('--model=alexnet', '--dataset=tiny_images', f'--data_dir={data_dir}',
            '--config.model.width_divisor=16', '--config.model.input_size=67',
            '--config.batch_size=4', '--config.num_train_steps=2', '--config.steps_per_loop=1',

@@ -55,7 +55,7 @@ class FilterLinesTest(absltest.TestCase):
 _SCRIPT = '''
 import os, sys
 from research import tf_startup
-with tf_startup._filtered_stderr():
+with tf_startup.filtered_stderr():
   for line in sys.argv[1:]:
     os.write(2, line.encode() + b'\\n')
 os.write(2, b'after\\n')

@@ -55,7 +55,7 @@ def data_dir(dataset_config):
   return path or None
 
 
-def _check_download_reachable(name):
+def check_download_reachable(name):
   """Fails within seconds when a download is needed and there is no network."""
   if any(os.environ.get(v) for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY')):
     return  # the proxy decides; a direct probe would say nothing
@@ -104,7 +104,7 @@ def builder(dataset_config, prepare=True, random_access=False):
     raise UserError(f'dataset {name!r} must be downloaded by hand: put its files in a directory '
                     'and pass --config.dataset.manual_dir=DIR to launch.train (--manual_dir=DIR '
                     f'to launch.prepare); tfds\' instructions for {name} say which files')
-  _check_download_reachable(name)
+  check_download_reachable(name)
   if plan == 'stream' or random_access:
     # Random access needs ArrayRecord shards; preparing them directly spares a conversion.
     b = tfds.builder(name, data_dir=path, file_format='array_record')

@@ -53,7 +53,7 @@ def decode_to_channels(data, channels):
   return tf.cond(colour_only(data), lambda: tf.image.rgb_to_grayscale(decode(3)()), decode(1))
 
 
-def _decode_box(data, channels, box_of):
+def decode_box(data, channels, box_of):
   """Decodes the box `box_of([height, width])` ([y, x, h, w]) of encoded `data`: a JPEG only
   inside the box, from its header's shape; anything else whole, once, then sliced."""
   def jpeg():
@@ -91,7 +91,7 @@ def train_crop(data, size, channels, seed, area=(0.08, 1.0), aspect=(0.75, 4 / 3
         use_image_if_no_bounding_boxes=True)
     return tf.stack([begin[0], begin[1], extent[0], extent[1]])
 
-  return _resize(_decode_box(data, channels, box_of), size, channels)
+  return _resize(decode_box(data, channels, box_of), size, channels)
 
 
 def eval_crop(data, size, channels, fraction=0.875):
@@ -100,7 +100,7 @@ def eval_crop(data, size, channels, fraction=0.875):
     side = tf.maximum(tf.cast(tf.cast(tf.reduce_min(shape), tf.float32) * fraction, tf.int32), 1)
     return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
 
-  return _resize(_decode_box(data, channels, box_of), size, channels)
+  return _resize(decode_box(data, channels, box_of), size, channels)
 
 
 def _f32_div(x, y):

@@ -91,7 +91,7 @@ def index_path(dataset_config):
                       f'{os.path.basename(root) or "root"}-{key[:16]}.index')
 
 
-def _problem(path):
+def file_problem(path):
   """(why `path` cannot be trained on, or '' when its header and end look like an image; its
   size in bytes)."""
   try:
@@ -228,7 +228,7 @@ def _walk(root, split_dirs):
   return walk
 
 
-def _problems(root, rels, sizes, threads=None):
+def file_problems(root, rels, sizes, threads=None):
   """{index in `rels`: why} for the files that cannot be trained on; each file's size goes into
   `sizes` (an int64 array as long as `rels`).
 
@@ -243,7 +243,7 @@ def _problems(root, rels, sizes, threads=None):
   def check(start):
     bad = {}
     for i in range(start, min(start + _CHUNK, len(rels))):
-      why, sizes[i] = _problem(prefix + rels[i])
+      why, sizes[i] = file_problem(prefix + rels[i])
       if why:
         bad[i] = why
     return bad
@@ -302,7 +302,7 @@ def _list(root, split_dirs):
   walk = _walk(root, split_dirs)
   everything = [r for split in walk.rels for r in walk.rels[split]]
   sizes = np.zeros(len(everything), np.int64)
-  bad = _problems(root, everything, sizes)
+  bad = file_problems(root, everything, sizes)
   # A folder written to while it was listed gives a listing of no moment of it.
   changed = [d for d, m in walk.dirs.items() if _mtime(os.path.join(root, d)) != m]
   if changed:

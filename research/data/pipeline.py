@@ -48,7 +48,7 @@ def step_batch(n, global_batch_size, seed, step):
   return epoch, epoch_order(n, global_batch_size, seed, tf.constant(epoch, tf.int64))[position]
 
 
-def _per_replica(batches, global_batch_size, input_context):
+def per_replica_batches(batches, global_batch_size, input_context):
   """Global (epoch, index batch) pairs → this pipeline's per-replica ones, in replica order.
 
   Pipeline p takes rows p, p+k, ... of each global batch and hands them out to its replicas in
@@ -68,8 +68,8 @@ def _per_replica(batches, global_batch_size, input_context):
 
 def replica_positions(replica_id, global_batch_size, num_replicas, num_pipelines=1):
   """The rows of the global batch that replica `replica_id` trains on, in its batch's order:
-  int32 [per-replica batch], following `_per_replica`'s layout (pipeline p of k serves replicas
-  p·r .. p·r + r - 1, r = num_replicas / k, as the strategies number them)."""
+  int32 [per-replica batch], following `per_replica_batches`'s layout (pipeline p of k serves
+  replicas p·r .. p·r + r - 1, r = num_replicas / k, as the strategies number them)."""
   per_replica = global_batch_size // num_replicas
   replicas_here = num_replicas // num_pipelines
   replica_id = tf.cast(replica_id, tf.int32)
@@ -242,7 +242,7 @@ def train_dataset(source, global_batch_size, seed, start_step=0, input_context=N
     return tf.data.Dataset.from_tensor_slices((tf.fill([per_epoch], epoch), rows))
 
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches)
-  ds, per_replica = _per_replica(ds.skip(skip_steps), global_batch_size, input_context)
+  ds, per_replica = per_replica_batches(ds.skip(skip_steps), global_batch_size, input_context)
   return without_autotuning(_fetch(source, ds, per_replica, seed).prefetch(tf.data.AUTOTUNE))
 
 
@@ -269,7 +269,7 @@ def eval_dataset(source, global_batch_size, input_context=None):
   padded = -(-n // global_batch_size) * global_batch_size
   ds = tf.data.Dataset.range(padded).batch(global_batch_size).map(
       lambda idx: (tf.constant(-1, tf.int64), idx))
-  ds, per_replica = _per_replica(ds, global_batch_size, input_context)
+  ds, per_replica = per_replica_batches(ds, global_batch_size, input_context)
   ds = ds.map(lambda e, idx: ((e, tf.minimum(idx, n - 1)), tf.cast(idx < n, tf.float32)))
   masks = ds.map(lambda _, mask: mask)
   examples = _fetch(source, ds.map(lambda pair, _: pair), per_replica)

@@ -242,7 +242,7 @@ def rand_augment(x, num_ops, magnitude, color_ops, draws):
     for number, part in enumerate(parts):
       images = tf.gather(x, part[:, 0])
       if number == 1:
-        images = _geometric_op(images, part[:, 1], tf.gather(signed, part[:, 0]), ops)
+        images = geometric_op(images, part[:, 1], tf.gather(signed, part[:, 0]), ops)
       elif number > 1:
         name = ops[len(GEOMETRIC_OPS) + number - 2]
         images = _COLOR_FNS[name](images, tf.gather(signed, part[:, 0]), m)
@@ -252,7 +252,7 @@ def rand_augment(x, num_ops, magnitude, color_ops, draws):
   return x
 
 
-def _geometric_op(x, op, signed, ops):
+def geometric_op(x, op, signed, ops):
   """Each example's geometric op (index `op` into `ops`) at signed strength `signed` [B], as one
   transform for the batch: at most one of rotation, shear and translation is non-zero per
   example, so one matrix holds whichever it is."""

@@ -57,7 +57,7 @@ def optimizer(cfg, learning_rate, loss_scaling=False, ema_decay=0.0, variables=N
   decay_kernels_only (biases and batch-norm scales and offsets of `variables`, the model's
   trainable ones, are then not decayed).
 
-  The optimizer takes gradients already summed across replicas (see _apply_as_reduced).
+  The optimizer takes gradients already summed across replicas (see apply_as_reduced).
   `loss_scaling` wraps it in dynamic loss scaling, which float16 training needs: the scale
   halves on a step with non-finite gradients (the step is skipped) and doubles after 2000
   finite ones; it is an optimizer variable, so checkpoints keep it. `ema_decay` > 0 keeps an
@@ -79,7 +79,7 @@ def optimizer(cfg, learning_rate, loss_scaling=False, ema_decay=0.0, variables=N
     raise UserError(f'unknown optimizer {cfg.name!r}: use one of {", ".join(NAMES)}')
   if cfg.get('decay_kernels_only') and variables is not None:
     opt.exclude_from_weight_decay(var_list=[v for v in variables if not _is_kernel(v)])
-  _apply_as_reduced(opt)
+  apply_as_reduced(opt)
   return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
 
 
@@ -89,7 +89,7 @@ def _is_kernel(variable):
   return variable.name.endswith('kernel')
 
 
-def _apply_as_reduced(opt):
+def apply_as_reduced(opt):
   """Makes `opt` apply the gradients it is given without summing them across replicas first.
 
   The train step sums them itself (one all-reduce) to clip by the norm of the global gradient;
