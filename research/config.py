@@ -13,6 +13,7 @@ import time
 import ml_collections
 from ml_collections import config_dict
 
+import research
 from research import layout
 from research import models
 from research import strategy as strategy_lib
@@ -21,7 +22,8 @@ from research.data import preprocess
 from research.errors import UserError
 
 # The experiment files (configs/ beside this package in the repository).
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(research.__file__))),
+                          'configs')
 
 # Datasets whose content has a handedness: never mirror them.
 _DIGIT_DATASETS = ('mnist', 'emnist', 'kmnist', 'svhn_cropped')

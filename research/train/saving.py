@@ -1,5 +1,5 @@
 """Saving a training run's checkpoints: what one holds, and the Saver that keeps the latest and
-the best in the workdir (research/checkpoints.py has the layout and reads them back)."""
+the best in the workdir (research/checkpoints.py reads them back)."""
 
 import hashlib
 import os
