@@ -28,7 +28,7 @@ Variants, chosen with the config argument (configs/alexnet_imagenet.py:VARIANT):
           for tests.
 """
 
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def imagenet_sgd(model, input_size, batch_size, num_epochs, boundaries_epochs):

@@ -16,7 +16,7 @@ Variants, chosen with the config argument (configs/alexnet_mnist.py:VARIANT):
   tiny  width ÷ 16 at 67×67 (the smallest input the three 3/2 pools take): for tests.
 """
 
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def get_config(variant=''):

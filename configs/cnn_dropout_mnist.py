@@ -8,7 +8,7 @@ Reproduces: test accuracy 98.39% (validation 98.08%) against the tutorial's 98.5
   128.
 """
 
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def get_config():

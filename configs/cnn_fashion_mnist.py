@@ -6,7 +6,7 @@ has been trained on mock data only. Flips are on: clothes, unlike digits, are mi
 """
 
 from configs import cnn_mnist
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def get_config():

@@ -29,7 +29,7 @@ layer, light digit augmentation, label smoothing, AdamW with a short warmup and 
 3.25 epochs at batch 256. Without augmentation and label smoothing the same budget gave 99.25%.
 """
 
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def get_config():

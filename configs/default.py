@@ -3,11 +3,11 @@
 Command: python -m launch.train --model=MODEL --dataset=DATASET --workdir=DIR
   (launch.train uses this file when there is no configs/<model>_<dataset>.py.)
   An image folder of digits or documents: --config=configs/default.py:MODEL,folder:DIR,digits
-  (the style's preset: whole images letterboxed, grey, no flips; research/config.py STYLES).
+  (the style's preset: whole images letterboxed, grey, no flips; research/core/config.py STYLES).
 Reproduces: nothing in particular; the presets are sensible starting points, not tuned results.
 """
 
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def get_config(arg='cnn,mnist'):

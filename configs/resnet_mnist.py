@@ -23,7 +23,7 @@ Variants, chosen with the config argument (configs/resnet_mnist.py:VARIANT):
 """
 
 from configs import alexnet_imagenet
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def get_config(variant=''):

@@ -22,7 +22,7 @@ Variants, chosen with the config argument (configs/vgg16_cifar10.py:VARIANT):
 """
 
 from configs import alexnet_imagenet
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def get_config(variant=''):

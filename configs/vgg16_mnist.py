@@ -14,7 +14,7 @@ Variants, chosen with the config argument (configs/vgg16_mnist.py:VARIANT):
   tiny   two one-conv blocks of 8 and 16 channels at 32×32: for tests.
 """
 
-from research import config as config_lib
+from research.core import config as config_lib
 
 
 def get_config(variant=''):

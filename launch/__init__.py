@@ -1,6 +1,6 @@
 """Entry points: each parses absl flags, builds a config and calls one library function."""
 
-from research import tf_startup
+from research.infra import tf_startup
 
 # First, before an entry point's imports load TensorFlow with every notice twice.
 tf_startup.import_tensorflow()

@@ -9,9 +9,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from research import argv as argv_lib
-from research import config as config_lib
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core.errors import UserError
+from research.infra import argv as argv_lib
 
 
 def default_config_path(argv):

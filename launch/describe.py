@@ -9,7 +9,7 @@ vgg16 at one channel and 10 classes, and 25,636,712 for resnet50 with --channels
 from absl import flags
 
 from launch import common
-from research import describe
+from research.apps import describe
 
 _CONFIG = common.define_config_flag()
 _MODEL = flags.DEFINE_string('model', None, 'Model name (cnn, alexnet, vgg16, ...); must agree '

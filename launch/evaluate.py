@@ -9,8 +9,8 @@ instead: eval_<split>_corrupt.json and the chart corrupt_<split>.png.
 from absl import flags
 
 from launch import common
-from research import corruptions
-from research import evaluate
+from research.apps import corruptions
+from research.apps import evaluate
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to evaluate.', required=True)
 _SPLIT = flags.DEFINE_enum('split', 'test', evaluate.SPLITS, 'Which split to evaluate.')

@@ -8,7 +8,7 @@ class names; see docs/handoff.md.
 from absl import flags
 
 from launch import common
-from research import export
+from research.apps import export
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run to export.', required=True)
 _OUT = flags.DEFINE_string('out', None, 'Folder to write the SavedModel to: new, empty, or a '

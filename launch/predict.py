@@ -10,7 +10,7 @@ import sys
 from absl import flags
 
 from launch import common
-from research import predict
+from research.apps import predict
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The training run whose model to use.')
 _SAVED_MODEL = flags.DEFINE_string('saved_model', None,

@@ -9,7 +9,7 @@ the folder, and with --pack packs it into ArrayRecord shards. Prints what it did
 from absl import flags
 
 from launch import common
-from research import config as config_lib
+from research.core import config as config_lib
 from research.data import prepare
 
 _DATASET = flags.DEFINE_string('dataset', None, 'tfds dataset name, or folder:PATH.',

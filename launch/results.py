@@ -13,9 +13,9 @@ import sys
 from absl import flags
 
 from launch import common
-from research import outputs
-from research import runs
-from research.errors import UserError
+from research.apps import runs
+from research.core import outputs
+from research.core.errors import UserError
 
 _SORT = flags.DEFINE_string('sort', '', 'Column to sort by; a leading - sorts descending '
                             '(e.g. -test_accuracy). Default: the order found.')

@@ -17,9 +17,9 @@ from absl import flags
 
 from launch import common
 from launch import train
-from research import argv as argv_lib
-from research import workdir_lock
-from research.errors import UserError
+from research.core.errors import UserError
+from research.infra import argv as argv_lib
+from research.infra import workdir_lock
 from research.submit import job as job_lib
 from research.submit import kubernetes
 from research.submit import slurm

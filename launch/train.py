@@ -13,9 +13,9 @@ import sys
 from absl import flags
 
 from launch import common
-from research import local_cluster
-from research import strategy as strategy_lib
-from research.errors import UserError
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
+from research.infra import local_cluster
 from research.submit import job as job_lib
 from research.train import precision
 from research.train import trainer

@@ -11,8 +11,8 @@ from unittest import mock
 import numpy as np
 import tensorflow_datasets as tfds
 
-from research import config as config_lib
-from research import processes
+from research.core import config as config_lib
+from research.infra import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -196,7 +196,8 @@ def streaming_mnist():
 
 
 def class_probabilities(prediction, names):
-  """A research.predict Prediction's probabilities in class order (its top must hold them all)."""
+  """A research.apps.predict Prediction's probabilities in class order (its top must hold them
+  all)."""
   p = dict(prediction.top)
   return np.array([p[n] for n in names])
 

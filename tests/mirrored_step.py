@@ -21,7 +21,7 @@ import numpy as np
 import research  # noqa: F401  (oneDNN on before TensorFlow starts)
 import tensorflow as tf  # noqa: E402
 
-from research import strategy as strategy_lib  # noqa: E402
+from research.core import strategy as strategy_lib  # noqa: E402
 from research.train import optim  # noqa: E402
 from research.train import setup as setup_lib  # noqa: E402
 from research.train import steps  # noqa: E402

@@ -3,7 +3,7 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from research import argv as argv_lib
+from research.infra import argv as argv_lib
 
 
 class StripFlagTest(parameterized.TestCase):

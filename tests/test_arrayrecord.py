@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from research.core.errors import UserError
 from research.data import arrayrecord
-from research.errors import UserError
 
 _NUM_SHARDS = 3
 _RAW_BYTES = tfds.decode.DeserializeMethod.RAW_BYTES

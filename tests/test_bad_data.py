@@ -14,14 +14,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from research import config as config_lib
-from research import outputs
+from research.core import config as config_lib
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import arrayrecord
 from research.data import datasets
 from research.data import folder
 from research.data import pipeline
 from research.data import sources
-from research.errors import UserError
 from research.train import setup as setup_lib
 from research.train import steps
 from tests import helpers

@@ -6,9 +6,9 @@ import re
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import config as config_lib
 from research import models
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core.errors import UserError
 from tests import helpers
 
 

@@ -8,10 +8,10 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from research import corruptions
-from research import evaluate
-from research import plots
-from research.errors import UserError
+from research.apps import corruptions
+from research.apps import evaluate
+from research.apps import plots
+from research.core.errors import UserError
 from research.train import trainer
 from tests import helpers
 

@@ -3,9 +3,9 @@
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import config as config_lib
-from research import describe
-from research.errors import UserError
+from research.apps import describe
+from research.core import config as config_lib
+from research.core.errors import UserError
 from tests import helpers
 
 

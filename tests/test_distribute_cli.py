@@ -24,7 +24,7 @@ def _train(*args):
 
 # A config file whose distribution fields differ from the flags the tests pass.
 _CONFIG_FILE = textwrap.dedent('''\
-    from research import config as config_lib
+    from research.core import config as config_lib
 
 
     def get_config():

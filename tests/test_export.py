@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from research import checkpoints
-from research import config as config_lib
-from research import export
 from research import models
-from research import outputs
-from research import predict
-from research.errors import UserError
+from research.apps import export
+from research.apps import predict
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import outputs
+from research.core.errors import UserError
 from research.train import trainer
 from tests import helpers
 

@@ -15,16 +15,16 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from research import config as config_lib
-from research import layout
-from research import outputs
+from research.core import config as config_lib
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import datasets
 from research.data import folder
 from research.data import pack
 from research.data import pipeline
 from research.data import prepare
 from research.data import sources
-from research.errors import UserError
 from tests import helpers
 
 
@@ -387,7 +387,7 @@ class KillTest(tf.test.TestCase, parameterized.TestCase):
     root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=6)
     index_dir = self.create_tempdir().full_path
     script = ('import os, signal, sys\n'
-              'from research import config as config_lib\n'
+              'from research.core import config as config_lib\n'
               'from research.data import folder\n'
               f'{_KILL_AT[where]}'
               f'c = config_lib.base("cnn", "folder:{root}").dataset\n'
@@ -501,7 +501,7 @@ class PackTest(tf.test.TestCase):
 
   def test_a_kill_while_packing_leaves_no_pack_and_packing_again_keeps_whole_shards(self):
     script = ('import os, signal\n'
-              'from research import config as config_lib\n'
+              'from research.core import config as config_lib\n'
               'from research.data import arrayrecord, pack, prepare\n'
               'pack._TARGET_SHARD_BYTES = 4096  # a shard per few files\n'
               'real, calls = arrayrecord.write_shard, []\n'

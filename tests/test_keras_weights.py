@@ -19,12 +19,12 @@ from keras.src.legacy.saving import legacy_h5_format
 import numpy as np
 import tensorflow as tf
 
-from research import checkpoints
-from research import export
 from research import models
-from research import outputs
+from research.apps import export
+from research.core import checkpoints
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import preprocess
-from research.errors import UserError
 from research.models import blocks
 from research.train import init_from
 from research.train import keras_weights

@@ -13,8 +13,8 @@ import time
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import local_cluster
-from research.errors import UserError
+from research.core.errors import UserError
+from research.infra import local_cluster
 from research.submit import job
 from tests import helpers
 
@@ -156,7 +156,7 @@ class RunLocalWorkersTest(tf.test.TestCase, parameterized.TestCase):
 # The supervisor in its own process, as launch.train runs it, so the test can signal it.
 _SUPERVISOR = '''
 import sys
-from research import local_cluster
+from research.infra import local_cluster
 sys.exit(local_cluster.run_local_workers(sys.argv[2:], 2, 1.0,
                                          command=[sys.argv[1], '-c', %r], grace_seconds=1.0))
 ''' % _WORKER

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from research import models
-from research import outputs
+from research.core import outputs
 from research.models.cnn import SmallCNN
 
 

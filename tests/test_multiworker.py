@@ -22,10 +22,10 @@ from unittest import mock
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import checkpoints
-from research import outputs
-from research import strategy as strategy_lib
-from research.errors import UserError
+from research.core import checkpoints
+from research.core import outputs
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
 from research.submit import job
 from tests import helpers
 
@@ -34,7 +34,7 @@ _TINY = ['--strategy=multi_worker_mirrored', '--local_workers=2', '--config.batc
          '--config.dataset.validation_size=100', '--config.eval_batch_size=500']
 
 
-# Short enough for a quick test. The heartbeat timeout is a third of it (research/strategy.py):
+# Short enough for a quick test. The heartbeat timeout is a third of it (research/core/strategy.py):
 # a survivor notices the loss once that much of its peer's heartbeats is missing, which leaves
 # twice the timeout for a loaded machine. What the test times is that notice (the survivor's
 # verdict line), not the exit after it: tearing TensorFlow down takes the longer the busier the

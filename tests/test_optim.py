@@ -6,9 +6,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from research import config as config_lib
 from research import models
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core.errors import UserError
 from research.train import optim
 
 

@@ -4,8 +4,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from research.data import sources
 from research.data import pipeline
+from research.data import sources
 
 
 def _split(n, h=4):

@@ -8,9 +8,9 @@ from absl.testing import parameterized
 import keras
 import tensorflow as tf
 
-from research import config as config_lib
-from research import layout
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core import layout
+from research.core.errors import UserError
 from research.train import precision
 from research.train import trainer
 from tests import helpers

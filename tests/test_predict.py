@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from research import export
-from research import predict
-from research.errors import UserError
+from research.apps import export
+from research.apps import predict
+from research.core.errors import UserError
 from research.train import trainer
 from tests import helpers
 

@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from research import config as config_lib
+from research.core import config as config_lib
 from research.data import preprocess
 
 

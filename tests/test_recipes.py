@@ -15,14 +15,14 @@ import numpy as np
 import tensorflow as tf
 
 from configs import alexnet_imagenet
-from research import checkpoints
-from research import config as config_lib
-from research import export
-from research import outputs
-from research import preemption
+from research.apps import export
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import folder
 from research.data import preprocess
-from research.errors import UserError
+from research.infra import preemption
 from research.train import optim
 from research.train import saving
 from research.train import setup as setup_lib

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from research import models
 from research.benchmark import flops
-from research.errors import UserError
+from research.core.errors import UserError
 from research.models import blocks
 from research.models import resnet
 from research.models import sizing

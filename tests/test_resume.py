@@ -20,10 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from research import checkpoints
-from research import outputs
-from research import preemption
-from research.errors import UserError
+from research.core import checkpoints
+from research.core import outputs
+from research.core.errors import UserError
+from research.infra import preemption
 from research.train import setup as setup_lib
 from research.train import steps
 from research.train import trainer

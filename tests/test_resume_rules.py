@@ -14,11 +14,11 @@ import tempfile
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import checkpoints
-from research import config as config_lib
-from research import layout
-from research import outputs
-from research.errors import UserError
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
 from research.train import setup as setup_lib
 from research.train import trainer
 from tests import helpers

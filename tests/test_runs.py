@@ -10,11 +10,11 @@ import tempfile
 
 import tensorflow as tf
 
-from research import layout
-from research import outputs
-from research import runs
-from research import workdir_lock
-from research.errors import UserError
+from research.apps import runs
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
+from research.infra import workdir_lock
 from research.train import trainer
 from tests import helpers
 

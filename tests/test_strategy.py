@@ -16,10 +16,10 @@ from unittest import mock
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import config as config_lib
-from research import local_cluster
-from research import strategy as strategy_lib
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
+from research.infra import local_cluster
 from tests import helpers
 
 _SimpleResolver = tf.distribute.cluster_resolver.SimpleClusterResolver
@@ -198,9 +198,9 @@ def _last_json(proc):
 
 _MIRRORED_BATCHES = '''
 import json
-from research import config
-from research import strategy
-from research.errors import UserError
+from research.core import config
+from research.core import strategy
+from research.core.errors import UserError
 from research.train import optim
 from tests import helpers
 ok = strategy.build(helpers.tiny_config(strategy='mirrored', num_cpu_devices=2, batch_size=8))
@@ -214,8 +214,8 @@ print(json.dumps({'replicas': ok.num_replicas_in_sync, 'error': error}))
 
 _TPU = '''
 import json, sys
-from research import strategy
-from research.errors import UserError
+from research.core import strategy
+from research.core.errors import UserError
 from research.train import optim
 from tests import helpers
 errors = []
@@ -257,7 +257,7 @@ class FreshProcessTest(tf.test.TestCase):
 # Keras model 3 steps on data that differ per worker, prints what the test checks as JSON.
 _WORKER = '''
 import hashlib, json, sys
-from research import strategy as strategy_lib
+from research.core import strategy as strategy_lib
 from tests import helpers
 import keras, numpy as np, tensorflow as tf
 config = helpers.tiny_config(strategy='multi_worker_mirrored', num_gpus=0, batch_size=8,

@@ -13,16 +13,16 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from research import checkpoints
-from research import config as config_lib
-from research import outputs
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import arrayrecord
 from research.data import datasets
 from research.data import decode
 from research.data import folder
 from research.data import pipeline
 from research.data import sources
-from research.errors import UserError
 from research.train import trainer
 from tests import helpers
 
@@ -146,8 +146,8 @@ class LetterboxTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(evaluated, decode.letterbox(data, 24, 3))
 
   def test_predict_and_export_letterbox_a_letterboxed_run(self):
-    from research import export  # pylint: disable=g-import-not-at-top
-    from research import predict  # pylint: disable=g-import-not-at-top
+    from research.apps import export  # pylint: disable=g-import-not-at-top
+    from research.apps import predict  # pylint: disable=g-import-not-at-top
     data = _encode(_pixels(30, 50, 1))
     want = decode.letterbox(data, 16, 1)
     self.assertAllEqual(predict.decode_bytes(data, (16, 16, 1), 'stream', fit='letterbox'), want)

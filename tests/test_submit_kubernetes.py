@@ -34,8 +34,8 @@ import kubernetes_validate
 import referencing
 import yaml
 
-from research import config as config_lib
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core.errors import UserError
 from research.submit import job as job_lib
 from research.submit import kubernetes
 from tests import helpers

@@ -19,9 +19,9 @@ from unittest import mock
 from absl.testing import parameterized
 import tensorflow as tf
 
-from research import config as config_lib
-from research import outputs
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core import outputs
+from research.core.errors import UserError
 from research.submit import job as job_lib
 from research.submit import slurm
 from tests import helpers

@@ -6,7 +6,7 @@ import os
 
 import tensorflow as tf
 
-from research.errors import UserError
+from research.core.errors import UserError
 from research.train import trainer
 from tests import helpers
 

@@ -7,7 +7,7 @@ import sys
 
 from absl.testing import absltest
 
-from research import tf_startup
+from research.infra import tf_startup
 from tests import helpers
 
 _PREAMBLE = (b'WARNING: All log messages before absl::InitializeLog() is called are written to '
@@ -54,7 +54,7 @@ class FilterLinesTest(absltest.TestCase):
 # Writes to file descriptor 2 as TensorFlow's C++ code does, inside and after the filter.
 _SCRIPT = '''
 import os, sys
-from research import tf_startup
+from research.infra import tf_startup
 with tf_startup.filtered_stderr():
   for line in sys.argv[1:]:
     os.write(2, line.encode() + b'\\n')
@@ -74,7 +74,7 @@ class FilteredStderrTest(absltest.TestCase):
 
 _HOLD_SCRIPT = """
 import os
-from research import tf_startup
+from research.infra import tf_startup
 held = tf_startup.HeldStderr()
 with held:
   os.write(2, b'kept\\n')

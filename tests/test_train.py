@@ -8,14 +8,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from research import checkpoints
-from research import config as config_lib
-from research import evaluate
-from research import outputs
-from research import predict
+from research.apps import evaluate
+from research.apps import predict
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import pipeline
 from research.data import sources
-from research.errors import UserError
 from research.train import steps
 from research.train import trainer
 from tests import helpers

@@ -22,13 +22,13 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from research import checkpoints
-from research import evaluate
-from research import layout
-from research import predict
-from research import processes
-from research import workdir_lock
-from research.errors import UserError
+from research.apps import evaluate
+from research.apps import predict
+from research.core import checkpoints
+from research.core import layout
+from research.core.errors import UserError
+from research.infra import processes
+from research.infra import workdir_lock
 from research.train import saving
 from research.train import setup as setup_lib
 from research.train import trainer

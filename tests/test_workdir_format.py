@@ -6,8 +6,8 @@ import shutil
 
 import tensorflow as tf
 
-from research import config as config_lib
-from research import layout
+from research.core import config as config_lib
+from research.core import layout
 from research.train import trainer
 from tests import helpers
 

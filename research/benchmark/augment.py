@@ -11,7 +11,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from research import config as config_lib
+from research.core import config as config_lib
 from research.data import mixing
 from research.data import preprocess
 from research.train import steps as steps_lib

@@ -13,16 +13,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from research import config as config_lib
 from research import models as models_lib
-from research import strategy as strategy_lib
 from research.benchmark import flops
 from research.benchmark import probes
 from research.benchmark import timing
+from research.core import config as config_lib
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
 from research.data import datasets
 from research.data import pipeline
 from research.data import preprocess
-from research.errors import UserError
 from research.train import setup as setup_lib
 from research.train import steps as steps_lib
 

@@ -11,10 +11,10 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from research import outputs
 from research.benchmark import models
 from research.benchmark import probes
-from research.errors import UserError
+from research.core import outputs
+from research.core.errors import UserError
 
 
 def run(names=None, quick=False, repeats=None, json_path=None, ceilings_only=False,

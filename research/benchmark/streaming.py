@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from research import outputs
-from research import strategy as strategy_lib
 from research.benchmark import models
 from research.benchmark import report as report_lib
 from research.benchmark import timing
+from research.core import outputs
+from research.core import strategy as strategy_lib
 from research.data import datasets
 from research.data import pipeline
 from research.train import setup as setup_lib

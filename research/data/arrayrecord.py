@@ -16,7 +16,7 @@ from array_record.python import array_record_module
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 _ARRAY_RECORD = tfds.core.file_adapters.FileFormat.ARRAY_RECORD
 _TFRECORD = tfds.core.file_adapters.FileFormat.TFRECORD

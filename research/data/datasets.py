@@ -15,13 +15,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from research.core.errors import UserError
 from research.data import arrayrecord
 from research.data import decode as decode_lib
 from research.data import folder
 from research.data import pack
 from research.data import pipeline
 from research.data import sources
-from research.errors import UserError
 
 PIPELINES = ('auto', 'memory', 'stream')
 

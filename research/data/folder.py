@@ -33,8 +33,8 @@ import time
 from absl import logging
 import numpy as np
 
-from research import outputs
-from research.errors import UserError
+from research.core import outputs
+from research.core.errors import UserError
 
 PREFIX = 'folder:'
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')

@@ -25,10 +25,10 @@ from absl import logging
 from array_record.python import array_record_data_source
 import tensorflow as tf
 
-from research import outputs
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import arrayrecord
 from research.data import folder
-from research.errors import UserError
 
 MANIFEST = 'pack.json'
 _TARGET_SHARD_BYTES = 256 * 2**20  # tfds aims at shards of about this size too

@@ -20,7 +20,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 # Skipped examples named in a warning, per process; the rest are counted in the training log.
 _WARN_AT_MOST = 10

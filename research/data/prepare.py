@@ -7,11 +7,11 @@ import os
 
 import tensorflow_datasets as tfds
 
+from research.core.errors import UserError
 from research.data import arrayrecord
 from research.data import datasets
 from research.data import folder
 from research.data import pack
-from research.errors import UserError
 
 
 def _size(paths):

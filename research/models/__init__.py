@@ -10,8 +10,8 @@ import inspect
 
 import ml_collections
 
-from research import outputs
-from research.errors import UserError
+from research.core import outputs
+from research.core.errors import UserError
 from research.models import sizing
 from research.models.cnn import SmallCNN
 
@@ -81,9 +81,9 @@ def build_model(model_config, num_classes, image_shape):
 
 
 # Further families join through register(), as an outside model would: one line per name.
-from research.models.alexnet import AlexNet  # noqa: E402
 from research.models import resnet  # noqa: E402
 from research.models import vgg  # noqa: E402
+from research.models.alexnet import AlexNet  # noqa: E402
 
 register('alexnet', AlexNet, dict(width_divisor=1, dropout=0.5, batch_norm=False), input_size=227)
 for _name, _arch in (('vgg11', vgg.VGG11), ('vgg13', vgg.VGG13), ('vgg16', vgg.VGG16),

@@ -13,10 +13,10 @@ import shlex
 import subprocess
 import time
 
-from research import argv as argv_lib
-from research import layout
-from research import outputs
-from research.errors import UserError
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
+from research.infra import argv as argv_lib
 
 # launch.train's exit status after a signal stopped a worker and the run was saved. 128 + SIGTERM
 # is what a shell reports for a process stopped by SIGTERM; Kubeflow's ExitCode restart policy
@@ -24,7 +24,7 @@ from research.errors import UserError
 # IsRetryableExitCode), and the Slurm script requeues on it.
 PREEMPTED_EXIT_CODE = 143
 # launch.train's exit status when another worker vanished mid-run (killed, frozen, its node gone;
-# research.strategy.WorkerLostError): nothing was saved after the last checkpoint, so the job
+# research.core.strategy.WorkerLostError): nothing was saved after the last checkpoint, so the job
 # should start again and resume from it, like after a preemption: >= 128 for the same restart
 # policy, and above 128 + every signal number (64) so that no one reads it as a death by a signal.
 LOST_WORKER_EXIT_CODE = 200

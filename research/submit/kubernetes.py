@@ -1,7 +1,7 @@
 """A training job as a Kubeflow TFJob: the manifest, `kubectl apply`, and the job's state.
 
 The Kubeflow training operator runs a TFJob as one pod per replica and sets each pod's TF_CONFIG
-with the task types `chief` and `worker`, which research.strategy reads (the chief writes the run's
+with the task types `chief` and `worker`, read by research.core.strategy (the chief writes the run's
 outputs). A job of N workers is one `Chief` replica and N - 1 `Worker` replicas, every pod running
 `python -m launch.train` with `job.worker_args(job)` and all of its node's GPUs; the workdir lives
 on a PersistentVolumeClaim mounted in every pod.
@@ -21,8 +21,8 @@ import shutil
 
 import yaml
 
-from research import argv as argv_lib
-from research.errors import UserError
+from research.core.errors import UserError
+from research.infra import argv as argv_lib
 from research.submit import job as job_lib
 
 API_VERSION = 'kubeflow.org/v1'

@@ -2,7 +2,7 @@
 
 `submit(job)` writes <workdir>/submit/slurm.sbatch and runs `sbatch` on it. Each task runs
 `python -m launch.train ...` and builds its place in the cluster from Slurm's environment
-(research.strategy). A signal (`--signal=USR1@120` before the time limit, `scancel --signal=USR1`,
+(research.core.strategy). A signal (`--signal=USR1@120` before the time limit, `scancel -s USR1`,
 a preemption's SIGTERM) makes every worker save at the same step and exit with
 job.PREEMPTED_EXIT_CODE; a worker that vanishes makes the others exit with
 job.LOST_WORKER_EXIT_CODE. On either status the batch script requeues the job (after a lost
@@ -17,9 +17,9 @@ import shlex
 import shutil
 import signal
 
-from research import argv as argv_lib
-from research import checkpoints
-from research.errors import UserError
+from research.core import checkpoints
+from research.core.errors import UserError
+from research.infra import argv as argv_lib
 from research.submit import job as job_lib
 from research.train import setup as setup_lib
 

@@ -17,11 +17,11 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from research import checkpoints
-from research import config as config_lib
-from research import layout
 from research import models
-from research.errors import UserError
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import layout
+from research.core.errors import UserError
 from research.models import blocks
 from research.train import keras_weights
 

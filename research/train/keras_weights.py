@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from research import models
-from research.errors import UserError
+from research.core.errors import UserError
 from research.models import resnet
 
 PREFIX = 'keras:'

@@ -6,7 +6,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 
 class Warmup(keras.optimizers.schedules.LearningRateSchedule):

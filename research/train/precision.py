@@ -14,7 +14,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 AUTO = 'auto'
 PRECISIONS = (AUTO, 'float32', 'mixed_float16', 'mixed_bfloat16')

@@ -1,5 +1,5 @@
 """Saving a training run's checkpoints: what one holds, and the Saver that keeps the latest and
-the best in the workdir (research/checkpoints.py reads them back)."""
+the best in the workdir (research/core/checkpoints.py reads them back)."""
 
 import hashlib
 import os
@@ -8,9 +8,9 @@ import tempfile
 
 import tensorflow as tf
 
-from research import checkpoints
-from research import layout
-from research import outputs
+from research.core import checkpoints
+from research.core import layout
+from research.core import outputs
 from research.train import optim
 
 
@@ -39,7 +39,7 @@ class Saver:
   def __init__(self, checkpoint, workdir, keep, chief=True, worker=0, lock=None):
     self.checkpoint = checkpoint
     self.chief = chief
-    self.lock = lock  # the workdir's (research.workdir_lock), checked before every save
+    self.lock = lock  # the workdir's (research.infra.workdir_lock), checked before every save
     # What every worker restores from.
     self.shared = layout.checkpoint_dir(workdir)
     if chief:

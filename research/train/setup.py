@@ -14,15 +14,15 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from research import checkpoints
-from research import config as config_lib
-from research import layout
 from research import models
-from research import strategy as strategy_lib
-from research import workdir_lock
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import layout
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
 from research.data import datasets
 from research.data import pipeline
-from research.errors import UserError
+from research.infra import workdir_lock
 from research.train import init_from
 from research.train import optim
 from research.train import precision

@@ -8,7 +8,7 @@ across replicas: the aggregate metrics are exact whatever the replica count.
 import keras
 import tensorflow as tf
 
-from research import strategy as strategy_lib
+from research.core import strategy as strategy_lib
 from research.data import mixing
 from research.data import pipeline
 from research.data import preprocess

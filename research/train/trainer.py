@@ -13,13 +13,13 @@ import time
 from absl import logging
 import tensorflow as tf
 
-from research import config as config_lib
-from research import layout
-from research import outputs
-from research import preemption
-from research import strategy as strategy_lib
+from research.core import config as config_lib
+from research.core import layout
+from research.core import outputs
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
 from research.data import pipeline
-from research.errors import UserError
+from research.infra import preemption
 from research.train import optim
 from research.train import setup as setup_lib
 from research.train import steps

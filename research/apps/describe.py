@@ -4,16 +4,16 @@ Needs no dataset: the input is the model's own square size (config.model.input_s
 models that take the data's own size, a 28×28 image like MNIST's.
 """
 
-from research import config as config_lib
 from research import models
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core.errors import UserError
 
 # The side of the stand-in image for models without an input size: MNIST's, the default data.
 DEFAULT_SIZE = 28
 
 
 def describe_model(config, num_classes=10, channels=1):
-  """A header line, then research.outputs.layer_table of config.model (total included)."""
+  """A header line, then research.core.outputs.layer_table of config.model (total included)."""
   if num_classes < 1 or channels < 1:
     raise UserError(f'--num_classes ({num_classes}) and --channels ({channels}) must be >= 1')
   size = config.model.input_size or DEFAULT_SIZE

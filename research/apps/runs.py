@@ -14,12 +14,12 @@ import statistics
 
 from absl import logging
 
-from research import checkpoints
-from research import config as config_lib
-from research import layout
-from research import plots
-from research import workdir_lock
-from research.errors import UserError
+from research.apps import plots
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import layout
+from research.core.errors import UserError
+from research.infra import workdir_lock
 
 # Where a run stands: training now; stopped by a signal and saved; finished (tested); stopped
 # otherwise (killed, crashed, a bad setting) with checkpoints to resume from; never trained.

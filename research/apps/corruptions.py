@@ -10,7 +10,7 @@ index): a score is repeatable and does not depend on the batch size or the repli
 import numpy as np
 import tensorflow as tf
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 

@@ -10,7 +10,7 @@ Each function saves a PNG and returns the figure's pixels (uint8 RGB) for Tensor
 
 import numpy as np
 
-from research import outputs
+from research.core import outputs
 
 DPI = 100
 # The smallest font any picture uses, in points: legible in a PNG viewer at 100%.

@@ -9,7 +9,7 @@ TF_CONFIG over free localhost ports, and supervises them:
   notice reaches them), and the supervisor waits for them; a second SIGINT kills them;
 * when a worker dies (killed by a signal) or exits with the lost-worker status, the others
   notice the loss themselves within `lost_seconds` (config.worker_lost_seconds) and exit with
-  that status (research.strategy.WorkerLostError): they are left to it, and get SIGKILL only if
+  that status (research.core.strategy.WorkerLostError): they are left to it, and get SIGKILL only if
   still running after `lost_seconds` plus a grace period. The supervisor then exits with the
   lost-worker status too, so that it reads as a lost node, not as a bug;
 * when a worker exits with another non-zero status (a bug, a bad setting) the others get SIGTERM
@@ -33,9 +33,9 @@ import time
 
 from absl import logging
 
-from research import argv as argv_lib
-from research import processes
-from research.errors import UserError
+from research.core.errors import UserError
+from research.infra import argv as argv_lib
+from research.infra import processes
 from research.submit import job as job_lib
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)

@@ -1,5 +1,5 @@
 """Evaluates a training run's checkpoint (its best by default) on a split: exact top-1 and top-5
-accuracy, loss, confusion; and on corrupted copies of the split (research.corruptions)."""
+accuracy, loss, confusion; and on corrupted copies of the split (research.apps.corruptions)."""
 
 import os
 
@@ -7,14 +7,14 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from research import checkpoints
-from research import corruptions
-from research import layout
-from research import outputs
-from research import plots
+from research.apps import corruptions
+from research.apps import plots
+from research.core import checkpoints
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
 from research.data import datasets
 from research.data import pipeline
-from research.errors import UserError
 from research.train import steps
 
 SPLITS = ('train', 'validation', 'test')

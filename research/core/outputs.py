@@ -1,6 +1,6 @@
 """How a run writes its outputs: JSON files and other files atomically, the weights' digest, the
 layer table; and the one-line error of a failed write. Which files a workdir holds is
-research/layout.py's."""
+research/core/layout.py's."""
 
 import contextlib
 import errno
@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 
 # TensorFlow's file errors end in "<path>; <strerror>" (tsl's IOError), without the errno.

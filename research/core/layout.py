@@ -1,12 +1,12 @@
 """A training run's workdir: the name of everything the project writes there, and the reads and
 writes of its records. Every other module finds a workdir's files through here.
 
-  config.json           the config as the run started (research/config.py)
+  config.json           the config as the run started (research/core/config.py)
   config_changes.json   the changes resumes made since, with the step each took effect at
   data_info.json        classes, image shape, pipeline and fingerprint of the data read
   results.json          the run record: step, metrics, seconds, weights digest
   checkpoints/          the latest checkpoints; best/ the best by validation, best.json its step
-  lock.json             who holds the workdir now (research/workdir_lock.py)
+  lock.json             who holds the workdir now (research/infra/workdir_lock.py)
   submit/               a cluster job's record (job.json), scripts and output
   train/ validation/ test/   TensorBoard's events files; inputs.png the first batch
   eval_<split>.json ... launch.evaluate's outputs (unless sent elsewhere with --out)
@@ -16,7 +16,7 @@ import contextlib
 import os
 import re
 
-from research import outputs
+from research.core import outputs
 
 CONFIG = 'config.json'
 CONFIG_CHANGES = 'config_changes.json'

@@ -14,12 +14,12 @@ import ml_collections
 from ml_collections import config_dict
 
 import research
-from research import layout
 from research import models
-from research import strategy as strategy_lib
+from research.core import layout
+from research.core import strategy as strategy_lib
+from research.core.errors import UserError
 from research.data import folder
 from research.data import preprocess
-from research.errors import UserError
 
 # The experiment files (configs/ beside this package in the repository).
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(research.__file__))),

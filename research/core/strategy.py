@@ -6,7 +6,7 @@ these only work before TensorFlow initialises its devices.
 
 A multi-worker cluster comes from TF_CONFIG when it is set, else from Slurm's environment (one
 worker per task of an `srun` step); `python -m launch.train --local_workers=N` starts N local
-workers with their own TF_CONFIG (research.local_cluster).
+workers with their own TF_CONFIG (research.infra.local_cluster).
 """
 
 import contextlib
@@ -26,7 +26,7 @@ from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context
 
-from research.errors import UserError
+from research.core.errors import UserError
 
 NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
 

@@ -7,12 +7,12 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from research import config as config_lib
-from research import layout
 from research import models
-from research.errors import UserError
+from research.core import config as config_lib
+from research.core import layout
+from research.core.errors import UserError
 
-# The name research/submit/slurm.py knows the checkpoint directory by (research/layout.py's).
+# The name research/submit/slurm.py knows the checkpoint directory by (research/core/layout.py's).
 CHECKPOINT_DIR = layout.CHECKPOINTS
 
 

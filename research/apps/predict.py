@@ -18,11 +18,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from research import checkpoints
-from research import tf_startup
+from research.core import checkpoints
+from research.core.errors import UserError
 from research.data import decode
 from research.data import preprocess
-from research.errors import UserError
+from research.infra import tf_startup
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.gif', '.bmp')
 NOT_AN_IMAGE = 'not a readable image (PNG, JPEG, GIF or BMP)'

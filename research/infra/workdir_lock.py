@@ -27,10 +27,10 @@ import time
 
 from absl import logging
 
-from research import layout
-from research import outputs
-from research import processes
-from research.errors import UserError
+from research.core import layout
+from research.core import outputs
+from research.core.errors import UserError
+from research.infra import processes
 
 HEARTBEAT_SECONDS = 30
 # A lock from another host not refreshed for this long belongs to a run that is gone.

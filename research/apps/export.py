@@ -4,8 +4,8 @@ Two signatures, both returning `probabilities` float32 [N, classes], `class_inde
 and `class_name` string [N]:
 
 - `serving_default(images)`: string [N] of encoded files (PNG, JPEG, GIF, BMP; any size, grey
-  or colour, 8 or 16 bits, alpha), decoded and brought to the source shape as `research.predict`
-  does (pad-resized for in-memory runs, centre-cropped for streamed ones);
+  or colour, 8 or 16 bits, alpha), decoded and brought to the source shape as
+  `research.apps.predict` does (pad-resized for in-memory runs, centre-cropped for streamed ones);
 - `serve_uint8(images)`: uint8 [N, H, W, C] already at the run's source image shape.
 
 Both then apply the evaluation preprocessing and the model inside the graph. The SavedModel
@@ -22,13 +22,13 @@ import tempfile
 from absl import logging
 import tensorflow as tf
 
-from research import checkpoints
-from research import layout
-from research import config as config_lib
-from research import predict
+from research.apps import predict
+from research.core import checkpoints
+from research.core import config as config_lib
+from research.core import layout
+from research.core.errors import UserError
 from research.data import decode
 from research.data import preprocess
-from research.errors import UserError
 
 EXTRA_DIR = 'assets.extra'
 INFO_FILE = 'export_info.json'
