@@ -51,14 +51,18 @@ def is_workdir(directory):
       os.path.exists(os.path.join(directory, m)) for m in (CHECKPOINTS, DATA_INFO))
 
 
+def _read(path, missing=None):
+  """The JSON file at `path`, or `missing` when there is none."""
+  return outputs.read_json(path) if os.path.exists(path) else missing
+
+
 def config_path(workdir):
   return os.path.join(workdir, CONFIG)
 
 
 def read_config(workdir):
   """config.json as a JSON tree; None when there is none."""
-  path = config_path(workdir)
-  return outputs.read_json(path) if os.path.exists(path) else None
+  return _read(config_path(workdir))
 
 
 def write_config(workdir, tree):
@@ -71,8 +75,7 @@ def write_config(workdir, tree):
 def read_config_changes(workdir):
   """config_changes.json: [{"step": s, "time": t, "fields": {name: [old, new]}}, ...], oldest
   first; [] when there is none."""
-  path = os.path.join(workdir, CONFIG_CHANGES)
-  return outputs.read_json(path) if os.path.exists(path) else []
+  return _read(os.path.join(workdir, CONFIG_CHANGES), [])
 
 
 def write_config_changes(workdir, changes):
@@ -85,8 +88,7 @@ def data_info_path(workdir):
 
 def read_data_info(workdir):
   """data_info.json as a dict; None when there is none."""
-  path = data_info_path(workdir)
-  return outputs.read_json(path) if os.path.exists(path) else None
+  return _read(data_info_path(workdir))
 
 
 def write_data_info(workdir, info):
@@ -120,8 +122,7 @@ def best_dir(checkpoint_root):
 
 def read_best(checkpoint_root):
   """best.json ({"step", "validation_accuracy"}) under `checkpoint_root`; None when none."""
-  path = os.path.join(best_dir(checkpoint_root), _BEST_RECORD)
-  return outputs.read_json(path) if os.path.exists(path) else None
+  return _read(os.path.join(best_dir(checkpoint_root), _BEST_RECORD))
 
 
 def write_best(checkpoint_root, step, accuracy):
