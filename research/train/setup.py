@@ -116,7 +116,7 @@ def _check_total(total, workdir, start_over):
                     're-evaluates it), or --start_over (nothing was changed)')
 
 
-def check_profile_steps(config, total):
+def _check_profile_steps(config, total):
   """config.profile_steps must lie inside the run: one line before anything is written."""
   start, stop = (int(v) for v in config.profile_steps)
   if (start, stop) != (0, 0) and not 0 <= start < stop <= total:
@@ -182,7 +182,7 @@ def _build_run(config, workdir, start_over, strategy, chief, reason, source, loc
   total = (config.num_train_steps if config.num_train_steps is not None
            else max(int(round(config.num_epochs * per_epoch)), 1))
   _check_total(total, workdir, start_over)
-  check_profile_steps(config, total)
+  _check_profile_steps(config, total)
   model, optimizer, lr, step = build_state(config, strategy, data.num_classes,
                                            data.image_shape, total, per_epoch)
   saver = saving.Saver(saving.training_checkpoint(model, optimizer, step), workdir,
