@@ -1,5 +1,6 @@
 """A training run's workdir: the name of everything the project writes there, and the reads and
-writes of its records. Every other module finds a workdir's files through here.
+writes of its records. Every other module finds a workdir's files through here (the Slurm
+submitter names its own script and output inside submit/).
 
   config.json           the config as the run started (research/core/config.py)
   config_changes.json   the changes resumes made since, with the step each took effect at
