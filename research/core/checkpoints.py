@@ -13,7 +13,6 @@ from research.core import layout
 from research.core.errors import UserError
 
 # The name research/submit/slurm.py knows the checkpoint directory by (research/core/layout.py's).
-CHECKPOINT_DIR = layout.CHECKPOINTS
 
 
 # What a truncated, corrupt or half-deleted checkpoint raises on restore (a truncated data file

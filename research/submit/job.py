@@ -29,7 +29,6 @@ PREEMPTED_EXIT_CODE = 143
 # policy, and above 128 + every signal number (64) so that no one reads it as a death by a signal.
 LOST_WORKER_EXIT_CODE = 200
 # Slurm: the sbatch script, job.json and the job's output live here in the workdir.
-SUBMIT_DIR = layout.SUBMIT
 CLUSTERS = ('slurm', 'kubernetes')
 
 

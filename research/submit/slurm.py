@@ -17,7 +17,7 @@ import shlex
 import shutil
 import signal
 
-from research.core import checkpoints
+from research.core import layout
 from research.core.errors import UserError
 from research.infra import argv as argv_lib
 from research.submit import job as job_lib
@@ -44,7 +44,7 @@ _TIMEOUT_SECONDS = 60
 
 
 def log_path(workdir, job_id='%j'):
-  return os.path.join(workdir, job_lib.SUBMIT_DIR, f'slurm-{job_id}.out')
+  return os.path.join(workdir, layout.SUBMIT, f'slurm-{job_id}.out')
 
 
 def _directive(name, value):
@@ -92,8 +92,8 @@ def _train_and_requeue(train, workdir, label='$SLURM_JOB_ID'):
   the run's `workdir` (a shell word), and the job requeues itself after a stop it recovers from.
   `$SLURM_JOB_ID` is an array task's own id, so only that task goes back into the queue; the
   messages name the job as `label` (shell text) says."""
-  state = f'{workdir}/{checkpoints.CHECKPOINT_DIR}/checkpoint'  # names the latest first
-  lost_at = f'{workdir}/{job_lib.SUBMIT_DIR}/{LOST_AT_NAME}'
+  state = f'{workdir}/{layout.CHECKPOINTS}/checkpoint'  # names the latest first
+  lost_at = f'{workdir}/{layout.SUBMIT}/{LOST_AT_NAME}'
   return [
       '# The workers save on SIGTERM too (scancel, preemption): let them, then end normally.',
       'trap \'echo "batch shell: SIGTERM, waiting for the workers to save"\' TERM',
@@ -154,7 +154,7 @@ _READ_RUN = ('import json, sys; run = json.load(open(sys.argv[1]))["runs"][int(s
 
 def array_log_path(workdir, array_id='%A', index='%a'):
   """An array task's output, in the sweep's own workdir: Slurm names it before the task runs."""
-  return os.path.join(workdir, job_lib.SUBMIT_DIR, f'slurm-{array_id}_{index}.out')
+  return os.path.join(workdir, layout.SUBMIT, f'slurm-{array_id}_{index}.out')
 
 
 def array_script(job, manifest, array):
@@ -241,7 +241,7 @@ def check_workdir(job):
 
 def forget_lost_worker(workdir):
   """A new submission gets its own chance after a lost worker."""
-  lost_at = os.path.join(workdir, job_lib.SUBMIT_DIR, LOST_AT_NAME)
+  lost_at = os.path.join(workdir, layout.SUBMIT, LOST_AT_NAME)
   if os.path.exists(lost_at):
     os.remove(lost_at)
 
@@ -259,7 +259,7 @@ def submit(job, dry_run=False):
   """Checks `job`, writes its script and runs sbatch; returns what to tell the user. With
   `dry_run`, returns the script and writes and submits nothing."""
   check(job)
-  path = os.path.join(job.workdir, job_lib.SUBMIT_DIR, SCRIPT_NAME)
+  path = os.path.join(job.workdir, layout.SUBMIT, SCRIPT_NAME)
   text = script(job)
   if dry_run:
     return f'{text}\n# would write {path} and run: sbatch {path}'

@@ -310,10 +310,10 @@ def _submit_array(sweep_job, spec, runs, todo, previous, max_parallel):
   """Writes the manifest, then the array script, then runs sbatch; records each task's job."""
   path = manifest_path(sweep_job)
   job_ids = {r['index']: r.get('job_id') for r in (previous or {}).get('runs', [])}
-  os.makedirs(os.path.join(sweep_job.workdir, job_lib.SUBMIT_DIR), exist_ok=True)
+  os.makedirs(os.path.join(sweep_job.workdir, layout.SUBMIT), exist_ok=True)
   outputs.write_json(path, _manifest(sweep_job, spec, runs, job_ids))
   array = array_indices(todo) + (f'%{max_parallel}' if max_parallel else '')
-  script_path = os.path.join(sweep_job.workdir, job_lib.SUBMIT_DIR, 'sweep.sbatch')
+  script_path = os.path.join(sweep_job.workdir, layout.SUBMIT, 'sweep.sbatch')
   with open(script_path, 'w') as f:
     f.write(slurm.array_script(sweep_job, path, array))
   for i in todo:
