@@ -292,8 +292,7 @@ def _slurm_actions(runs, previous):
     if state in slurm.ACTIVE:
       actions[run.index] = f'job {job_id} {state}: skip'
     else:
-      actions[run.index] = 'resume' if os.path.exists(
-          os.path.join(workdir, config_lib.CONFIG_FILE)) else 'submit'
+      actions[run.index] = 'resume' if os.path.exists(layout.config_path(workdir)) else 'submit'
   return actions
 
 
