@@ -1,21 +1,16 @@
 """Every bad input of docs/reliability.md, run as the table writes it: one line, exit 2, no damage.
 
 The table is the test's data, so the page cannot drift from what the entry points say. Rows run
-as commands, two at a time: each is `python -m <entry point> <arguments>` in a process of its
-own, forked from a server that imported TensorFlow and the library once (a fresh process spends
-3-4 s of a row's ~4 s on those imports); one row also runs as a fresh process, and must end the
-same way.
+as commands, one at a time: each is `python -m <entry point> <arguments>` in a process of its
+own, forked from a helpers.CommandServer that imported TensorFlow and the library once (a fresh
+process spends 3-4 s of a row's ~4 s on those imports); one row also runs as a fresh process,
+and must end the same way.
 """
 
-import concurrent.futures
-import json
 import os
-import queue
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
@@ -43,84 +38,6 @@ def rows(page=_PAGE):
   return found
 
 
-# Reads {"module", "args", "stdout", "stderr", "timeout"} lines; for each, forks a child that
-# runs the module as `python -m` would, its output to the two files, and answers with the
-# child's exit status. Nothing but the imports is shared: every command starts from the same
-# state, that of a process that imported these modules and ran nothing.
-_SERVER = r"""
-import atexit, json, os, runpy, signal, sys, traceback
-import launch  # TensorFlow, as each entry point imports it first
-from research import corruptions, describe, evaluate, export, predict, runs
-from research.data import prepare
-from research.submit import kubernetes, slurm
-from research.train import trainer
-
-
-def child(module, args, stdout, stderr, timeout):
-  code = 1
-  try:
-    signal.alarm(timeout)
-    for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
-                            (1, stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                            (2, stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
-      os.dup2(os.open(path, flags), fd)
-    sys.argv = [module, *args]
-    runpy.run_module(module, run_name='__main__', alter_sys=True)
-    code = 0
-  except SystemExit as e:
-    code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-    if not isinstance(e.code, (int, type(None))):
-      print(e.code, file=sys.stderr)
-  except BaseException:  # what the interpreter does with an uncaught exception
-    traceback.print_exc()
-  finally:
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-for line in sys.stdin:
-  request = json.loads(line)
-  pid = os.fork()
-  if pid == 0:
-    child(**request)
-  print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
-"""
-
-
-class _CommandServer:
-  """A process of _SERVER: `run_cli` like helpers.run_cli, without the imports' cost."""
-
-  def __init__(self, scratch):
-    self._scratch = scratch
-    self._count = 0
-    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-    self._proc = subprocess.Popen([sys.executable, '-c', _SERVER], cwd=helpers.ROOT, env=env,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-  def run_cli(self, module, *args, timeout=300):
-    self._count += 1
-    out, err = (os.path.join(self._scratch, f'{self._count}.{n}') for n in ('out', 'err'))
-    self._proc.stdin.write(json.dumps(dict(module=module, args=args, stdout=out, stderr=err,
-                                           timeout=timeout)) + '\n')
-    self._proc.stdin.flush()
-    status = self._proc.stdout.readline()
-    if not status:
-      raise RuntimeError(f'the command server ended (status {self._proc.wait()})')
-    with open(out) as f_out, open(err) as f_err:
-      return subprocess.CompletedProcess([module, *args], int(status), f_out.read(),
-                                         f_err.read())
-
-  def close(self):
-    # Between commands it holds nothing, and an interpreter with TensorFlow takes seconds to
-    # shut down.
-    self._proc.kill()
-    self._proc.wait()
-    self._proc.stdin.close()
-    self._proc.stdout.close()
-
-
 def _finished_run(workdir):
   """A 2-step run of configs/cnn_mnist.py (on mock MNIST) whose other settings the rows may
   change freely on resume: steps, cadence and the precision `auto` keeps."""
@@ -138,16 +55,12 @@ class BadInputTableTest(tf.test.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
     cls.run_dir = os.path.join(cls.tmp, 'finished')
-    cls.servers = queue.Queue()
-    for i in range(2):
-      os.makedirs(os.path.join(cls.tmp, f'server{i}'))
-      cls.servers.put(_CommandServer(os.path.join(cls.tmp, f'server{i}')))
+    cls.server = helpers.CommandServer()
     _finished_run(cls.run_dir)
 
   @classmethod
   def tearDownClass(cls):
-    while not cls.servers.empty():
-      cls.servers.get().close()
+    cls.server.close()
     shutil.rmtree(cls.tmp, ignore_errors=True)
     super().tearDownClass()
 
@@ -171,14 +84,7 @@ class BadInputTableTest(tf.test.TestCase):
     pattern = re.compile(r'\b(' + '|'.join(paths) + r')\b')
     args = [pattern.sub(lambda m: paths[m.group(1)], a) for a in shlex.split(arguments)]
     before = {k: helpers.snapshot(paths[k]) for k in ('RUN', 'IMAGES')}
-    if fresh:
-      proc = helpers.run_cli(module, *args)
-    else:
-      server = self.servers.get()
-      try:
-        proc = server.run_cli(module, *args)
-      finally:
-        self.servers.put(server)
+    proc = (helpers.run_cli if fresh else self.server.run_cli)(module, *args)
     after = {k: helpers.snapshot(paths[k]) for k in ('RUN', 'IMAGES')}
     return proc, before, after, paths
 
@@ -190,29 +96,23 @@ class BadInputTableTest(tf.test.TestCase):
     self.assertGreaterEqual(len(rows()), 30)
 
   def test_each_row_is_one_line_exit_2_and_nothing_written(self):
-    table = rows()
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-      futures = [pool.submit(self._run_row, i, module, args)
-                 for i, (module, args, _) in enumerate(table)]
-      for (module, args, excerpt), future in zip(table, futures):
-        with self.subTest(command=f'{module} {args}'):
-          proc, before, after, paths = future.result()
-          line = helpers.error_line(proc)
-          self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-          self.assertTrue(line.startswith('error: '), line)
-          self.assertIn(excerpt, line)
-          self.assertNotIn('Traceback', proc.stderr)
-          self.assertFalse(os.path.exists(paths['W']), 'W was created')
-          self.assertEqual(after, before, 'RUN or IMAGES changed')
+    for i, (module, args, excerpt) in enumerate(rows()):
+      with self.subTest(command=f'{module} {args}'):
+        proc, before, after, paths = self._run_row(i, module, args)
+        line = helpers.error_line(proc)
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        self.assertTrue(line.startswith('error: '), line)
+        self.assertIn(excerpt, line)
+        self.assertNotIn('Traceback', proc.stderr)
+        self.assertFalse(os.path.exists(paths['W']), 'W was created')
+        self.assertEqual(after, before, 'RUN or IMAGES changed')
 
   def test_a_forked_row_ends_as_in_a_fresh_process(self):
     # A row that reads a finished run: the furthest any row gets into the library.
     index, (module, args, _) = next((i, row) for i, row in enumerate(rows())
                                     if row[0] == 'launch.train' and 'RUN' in row[1])
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-      forked, fresh = (pool.submit(self._run_row, f'{index}-{how}', module, args, how == 'fresh')
-                       for how in ('forked', 'fresh'))
-      forked, fresh = forked.result()[0], fresh.result()[0]
+    forked, fresh = (self._run_row(f'{index}-{how}', module, args, fresh=how == 'fresh')[0]
+                     for how in ('forked', 'fresh'))
     self.assertEqual(forked.returncode, fresh.returncode)
     self.assertEqual(helpers.error_line(forked).replace('forked', 'fresh'),
                      helpers.error_line(fresh))
