@@ -131,9 +131,11 @@ class LockRulesTest(tf.test.TestCase):
 
 
 def _train_args(workdir, steps):
+  # Small splits: the final evaluation of a finished run is no part of what is tested.
   return [f'--workdir={workdir}', '--config=configs/cnn_mnist.py',
           f'--config.num_train_steps={steps}', '--config.batch_size=64',
-          '--config.dataset.validation_size=55000', '--config.eval_every_epochs=100',
+          '--config.dataset.train_split=train[:7000]', '--config.dataset.validation_size=2000',
+          '--config.dataset.test_split=test[:2000]', '--config.eval_every_epochs=100',
           '--config.eval_batch_size=1000', '--config.steps_per_loop=5',
           '--config.log_every_steps=5', '--config.checkpoint_every_steps=5',
           '--config.image_grid_size=0', '--mixed_precision=float32']
@@ -149,25 +151,28 @@ class TwoTrainersTest(tf.test.TestCase):
     first = subprocess.Popen([sys.executable, '-m', 'launch.train', *_train_args(workdir, 100000)],
                              cwd=helpers.ROOT, env=env, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
+    # The checks run forked from a server, whose imports overlap the first run's start-up.
+    server = helpers.CommandServer()
     try:
       for line in first.stdout:
         if re.search(r'step 10/', line):
           break
       holder = rf'pid {first.pid} on {re.escape(socket.gethostname())}'
       for extra in ([], ['--start_over']):
-        second = helpers.run_cli('launch.train', *_train_args(workdir, 100000), *extra,
-                                 env={'SLURM_JOB_ID': ''})
+        second = server.run_cli('launch.train', *_train_args(workdir, 100000), *extra,
+                                env={'SLURM_JOB_ID': ''})
         self.assertEqual(second.returncode, 2, second.stderr[-2000:])
         self.assertRegex(helpers.error_line(second),
                          rf'^error: workdir .* is in use by another run \({holder}, since ')
       self.assertEqual(os.listdir(os.path.dirname(workdir)), ['run'])  # nothing moved aside
-      status = helpers.run_cli('launch.submit', '--status', f'--workdir={workdir}')
+      status = server.run_cli('launch.submit', '--status', f'--workdir={workdir}')
       self.assertRegex(status.stdout, rf'workdir lock: held by {holder}')
-      export = helpers.run_cli('launch.export', f'--workdir={workdir}',
-                               f'--out={os.path.join(workdir, "export")}', '--checkpoint=latest')
+      export = server.run_cli('launch.export', f'--workdir={workdir}',
+                              f'--out={os.path.join(workdir, "export")}', '--checkpoint=latest')
       self.assertEqual(export.returncode, 2, export.stderr[-2000:])
       self.assertRegex(helpers.error_line(export), r'lies inside the training workdir')
     finally:
+      server.close()
       first.kill()  # kill -9: the lock stays behind, naming a dead process
       first.wait()
     latest = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))[-1]
