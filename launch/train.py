@@ -16,7 +16,7 @@ from launch import common
 from research.core import strategy as strategy_lib
 from research.core.errors import UserError
 from research.infra import local_cluster
-from research.submit import job as job_lib
+from research.infra import processes
 from research.train import precision
 from research.train import trainer
 
@@ -95,7 +95,7 @@ def main():
   except strategy_lib.WorkerLostError as e:
     # A distinct status: schedulers restart the job (a lost node) rather than fail it (a bug).
     print(f'error: {e}', file=sys.stderr, flush=True)
-    return job_lib.LOST_WORKER_EXIT_CODE
+    return processes.LOST_WORKER_EXIT_CODE
   # Every worker prints its own: equal digests show the workers' weights stayed in sync.
   print(f'weights digest {results["weights_digest"]}')
   if results['preempted']:  # a requeued job with the same command resumes

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from research.apps import corruptions
 from research.apps import evaluate
-from research.apps import plots
+from research.core import plots
 from research.core.errors import UserError
 from research.train import trainer
 from tests import helpers

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from research.core.errors import UserError
 from research.infra import local_cluster
-from research.submit import job
+from research.infra import processes
 from tests import helpers
 
 # A stand-in worker: behaviour by index from the JSON in argv[1] ({index: action}).
@@ -57,7 +57,7 @@ if action in ('hang', 'stubborn', 'wait_signal', 'ignore_sigint'):
   sys.exit(5)
 '''
 
-_WORKER = _WORKER.replace('LOST_WORKER_EXIT_CODE', str(job.LOST_WORKER_EXIT_CODE))
+_WORKER = _WORKER.replace('LOST_WORKER_EXIT_CODE', str(processes.LOST_WORKER_EXIT_CODE))
 _COMMAND = [sys.executable, '-c', _WORKER]
 
 
@@ -116,35 +116,35 @@ class RunLocalWorkersTest(tf.test.TestCase, parameterized.TestCase):
     # Worker 0 exits with the lost-worker status 1.5 s after it started, well within the wait.
     code, out, err, seconds = self.run_workers({'0': 'notice', '1': 'sigkill'},
                                                lost_seconds=5.0, grace_seconds=5.0)
-    self.assertEqual(code, job.LOST_WORKER_EXIT_CODE)
+    self.assertEqual(code, processes.LOST_WORKER_EXIT_CODE)
     self.assertNotIn('got SIGTERM', out)
     self.assertEqual(err.strip().splitlines()[-1],
                      f'error: worker 1 (pid {_pids(out)[1]}) was killed by SIGKILL; the others '
                      f'exited by themselves: a lost worker, exit status '
-                     f'{job.LOST_WORKER_EXIT_CODE}')
+                     f'{processes.LOST_WORKER_EXIT_CODE}')
     self.assertLess(seconds, 5.0)
 
   def test_worker_that_does_not_notice_is_killed_after_the_wait(self):
     code, out, err, seconds = self.run_workers({'0': 'hang', '1': 'sigkill'},
                                                lost_seconds=1.0, grace_seconds=1.0)
-    self.assertEqual(code, job.LOST_WORKER_EXIT_CODE)
+    self.assertEqual(code, processes.LOST_WORKER_EXIT_CODE)
     pids = _pids(out)
     self.assertEqual(err.strip().splitlines()[-1],
                      f'error: worker 1 (pid {pids[1]}) was killed by SIGKILL; killed worker 0 '
                      f'still running 2s later: a lost worker, exit status '
-                     f'{job.LOST_WORKER_EXIT_CODE}')
+                     f'{processes.LOST_WORKER_EXIT_CODE}')
     self.assertBetween(seconds, 2.0, 10.0)
     self.assertFalse(helpers.alive(pids[0]))
 
   def test_stopped_worker_is_killed_once_the_others_noticed(self):
     code, out, err, seconds = self.run_workers({'0': 'notice', '1': 'sigstop'},
                                                lost_seconds=30.0)
-    self.assertEqual(code, job.LOST_WORKER_EXIT_CODE)
+    self.assertEqual(code, processes.LOST_WORKER_EXIT_CODE)
     pids = _pids(out)
     self.assertEqual(err.strip().splitlines()[-1],
                      f'error: worker 0 (pid {pids[0]}) exited with status '
-                     f'{job.LOST_WORKER_EXIT_CODE}; killed worker 1 (stopped): a lost worker, '
-                     f'exit status {job.LOST_WORKER_EXIT_CODE}')
+                     f'{processes.LOST_WORKER_EXIT_CODE}; killed worker 1 (stopped): a lost '
+                     f'worker, exit status {processes.LOST_WORKER_EXIT_CODE}')
     self.assertLess(seconds, 10.0)  # not the 30 s wait
     self.assertFalse(helpers.alive(pids[1]))
 

@@ -26,7 +26,7 @@ from research.core import checkpoints
 from research.core import outputs
 from research.core import strategy as strategy_lib
 from research.core.errors import UserError
-from research.submit import job
+from research.infra import processes
 from tests import helpers
 
 _TINY = ['--strategy=multi_worker_mirrored', '--local_workers=2', '--config.batch_size=16',
@@ -173,7 +173,7 @@ class DuringTrainingTest(tf.test.TestCase):
     proc.wait(timeout=60)
     self.reader.join(10)
     output = ''.join(lines)
-    self.assertEqual(proc.returncode, job.LOST_WORKER_EXIT_CODE, output[-5000:])
+    self.assertEqual(proc.returncode, processes.LOST_WORKER_EXIT_CODE, output[-5000:])
     # The survivor's verdict, and when it came: within the configured bound of the loss.
     noticed = [t for line, t in zip(lines, self.arrivals)
                if re.match(r'\[worker 0\] error: lost worker 1 \(', line)]
@@ -197,7 +197,7 @@ class DuringTrainingTest(tf.test.TestCase):
     output, pids, number = self.lose_worker_1(signal.SIGKILL)
     self.assertEqual(output.strip().splitlines()[-1],
                      f'error: worker 1 (pid {pids[1]}) was killed by SIGKILL; the others exited '
-                     f'by themselves: a lost worker, exit status {job.LOST_WORKER_EXIT_CODE}')
+                     f'by themselves: a lost worker, exit status {processes.LOST_WORKER_EXIT_CODE}')
     # The same command (with an end in reach) resumes from that checkpoint and finishes.
     rerun = subprocess.run(
         _command(self.workdir, f'--config.num_train_steps={number + 2}'), cwd=helpers.ROOT,
@@ -212,8 +212,8 @@ class DuringTrainingTest(tf.test.TestCase):
     output, pids, _ = self.lose_worker_1(signal.SIGSTOP)
     self.assertEqual(output.strip().splitlines()[-1],
                      f'error: worker 0 (pid {pids[0]}) exited with status '
-                     f'{job.LOST_WORKER_EXIT_CODE}; killed worker 1 (stopped): a lost worker, '
-                     f'exit status {job.LOST_WORKER_EXIT_CODE}')
+                     f'{processes.LOST_WORKER_EXIT_CODE}; killed worker 1 (stopped): a lost '
+                     f'worker, exit status {processes.LOST_WORKER_EXIT_CODE}')
 
   def test_sigterm_to_the_command_stops_both_workers_at_one_saved_step(self):
     proc, lines, _ = self.start()

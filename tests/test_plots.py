@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from research.apps import plots
+from research.core import plots
 
 
 def _confusion(k, seed=0):

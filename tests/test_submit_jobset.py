@@ -29,6 +29,7 @@ import yaml
 from research.core import strategy as strategy_lib
 from research.core.errors import UserError
 from research.infra import local_cluster
+from research.infra import processes
 from research.submit import job as job_lib
 from research.submit import jobset
 from research.submit import kubernetes
@@ -367,8 +368,8 @@ class RestartRulesTest(parameterized.TestCase):
   """The exit-status table of docs/cluster.md, through the manifest's rules."""
 
   @parameterized.named_parameters(
-      ('stopped_and_saved', job_lib.PREEMPTED_EXIT_CODE, 'RestartJobSetAndIgnoreMaxRestarts'),
-      ('lost_worker', job_lib.LOST_WORKER_EXIT_CODE, 'RestartJobSetAndIgnoreMaxRestarts'),
+      ('stopped_and_saved', processes.PREEMPTED_EXIT_CODE, 'RestartJobSetAndIgnoreMaxRestarts'),
+      ('lost_worker', processes.LOST_WORKER_EXIT_CODE, 'RestartJobSetAndIgnoreMaxRestarts'),
       ('sigkilled', 137, 'RestartJobSetAndIgnoreMaxRestarts'),
       ('bug', 1, 'FailJobSet'),
       ('bad_setting', 2, 'FailJobSet'),

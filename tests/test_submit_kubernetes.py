@@ -38,6 +38,7 @@ import yaml
 
 from research.core import config as config_lib
 from research.core.errors import UserError
+from research.infra import processes
 from research.submit import job as job_lib
 from research.submit import kubernetes
 from tests import helpers
@@ -231,7 +232,7 @@ class ManifestTest(parameterized.TestCase):
       return code >= 128
 
     for replica in kubernetes.manifest(make_job(nodes=2))['spec']['tfReplicaSpecs'].values():
-      for code in (job_lib.PREEMPTED_EXIT_CODE, job_lib.LOST_WORKER_EXIT_CODE):
+      for code in (processes.PREEMPTED_EXIT_CODE, processes.LOST_WORKER_EXIT_CODE):
         self.assertTrue(restarted(replica, code), code)
       for code in (1, 2):  # an error; a bad setting (UserError)
         self.assertFalse(restarted(replica, code), code)

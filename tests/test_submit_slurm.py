@@ -22,6 +22,7 @@ import tensorflow as tf
 from research.core import config as config_lib
 from research.core import outputs
 from research.core.errors import UserError
+from research.infra import processes
 from research.submit import job as job_lib
 from research.submit import slurm
 from tests import helpers
@@ -93,7 +94,7 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('/venv/bin/python -m launch.train --config=configs/cnn_mnist.py '
                   '--workdir=/w', srun)
     self.assertIn(f'--strategy={strategy} --num_gpus={gpus_per_task} '
-                  f'--preempted_exit_code={job_lib.PREEMPTED_EXIT_CODE}', srun)
+                  f'--preempted_exit_code={processes.PREEMPTED_EXIT_CODE}', srun)
 
   def test_time_and_partition(self):
     directives = _directives(slurm.script(_job('/w', time='4:00:00', partition='gpu')))
@@ -135,8 +136,8 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
     return proc.returncode, proc.stdout, helpers.fake_calls(bin_dir, 'scontrol')
 
   @parameterized.parameters(
-      (job_lib.PREEMPTED_EXIT_CODE, 'saved after a signal (exit 143): requeueing job 77'),
-      (job_lib.LOST_WORKER_EXIT_CODE, 'lost a worker (exit 200): requeueing job 77 to resume '
+      (processes.PREEMPTED_EXIT_CODE, 'saved after a signal (exit 143): requeueing job 77'),
+      (processes.LOST_WORKER_EXIT_CODE, 'lost a worker (exit 200): requeueing job 77 to resume '
        'from the last checkpoint'),
       # srun's status when a worker was SIGKILLed (or frozen, then killed by srun --wait)
       (128 + 9, 'lost a worker (exit 137): requeueing job 77 to resume from the last checkpoint'),
@@ -155,7 +156,7 @@ class ScriptTest(tf.test.TestCase, parameterized.TestCase):
     # forever.
     workdir = self.create_tempdir().full_path
     os.makedirs(os.path.join(workdir, 'submit'))
-    lost = job_lib.LOST_WORKER_EXIT_CODE
+    lost = processes.LOST_WORKER_EXIT_CODE
     for latest, requeued in (('', True), ('', False), ('ckpt-40', True), ('ckpt-40', False),
                              ('ckpt-80', True)):
       if latest:
@@ -400,7 +401,7 @@ class _RealSlurmTest(tf.test.TestCase):
 # by $LOSE (kill -9, or frozen), task 0 notices and exits with the lost-worker status.
 _LOST_WORKER = f"""#!/bin/bash
 if [ "$SLURM_PROCID" = 1 ]; then sleep 1; kill -$LOSE $$; sleep 60; fi
-sleep 3; exit {job_lib.LOST_WORKER_EXIT_CODE}
+sleep 3; exit {processes.LOST_WORKER_EXIT_CODE}
 """
 
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 from research.core import config as config_lib
 from research.core import outputs
 from research.core.errors import UserError
+from research.infra import processes
 from research.submit import job as job_lib
 from research.submit import slurm
 from research.submit import sweep
@@ -198,12 +199,12 @@ class SubmitTest(tf.test.TestCase):
     script = os.path.join(self.tmp, 'sweep.sbatch')
     with open(script, 'w') as f:
       f.write(slurm.array_script(job, path, '0-3%2'))
-    helpers.fake_command(self.bin, 'srun', status=job_lib.PREEMPTED_EXIT_CODE)
+    helpers.fake_command(self.bin, 'srun', status=processes.PREEMPTED_EXIT_CODE)
     helpers.fake_command(self.bin, 'scontrol')
     env = {'PATH': f'{self.bin}:/usr/bin:/bin', 'SLURM_JOB_ID': '78', 'SLURM_ARRAY_JOB_ID': '76',
            'SLURM_ARRAY_TASK_ID': '2'}
     proc = subprocess.run(['bash', script], env=env, capture_output=True, text=True, timeout=60)
-    self.assertEqual(proc.returncode, job_lib.PREEMPTED_EXIT_CODE, proc.stderr)
+    self.assertEqual(proc.returncode, processes.PREEMPTED_EXIT_CODE, proc.stderr)
     srun = helpers.fake_calls(self.bin, 'srun')
     self.assertLen(srun, 1)
     self.assertEndsWith(srun[0], ' '.join([sys.executable, '-m', 'launch.train', *runs[2].args]))

@@ -8,10 +8,10 @@ import numpy as np
 import tensorflow as tf
 
 from research.apps import corruptions
-from research.apps import plots
 from research.core import checkpoints
 from research.core import layout
 from research.core import outputs
+from research.core import plots
 from research.core.errors import UserError
 from research.data import datasets
 from research.data import pipeline

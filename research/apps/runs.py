@@ -14,10 +14,10 @@ import statistics
 
 from absl import logging
 
-from research.apps import plots
 from research.core import checkpoints
 from research.core import config as config_lib
 from research.core import layout
+from research.core import plots
 from research.core.errors import UserError
 from research.infra import workdir_lock
 

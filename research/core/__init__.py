@@ -1,3 +1,4 @@
 """The core every part of the library stands on: the experiment config and its checks, the
-workdir's layout, checkpoints, the distribution strategy, atomic outputs, and the one-line
+workdir's layout, checkpoints, the distribution strategy, atomic outputs, the pictures written
+beside them (training and evaluation summaries, the table across runs), and the one-line
 UserError."""

@@ -36,7 +36,6 @@ from absl import logging
 from research.core.errors import UserError
 from research.infra import argv as argv_lib
 from research.infra import processes
-from research.submit import job as job_lib
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # After a worker failed, how long the others get beyond `lost_seconds` before SIGKILL: to exit
@@ -107,7 +106,7 @@ def _describe(returncode):
 
 def _lost(returncode):
   """Whether a worker's end means a lost worker: its own death by a signal, or it lost one."""
-  return returncode < 0 or returncode == job_lib.LOST_WORKER_EXIT_CODE
+  return returncode < 0 or returncode == processes.LOST_WORKER_EXIT_CODE
 
 
 def _stopped(pid):
@@ -159,9 +158,9 @@ class _Workers:
 def run_local_workers(argv, num_workers, lost_seconds, command=None, grace_seconds=GRACE_SECONDS,
                       host='127.0.0.1', stdout=None, stderr=None):
   """Runs `command + argv` (default `python -m launch.train`) as `num_workers` workers of one
-  TF_CONFIG cluster on `host`; returns 0 when all exit 0, job.LOST_WORKER_EXIT_CODE when a worker
-  was lost, else the failed worker's status. `lost_seconds`: how long the workers take to notice
-  a lost one (config.worker_lost_seconds).
+  TF_CONFIG cluster on `host`; returns 0 when all exit 0, processes.LOST_WORKER_EXIT_CODE when a
+  worker was lost, else the failed worker's status. `lost_seconds`: how long the workers take to
+  notice a lost one (config.worker_lost_seconds).
 
   `argv` loses its --local_workers flag. Must be called from the main thread (signal handlers;
   the workers die with the thread that started them).
@@ -211,7 +210,7 @@ def _supervise(workers, received, wait_seconds, stderr):
         logging.info('Forwarding %s to the workers.', signal.Signals(signum).name)
         workers.signal(signum)
     codes = [p.poll() for p in workers.procs]
-    failed = [((code >= 0, code == job_lib.LOST_WORKER_EXIT_CODE), i)
+    failed = [((code >= 0, code == processes.LOST_WORKER_EXIT_CODE), i)
               for i, code in enumerate(codes) if code not in (None, 0)]
     if failure is None and failed:
       # Several seen at once: one killed by a signal is likelier the cause than one that
@@ -262,5 +261,5 @@ def _verdict(workers, failure, killed_text, stderr):
       return code
     others = f'killed {killed_text}' if killed_text else 'the others exited by themselves'
     print(f'error: worker {index} (pid {pid}) {_describe(code)}; {others}: a lost worker, exit '
-          f'status {job_lib.LOST_WORKER_EXIT_CODE}', file=stderr, flush=True)
-  return job_lib.LOST_WORKER_EXIT_CODE
+          f'status {processes.LOST_WORKER_EXIT_CODE}', file=stderr, flush=True)
+  return processes.LOST_WORKER_EXIT_CODE

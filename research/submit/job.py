@@ -17,17 +17,8 @@ from research.core import layout
 from research.core import outputs
 from research.core.errors import UserError
 from research.infra import argv as argv_lib
+from research.infra import processes
 
-# launch.train's exit status after a signal stopped a worker and the run was saved. 128 + SIGTERM
-# is what a shell reports for a process stopped by SIGTERM; Kubeflow's ExitCode restart policy
-# retries codes >= 128 and fails on 1-127 (training-operator pkg/util/train/train_util.go,
-# IsRetryableExitCode), and the Slurm script requeues on it.
-PREEMPTED_EXIT_CODE = 143
-# launch.train's exit status when another worker vanished mid-run (killed, frozen, its node gone;
-# research.core.strategy.WorkerLostError): nothing was saved after the last checkpoint, so the job
-# should start again and resume from it, like after a preemption: >= 128 for the same restart
-# policy, and above 128 + every signal number (64) so that no one reads it as a death by a signal.
-LOST_WORKER_EXIT_CODE = 200
 # Slurm: the sbatch script, job.json and the job's output live here in the workdir.
 CLUSTERS = ('slurm', 'kubernetes')
 
@@ -124,7 +115,7 @@ def worker_args(job):
   if job.workers == 1 and job.gpus_per_task > 1 and strategy == 'default':
     strategy = 'mirrored'  # one worker with several GPUs: replicate over them
   return args + [f'--strategy={strategy}', f'--num_gpus={job.gpus_per_task}',
-                 f'--preempted_exit_code={PREEMPTED_EXIT_CODE}']
+                 f'--preempted_exit_code={processes.PREEMPTED_EXIT_CODE}']
 
 
 def record_path(workdir):

@@ -19,7 +19,7 @@ Kubernetes batch/v1 Job API:
 """
 
 from research.core import strategy as strategy_lib
-from research.submit import job as job_lib
+from research.infra import processes
 
 API_VERSION = 'jobset.x-k8s.io/v1alpha2'
 KIND = 'JobSet'
@@ -36,7 +36,7 @@ JOB_INDEX_LABEL = 'jobset.sigs.k8s.io/job-index'
 # The Job controller's annotation on each pod of an Indexed Job (JOB_COMPLETION_INDEX's source).
 COMPLETION_INDEX_ANNOTATION = 'batch.kubernetes.io/job-completion-index'
 # Exit statuses after which the JobSet starts again; any other failure of the trainer fails it.
-RESTART_EXIT_CODES = (137, job_lib.PREEMPTED_EXIT_CODE, job_lib.LOST_WORKER_EXIT_CODE)
+RESTART_EXIT_CODES = (137, processes.PREEMPTED_EXIT_CODE, processes.LOST_WORKER_EXIT_CODE)
 # JobSet's webhook checks that the longest pod name, <jobset>-worker-0-<N-1> plus the Job
 # controller's 6-character random suffix, is a DNS-1035 label (at most 63 characters).
 _POD_NAME_MAX = 63

@@ -4,8 +4,8 @@
 `python -m launch.train ...` and builds its place in the cluster from Slurm's environment
 (research.core.strategy). A signal (`--signal=USR1@120` before the time limit, `scancel -s USR1`,
 a preemption's SIGTERM) makes every worker save at the same step and exit with
-job.PREEMPTED_EXIT_CODE; a worker that vanishes makes the others exit with
-job.LOST_WORKER_EXIT_CODE. On either status the batch script requeues the job (after a lost
+processes.PREEMPTED_EXIT_CODE; a worker that vanishes makes the others exit with
+processes.LOST_WORKER_EXIT_CODE. On either status the batch script requeues the job (after a lost
 worker, only if the chief checkpointed since the job's last loss), and its next start resumes
 from the workdir. The job's output goes to <workdir>/submit/slurm-<jobid>.out, appended across
 restarts.
@@ -20,6 +20,7 @@ import signal
 from research.core import layout
 from research.core.errors import UserError
 from research.infra import argv as argv_lib
+from research.infra import processes
 from research.submit import job as job_lib
 from research.train import setup as setup_lib
 
@@ -30,7 +31,7 @@ SRUN_WAIT_SECONDS = 60
 # srun's statuses after a lost worker. Measured (Slurm 22.05): one task exiting 200 and the other
 # SIGKILLed, or frozen and killed by --wait, make srun exit 137; one exiting 200 and the other 1,
 # 200: srun reports a task killed by a signal before the highest exit status.
-LOST_STATUSES = (job_lib.LOST_WORKER_EXIT_CODE, 128 + signal.SIGKILL)
+LOST_STATUSES = (processes.LOST_WORKER_EXIT_CODE, 128 + signal.SIGKILL)
 # The chief's latest checkpoint when the job last lost a worker: a second loss at the same one
 # ends the job (see `script`).
 LOST_AT_NAME = 'lost-worker-at'
@@ -105,7 +106,7 @@ def _train_and_requeue(train, workdir, label='$SLURM_JOB_ID'):
       '# Back into the queue after a stop that the next start recovers from: it resumes from',
       '# the workdir\'s last checkpoint. Any other failure (a bug, a bad setting) ends the job.',
       'case "$status" in',
-      f'  {job_lib.PREEMPTED_EXIT_CODE})',
+      f'  {processes.PREEMPTED_EXIT_CODE})',
       '    # A signal stopped the workers and they saved. (Slurm requeues a job it preempts',
       '    # itself, not one that reaches its time limit.)',
       f'    echo "saved after a signal (exit $status): requeueing job {label}"',

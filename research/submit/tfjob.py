@@ -32,9 +32,9 @@ def _replica(replicas, pod_spec):
       # A failed pod whose exit code is >= 128 is deleted and created again; 1-127 fail the job.
       # kubeflow/training-operator: pkg/util/train/train_util.go `IsRetryableExitCode` is
       # `exitCode >= 128`, used by ReconcilePods in pkg/controller.v1/common/pod.go for
-      # RestartPolicyExitCode. launch.train exits job_lib.PREEMPTED_EXIT_CODE (143) once a
+      # RestartPolicyExitCode. launch.train exits processes.PREEMPTED_EXIT_CODE (143) once a
       # SIGTERM (a node drained, a pod evicted) stopped it and the run was saved, and
-      # job_lib.LOST_WORKER_EXIT_CODE (200) when another pod vanished (its node gone, killed,
+      # processes.LOST_WORKER_EXIT_CODE (200) when another pod vanished (its node gone, killed,
       # frozen): either way the new pod resumes from the last checkpoint; a bug (exit 1) or a
       # bad setting (2) fails the job at once instead of crash-looping.
       'restartPolicy': 'ExitCode',

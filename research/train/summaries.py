@@ -6,10 +6,10 @@ import contextlib
 from absl import logging
 import tensorflow as tf
 
-from research.apps import plots
 from research.core import config as config_lib
 from research.core import layout
 from research.core import outputs
+from research.core import plots
 from research.data import pipeline
 from research.data import preprocess
 from research.train import steps
