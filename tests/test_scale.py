@@ -31,6 +31,14 @@ class BuildFolderTest(tf.test.TestCase):
     with self.assertRaisesRegex(UserError, 'holds files that are not a rehearsal folder'):
       scale.build_folder(foreign.full_path, 1200, classes=4)
     self.assertEqual(os.listdir(foreign.full_path), ['notes.txt'])
+    a_file = foreign.create_file('not-a-folder', content='kept').full_path
+    with self.assertRaisesRegex(UserError, 'is a file: give a new or empty folder'):
+      scale.build_folder(a_file, 1200, classes=4)
+    with open(a_file) as f:
+      self.assertEqual(f.read(), 'kept')
+    with self.assertRaisesRegex(UserError, 'cannot build the rehearsal folder in .*Not a '
+                                'directory'):
+      scale.build_folder(os.path.join(a_file, 'r'), 1200, classes=4)  # under a file
 
 
 class CommandTest(tf.test.TestCase):

@@ -87,10 +87,20 @@ def build_folder(root, files, classes=CLASSES, sides=IMAGENET_SIDES):
       built = json.load(f)
     if {k: built.get(k) for k in expected} == expected:
       return built['bytes'], 0.0
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise UserError(f'--scale_dir {root} is a file: give a new or empty folder')
   if os.path.isdir(root) and os.listdir(root):
     raise UserError(f'--scale_dir {root} holds files that are not a rehearsal folder of '
                     f'{files:,} images: give a new or empty folder (or the one a run with '
                     f'--scale_files={files} built)')
+  try:
+    return _write_folder(root, files, classes, sides, marker, expected)
+  except OSError as e:
+    raise UserError(f'cannot build the rehearsal folder in {root} ({e.strerror}: '
+                    f'{e.filename}): give a writable folder with room for it') from None
+
+
+def _write_folder(root, files, classes, sides, marker, expected):
   start, total, pool = time.monotonic(), 0, _pool(sides)
   for split, count in (('train', files), ('val', max(classes, files // VAL_EVERY))):
     for label in range(classes):
