@@ -33,6 +33,22 @@ def pytest_collection_modifyitems(config, items):
   items[:] = [item for item in items if item.name not in helpers]
 
 
+def pytest_xdist_make_scheduler(config, log):
+  """pytest -n N (setup.cfg) hands out whole test classes, so that a class's shared reference
+  run (its setUpClass) is paid once; classes marked @pytest.mark.xdist_group(name) form one unit
+  and run one after another on one worker (the single-node Slurm's fixed ports)."""
+  from xdist.scheduler import LoadGroupScheduling  # pylint: disable=g-import-not-at-top
+
+  class ClassScheduling(LoadGroupScheduling):
+
+    def _split_scope(self, nodeid):
+      if '@' in nodeid.rsplit(']', 1)[-1]:  # xdist appends @group to a marked test's id
+        return nodeid.rsplit('@', 1)[-1]
+      return nodeid.rsplit('::', 1)[0]
+
+  return ClassScheduling(config, log)
+
+
 def pytest_configure(config):
   """absl's test helpers (create_tempdir, ...) read flags; pytest never parses them."""
   del config

@@ -17,6 +17,7 @@ import unittest
 from unittest import mock
 
 from absl.testing import parameterized
+import pytest
 import tensorflow as tf
 
 from research.core import config as config_lib
@@ -365,6 +366,8 @@ def _slurm_missing():
   return None
 
 
+# One Slurm at a time: .ci/slurm/up.sh's daemons listen on fixed ports.
+@pytest.mark.xdist_group('slurm')
 class _RealSlurmTest(tf.test.TestCase):
   """Starts a single-node Slurm for the class, and stops it."""
 
