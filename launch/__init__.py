@@ -2,5 +2,6 @@
 
 from research.infra import tf_startup
 
-# First, before an entry point's imports load TensorFlow with every notice twice.
-tf_startup.import_tensorflow()
+# First, before an entry point's imports load TensorFlow with every notice twice. Not at once:
+# a bad config or a supervisor of local workers never needs it.
+tf_startup.filter_tensorflow_import()

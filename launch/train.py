@@ -13,12 +13,10 @@ import sys
 from absl import flags
 
 from launch import common
-from research.core import strategy as strategy_lib
+from research.core import config as config_lib
 from research.core.errors import UserError
 from research.infra import local_cluster
 from research.infra import processes
-from research.train import precision
-from research.train import trainer
 
 _CONFIG = common.define_config_flag()
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.',
@@ -28,7 +26,7 @@ _MODEL = flags.DEFINE_string('model', None, 'Model name (cnn, cnn_dropout, ...);
 _DATASET = flags.DEFINE_string('dataset', None, 'tfds dataset name (mnist, fashion_mnist, ...).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir; default: $TFDS_DATA_DIR, '
                                 'else tfds\' own default (downloads on first use).')
-_STRATEGY = flags.DEFINE_enum('strategy', None, strategy_lib.NAMES,
+_STRATEGY = flags.DEFINE_enum('strategy', None, config_lib.STRATEGIES,
                               'tf.distribute strategy (default: the config\'s).')
 _NUM_GPUS = flags.DEFINE_integer('num_gpus', None, 'GPUs per worker: -1 all visible, 0 none '
                                  '(train on the CPU), N the first N.', lower_bound=-1)
@@ -40,7 +38,7 @@ _LOCAL_WORKERS = flags.DEFINE_integer(
     '(each with its own TF_CONFIG) and supervise them instead of training here.',
     lower_bound=0)
 _MIXED_PRECISION = flags.DEFINE_enum(
-    'mixed_precision', None, precision.PRECISIONS, 'Compute precision; auto: bfloat16 where the '
+    'mixed_precision', None, config_lib.PRECISIONS, 'Compute precision; auto: bfloat16 where the '
     'hardware runs it natively, else float32 (default: the config\'s, auto).')
 _DETERMINISTIC = flags.DEFINE_bool('deterministic', None, 'Op determinism: bitwise-repeatable '
                                    'runs and resumes (default: the config\'s, off).')
@@ -84,11 +82,16 @@ def config_from_flags(args=None):
 
 def main():
   config = config_from_flags()
+  config_lib.validate(config)
   if _LOCAL_WORKERS.value:
     # The workers parse the same flags (TF_CONFIG tells each its place); this process only
     # supervises them.
     return local_cluster.run_local_workers(sys.argv[1:], _LOCAL_WORKERS.value,
                                            lost_seconds=config.worker_lost_seconds)
+  # TensorFlow loads only now: a bad config is one line in a fraction of a second, and the
+  # --local_workers supervisor above never loads it (each worker does).
+  from research.core import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  from research.train import trainer  # pylint: disable=g-import-not-at-top
   try:
     results = trainer.train_and_evaluate(config, _WORKDIR.value, start_over=_START_OVER.value,
                                          accept=_ACCEPT_CHANGES.value)

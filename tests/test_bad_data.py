@@ -66,7 +66,7 @@ class FolderRunTest(tf.test.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
     cls.images = helpers.write_image_folder(os.path.join(cls.tmp, 'pets'), per_class=12)
-    c = config_lib.base('alexnet', f'{folder.PREFIX}{cls.images}').dataset
+    c = config_lib.base('alexnet', f'{config_lib.FOLDER_PREFIX}{cls.images}').dataset
     paths = folder.list_images(c).splits['train'][0][:-8]  # the training window
     cls.n = len(paths)
     # The bad file: a PNG of the second step's batch, so that a checkpoint precedes it.

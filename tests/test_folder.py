@@ -29,7 +29,7 @@ from tests import helpers
 
 
 def _config(root, index_dir, **dataset):
-  c = config_lib.base('cnn', f'{folder.PREFIX}{root}')
+  c = config_lib.base('cnn', f'{config_lib.FOLDER_PREFIX}{root}')
   c.dataset.update(index_dir=index_dir, **dataset)
   return c.dataset
 
@@ -235,7 +235,7 @@ class IndexTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(listing.classes, ['cat', 'dog', 'emu'])
 
   def test_the_default_index_dir_is_the_users_cache(self):
-    config = config_lib.base('cnn', f'{folder.PREFIX}{self.root}').dataset
+    config = config_lib.base('cnn', f'{config_lib.FOLDER_PREFIX}{self.root}').dataset
     with mock.patch.dict(os.environ, {'XDG_CACHE_HOME': '/cache/me'}):
       self.assertEqual(folder.index_dir(config), '/cache/me/tf-convnet-research/image-folders')
     with mock.patch.dict(os.environ, {'HOME': '/home/me'}):

@@ -20,7 +20,6 @@ from research.core import checkpoints
 from research.core import config as config_lib
 from research.core import outputs
 from research.core.errors import UserError
-from research.data import folder
 from research.data import preprocess
 from research.infra import preemption
 from research.train import optim
@@ -357,7 +356,7 @@ class RecipeConfigTest(tf.test.TestCase, parameterized.TestCase):
     config.model.batch_norm = True
     alexnet_imagenet.tiny(config)
     root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=10)
-    config.dataset.name = f'{folder.PREFIX}{root}'
+    config.dataset.name = f'{config_lib.FOLDER_PREFIX}{root}'
     config.dataset.validation_size = 8
     results = trainer.train_and_evaluate(config, self.create_tempdir().full_path)
     self._assert_recipe_ran(config, results)

@@ -201,7 +201,7 @@ class LetterboxTest(tf.test.TestCase, parameterized.TestCase):
 
 
 def _folder_config(root, **dataset):
-  c = config_lib.base('alexnet', f'{folder.PREFIX}{root}')
+  c = config_lib.base('alexnet', f'{config_lib.FOLDER_PREFIX}{root}')
   c.dataset.update(dataset)
   return c.dataset
 
@@ -519,7 +519,7 @@ class ImagenetConfigTest(tf.test.TestCase, parameterized.TestCase):
   def test_tiny_variant_trains_on_an_image_folder(self, name):
     root = helpers.write_image_folder(self.create_tempdir().full_path, per_class=10)
     config = helpers.load_config(name, 'tiny')
-    config.dataset.name = f'{folder.PREFIX}{root}'
+    config.dataset.name = f'{config_lib.FOLDER_PREFIX}{root}'
     config.dataset.validation_size = 8
     workdir = self.create_tempdir().full_path
     results = trainer.train_and_evaluate(config, workdir)

@@ -7,6 +7,7 @@ import ml_collections
 import tensorflow as tf
 
 from research import models
+from research.core import presets
 from research.models import sizing
 from research.models import vgg
 from tests.test_alexnet import checkpointed_model_variables
@@ -118,7 +119,7 @@ class VGGTest(tf.test.TestCase, parameterized.TestCase):
   def test_width_divisor_divides_every_width(self, r):
     model = vgg.VGG(num_classes=10, width_divisor=r, name='vgg16')
     convs = [(len(b.convs), b.filters) for b in model.stack[:5]]
-    self.assertEqual(convs, [(n, f // r) for n, f in vgg.VGG16])
+    self.assertEqual(convs, [(n, f // r) for n, f in presets.VGG16])
     self.assertEqual([model.stack[6].units, model.stack[7].units], [4096 // r, 4096 // r])
 
   @parameterized.parameters(((32, 32, 3), 100, (1, 1)), ((64, 48, 1), 7, (2, 1)),

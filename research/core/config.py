@@ -14,16 +14,25 @@ import ml_collections
 from ml_collections import config_dict
 
 import research
-from research import models
 from research.core import layout
-from research.core import strategy as strategy_lib
+from research.core import presets
 from research.core.errors import UserError
-from research.data import folder
-from research.data import preprocess
 
 # The experiment files (configs/ beside this package in the repository).
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(research.__file__))),
                           'configs')
+
+# The choices of config.strategy and config.mixed_precision (research/core/strategy.py and
+# research/train/precision.py build them); named here so that a config is checked before
+# TensorFlow loads.
+STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
+PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
+
+# dataset.name of an image folder: folder:DIR (research/data/folder.py).
+FOLDER_PREFIX = 'folder:'
+
+# The scale of augment.randaugment's magnitude: RandAugment's own, 10 each op's strongest.
+RANDAUGMENT_MAX_MAGNITUDE = 10
 
 # Datasets whose content has a handedness: never mirror them.
 _DIGIT_DATASETS = ('mnist', 'emnist', 'kmnist', 'svhn_cropped')
@@ -60,7 +69,7 @@ def augment_preset(dataset):
   if dataset in _DIGIT_DATASETS or dataset.startswith('mnist'):
     return dict(rotate=10.0, scale=0.1, translate=0.1, flip=False, brightness=0.0, contrast=0.0,
                 color_ops=False)
-  if dataset.startswith(folder.PREFIX):
+  if dataset.startswith(FOLDER_PREFIX):
     return dict(rotate=0.0, scale=0.0, translate=0.0, flip=True, brightness=0.2, contrast=0.2,
                 color_ops=True)
   return dict(rotate=0.0, scale=0.0, translate=0.125, flip=True, brightness=0.2, contrast=0.2,
@@ -90,7 +99,7 @@ def base(model='cnn', dataset='mnist'):
   """Every field a run reads, with defaults; the model section is the model's preset."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.model = models.default_config(model)
+  c.model = presets.default_config(model)
   c.dataset = _dataset_section(dataset)
   c.augment = _augment_section(dataset)
   c.batch_size = 128  # global, across all replicas
@@ -148,7 +157,7 @@ def _dataset_section(dataset):
       name=dataset, data_dir='', download=True, manual_dir='',
       train_split='train', test_split='test',
       # The tail of train; image folders are often small, so they start without one.
-      validation_size=0 if dataset.startswith(folder.PREFIX) else 5000,
+      validation_size=0 if dataset.startswith(FOLDER_PREFIX) else 5000,
       pipeline='auto',  # auto, memory or stream (see research/data/datasets.py)
       memory_budget_gb=4.0,  # auto streams a fixed-size dataset whose decoded splits exceed it
       channels=0,  # 0: the dataset's own (image folders: 3); 1 or 3 converts every image
@@ -315,9 +324,9 @@ def validate(config, num_replicas=1):
 
 def check_strategy(config):
   """config.strategy is one there is, and takes the devices asked for."""
-  if config.strategy not in strategy_lib.NAMES:
+  if config.strategy not in STRATEGIES:
     raise UserError(f'unknown strategy {config.strategy!r}: use one of '
-                    f'{", ".join(strategy_lib.NAMES)}')
+                    f'{", ".join(STRATEGIES)}')
   if config.strategy == 'multi_worker_mirrored' and config.num_cpu_devices > 0:
     raise UserError(f'num_cpu_devices={config.num_cpu_devices} does not apply to '
                     'multi_worker_mirrored (one CPU replica per worker): set it to 0')
@@ -361,9 +370,9 @@ def check_augment(config, num_replicas=1):
   numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
                 for v in (num_ops, magnitude))
   if (len(a.randaugment) != 2 or not numbers or int(num_ops) != num_ops or num_ops < 0
-      or not 0 <= magnitude <= preprocess.MAX_MAGNITUDE):
+      or not 0 <= magnitude <= RANDAUGMENT_MAX_MAGNITUDE):
     raise UserError(f'config field augment.randaugment={tuple(a.randaugment)} should be '
-                    f'(num_ops >= 0, magnitude in [0, {preprocess.MAX_MAGNITUDE}]), e.g. (2, 9)')
+                    f'(num_ops >= 0, magnitude in [0, {RANDAUGMENT_MAX_MAGNITUDE}]), e.g. (2, 9)')
   per_replica = config.batch_size // num_replicas
   if a.enabled and (a.mixup_alpha or a.cutmix_alpha) and per_replica % 2:
     raise UserError(f'mixup/cutmix mix examples in pairs within a replica, but the batch per '

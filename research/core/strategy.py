@@ -29,7 +29,6 @@ from tensorflow.python.eager import context
 
 from research.core.errors import UserError
 
-NAMES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
 
 # The coordination service's heartbeat timeout T, as a fraction of config.worker_lost_seconds.
 # A lost worker stops heartbeating; once the service (on the leader) has missed its heartbeats

@@ -33,10 +33,10 @@ import time
 from absl import logging
 import numpy as np
 
+from research.core import config as config_lib
 from research.core import outputs
 from research.core.errors import UserError
 
-PREFIX = 'folder:'
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
 _TEST_FOLDERS = ('test', 'validation', 'val')  # taken as the test split, first found
 _WARN_AT_MOST = 10
@@ -50,7 +50,7 @@ THREADS = 16
 
 
 def is_folder(name):
-  return name.startswith(PREFIX)
+  return name.startswith(config_lib.FOLDER_PREFIX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Listing:
 
 
 def root_of(dataset_config):
-  return os.path.abspath(os.path.expanduser(dataset_config.name[len(PREFIX):]))
+  return os.path.abspath(os.path.expanduser(dataset_config.name[len(config_lib.FOLDER_PREFIX):]))
 
 
 def index_dir(dataset_config):

@@ -16,8 +16,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-# The top of RandAugment's magnitude scale (config.augment.randaugment), as in its paper.
-MAX_MAGNITUDE = 10
+from research.core import config as config_lib
 
 # RandAugment's ops. Digits draw from the geometric ones only (config.augment.color_ops False).
 GEOMETRIC_OPS = ('identity', 'rotate', 'shear_x', 'shear_y', 'translate_x', 'translate_y')
@@ -231,7 +230,7 @@ def rand_augment(x, num_ops, magnitude, color_ops, draws):
   part_of_op = tf.constant([0] + [1] * (len(GEOMETRIC_OPS) - 1) +
                            list(range(2, 2 + len(ops) - len(GEOMETRIC_OPS))))
   num_parts = 2 + len(ops) - len(GEOMETRIC_OPS)
-  m = float(magnitude) / MAX_MAGNITUDE
+  m = float(magnitude) / config_lib.RANDAUGMENT_MAX_MAGNITUDE
   index, shape = tf.range(tf.shape(x)[0]), x.shape
   for round_ in range(num_ops):
     salt = _RANDAUGMENT_SALT + 2 * round_

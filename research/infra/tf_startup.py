@@ -10,6 +10,11 @@ during the import and sends the import's stderr through `filter_lines`, which ta
 a notice, applies TF_CPP_MIN_LOG_LEVEL to those lines and drops repeats; all other output passes
 unchanged.
 
+`filter_tensorflow_import` makes TensorFlow's first import, wherever it happens, go through
+`import_tensorflow`: an entry point can then leave TensorFlow out of a path that does not need
+it (a bad config's one line, the --local_workers supervisor) and still have its notices filtered
+when it does load.
+
 `HeldStderr` holds what is written to stderr during a call, for callers that report its failure
 in their own words: TensorFlow logs a failed op (a file that is no image) from C++, several lines
 that the caller's one-line message replaces.
@@ -20,6 +25,8 @@ this file run as a script, on the standard library alone.
 """
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import signal
@@ -77,6 +84,34 @@ def import_tensorflow():
     # CUDA starts with the first op, long after the import, and logs from there: start it here,
     # inside the filter. Listing devices leaves them configurable (logical CPUs, visible GPUs).
     tensorflow.config.list_physical_devices('GPU')
+
+
+def filter_tensorflow_import():
+  """From now on, the first `import tensorflow` is `import_tensorflow()`'s."""
+  if 'tensorflow' not in sys.modules and not any(
+      isinstance(f, _TensorFlowFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _TensorFlowFinder())
+
+
+class _TensorFlowFinder(importlib.abc.MetaPathFinder):
+  """Answers the first `import tensorflow` with the module import_tensorflow() loaded."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name != 'tensorflow':
+      return None
+    sys.meta_path.remove(self)
+    import_tensorflow()  # imports it again from here, this finder gone: the normal import
+    return importlib.util.spec_from_loader(name, _Imported())
+
+
+class _Imported(importlib.abc.Loader):
+  """Gives the import machinery the module that is already in sys.modules."""
+
+  def create_module(self, spec):
+    return sys.modules[spec.name]
+
+  def exec_module(self, module):
+    pass
 
 
 @contextlib.contextmanager

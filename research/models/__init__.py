@@ -6,48 +6,52 @@ tutorials mean by it. `build_model` makes one with its variables for an input sh
 per-layer table; `freeze` stops chosen blocks from training.
 """
 
+import importlib
 import inspect
 
-import ml_collections
-
 from research.core import outputs
+from research.core import presets
 from research.core.errors import UserError
 from research.models import sizing
-from research.models.cnn import SmallCNN
 
-# name -> (class, preset constructor arguments, default input size or None for the data's own).
-_REGISTRY = {
-    'cnn': (SmallCNN, dict(filters=(64, 64), dense_units=(128,), dropout=0.0, standardize=False),
-            None),
-    'cnn_dropout': (SmallCNN, dict(filters=(28,), dense_units=(128,), dropout=0.2,
-                                   standardize=False), None),
+# name -> the class, or 'module:Class' imported when first built: naming a model in a config
+# loads no model code (nor TensorFlow). The presets are research.core.presets'.
+_CLASSES = {
+    'cnn': 'research.models.cnn:SmallCNN',
+    'cnn_dropout': 'research.models.cnn:SmallCNN',
+    'alexnet': 'research.models.alexnet:AlexNet',
+    **{name: 'research.models.vgg:VGG' for name in ('vgg11', 'vgg13', 'vgg16', 'vgg19')},
+    **{name: 'research.models.resnet:ResNet'
+       for name in ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')},
 }
 
 
 def register(name, cls, preset, input_size=None):
-  """Adds a model; `input_size` is the square side it is meant for (None: the data's own)."""
-  _REGISTRY[name] = (cls, dict(preset), input_size)
+  """Adds a model: `cls` its class (or 'module:Class'), `preset` its constructor arguments,
+  `input_size` the square side it is meant for (None: the data's own)."""
+  _CLASSES[name] = cls
+  presets.add(name, preset, input_size)
 
 
 def names():
-  return sorted(_REGISTRY)
+  return presets.names()
 
 
-def _entry(name):
-  if name not in _REGISTRY:
-    raise ValueError(f'unknown model {name!r}: choose one of {", ".join(names())}')
-  return _REGISTRY[name]
+default_config = presets.default_config
 
 
-def default_config(name):
-  """The model section of a config: name, input size (0 = the data's own) and the preset."""
-  cls, preset, input_size = _entry(name)
-  return ml_collections.ConfigDict({'name': name, 'input_size': input_size or 0, **preset})
+def model_class(name):
+  presets.default_config(name)  # an unknown name: the one line that lists the known ones
+  cls = _CLASSES[name]
+  if isinstance(cls, str):
+    module, _, attr = cls.partition(':')
+    cls = getattr(importlib.import_module(module), attr)
+  return cls
 
 
 def build(model_config, num_classes):
   """Instantiates `model_config.name` with the other fields as arguments (not yet built)."""
-  cls, _, _ = _entry(model_config.name)
+  cls = model_class(model_config.name)
   kwargs = {k: v for k, v in model_config.items() if k not in ('name', 'input_size')}
   accepted = inspect.signature(cls.__init__).parameters
   unknown = sorted(set(kwargs) - set(accepted))
@@ -78,27 +82,6 @@ def build_model(model_config, num_classes, image_shape):
   except (TypeError, ValueError) as e:
     raise UserError(f'config.model does not fit model {model_config.name!r}: {e}') from None
   return model, outputs.layer_table(model, shape)
-
-
-# Further families join through register(), as an outside model would: one line per name.
-from research.models import resnet  # noqa: E402
-from research.models import vgg  # noqa: E402
-from research.models.alexnet import AlexNet  # noqa: E402
-
-register('alexnet', AlexNet, dict(width_divisor=1, dropout=0.5, batch_norm=False), input_size=227)
-for _name, _arch in (('vgg11', vgg.VGG11), ('vgg13', vgg.VGG13), ('vgg16', vgg.VGG16),
-                     ('vgg19', vgg.VGG19)):
-  register(_name, vgg.VGG, dict(conv_arch=_arch, dense_units=4096, dropout=0.5, width_divisor=1,
-                                batch_norm=False, preprocessing=''), input_size=224)
-for _name, (_block, _sizes), _bias in (('resnet18', resnet.RESNET18, False),
-                                       ('resnet34', resnet.RESNET34, False),
-                                       ('resnet50', resnet.RESNET50, True),
-                                       ('resnet101', resnet.RESNET101, True),
-                                       ('resnet152', resnet.RESNET152, True)):
-  # The bottleneck ResNets have conv biases as Keras Applications' do, so that weights import.
-  register(_name, resnet.ResNet, dict(block=_block, stage_sizes=_sizes, width_divisor=1,
-                                      stem='imagenet', conv_bias=_bias, preprocessing='',
-                                      drop_path=0.0), input_size=224)
 
 
 def freeze(model, names):

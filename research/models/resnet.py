@@ -18,18 +18,14 @@ checkpoint holds (research/train/saving.py): a resumed run draws what it would h
 
 import keras
 
+from research.core.presets import RESNET50
 from research.models import blocks
 from research.models.sizing import divided
 
 # Keras Applications' batch norm epsilon: its weights were trained with it.
 EPSILON = 1.001e-5
 
-# (block kind, blocks per stage) of each depth; the stages have 64, 128, 256, 512 filters.
-RESNET18 = ('basic', (2, 2, 2, 2))
-RESNET34 = ('basic', (3, 4, 6, 3))
-RESNET50 = ('bottleneck', (3, 4, 6, 3))
-RESNET101 = ('bottleneck', (3, 4, 23, 3))
-RESNET152 = ('bottleneck', (3, 8, 36, 3))
+# The stages' filters; blocks per stage are research/core/presets.py's RESNET18...RESNET152.
 STAGE_FILTERS = (64, 128, 256, 512)
 STEMS = ('imagenet', 'small')
 

@@ -1,19 +1,15 @@
 """The VGG family: stacks of VGG blocks (n 3×3 convs, then a 2×2 max-pool) and two dropout FCs.
 
-`conv_arch` lists (number of convs, filters) per block; the presets VGG11/13/16/19 are the
-paper's configurations A, B, D and E. At 224×224 five blocks leave a 7×7 map; VGG16 with one
-input channel and 10 classes has 134,300,362 parameters.
+`conv_arch` lists (number of convs, filters) per block; the presets VGG11/13/16/19
+(research/core/presets.py) are the paper's configurations A, B, D and E. At 224×224 five blocks
+leave a 7×7 map; VGG16 with one input channel and 10 classes has 134,300,362 parameters.
 """
 
 import keras
 
+from research.core.presets import VGG16
 from research.models import blocks
 from research.models.sizing import divided
-
-VGG11 = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
-VGG13 = ((2, 64), (2, 128), (2, 256), (2, 512), (2, 512))
-VGG16 = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
-VGG19 = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 
 
 @keras.saving.register_keras_serializable(package='research')

@@ -14,10 +14,10 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from research.core import config as config_lib
 from research.core.errors import UserError
 
-AUTO = 'auto'
-PRECISIONS = (AUTO, 'float32', 'mixed_float16', 'mixed_bfloat16')
+AUTO = config_lib.PRECISIONS[0]
 
 # /proc/cpuinfo flags of CPUs with native bfloat16 matrix instructions (oneDNN uses them).
 BF16_CPU_FLAGS = ('amx_bf16', 'avx512_bf16')
@@ -84,8 +84,9 @@ def detect(strategy):
 def resolve(requested, hardware, saved=None):
   """(precision, reason): an explicit choice as given; `auto` keeps a resumed run's precision
   (`saved`, from its config.json) and otherwise follows `choose`."""
-  if requested not in PRECISIONS:
-    raise UserError(f'unknown mixed_precision {requested!r}: use one of {", ".join(PRECISIONS)}')
+  if requested not in config_lib.PRECISIONS:
+    raise UserError(f'unknown mixed_precision {requested!r}: use one of '
+                    f'{", ".join(config_lib.PRECISIONS)}')
   if requested != AUTO:
     return requested, 'given'
   if saved not in (None, AUTO):
@@ -102,9 +103,10 @@ def scope(name):
   enough; it is restored after, so later models (evaluation, tests) are float32 again. The
   models' logits layer is float32 in every policy: softmax and the loss stay in float32.
   """
-  if name not in PRECISIONS or name == AUTO:
-    raise UserError(f'unknown mixed_precision {name!r}: use one of {", ".join(PRECISIONS[1:])}'
-                    ' (auto is resolved before the model is built)')
+  if name not in config_lib.PRECISIONS or name == AUTO:
+    raise UserError(f'unknown mixed_precision {name!r}: use one of '
+                    f'{", ".join(config_lib.PRECISIONS[1:])} '
+                    '(auto is resolved before the model is built)')
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy(name)
   try:

@@ -218,7 +218,7 @@ def _agreed_data(config, workdir, start_over, strategy, chief, reason):
   others load it after the barrier), with config.mixed_precision set to the chief's."""
   data = _load_data(config, workdir, start_over, prepare=True) if chief else None
   # Every worker computes in the chief's precision, whatever its own hardware would pick.
-  chosen = precision.PRECISIONS[_barrier(strategy, precision.PRECISIONS.index(
+  chosen = config_lib.PRECISIONS[_barrier(strategy, config_lib.PRECISIONS.index(
       config.mixed_precision))]
   if chosen != config.mixed_precision:
     reason = f'the chief\'s choice (this worker alone: {config.mixed_precision}, {reason})'
