@@ -106,7 +106,7 @@ class VGGTest(tf.test.TestCase, parameterized.TestCase):
   def test_presets_have_their_depth(self, name, depth):
     config = models.default_config(name)
     self.assertEqual(config.input_size, 224)
-    self.assertEqual(config.conv_arch, getattr(vgg, name.upper()))
+    self.assertEqual(config.conv_arch, getattr(presets, name.upper()))
     # The depth counts weight layers: the 3×3 convs plus fc1, fc2 and the logits.
     config.width_divisor = 32
     model = models.build(config, 10)
