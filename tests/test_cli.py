@@ -51,7 +51,8 @@ class RealRunCliTest(tf.test.TestCase):
     cls.train = helpers.run_cli(
         'launch.train', '--model=cnn', '--dataset=mnist', f'--workdir={cls.workdir}',
         '--config.num_train_steps=30', '--config.batch_size=32', '--config.log_every_steps=10',
-        '--config.dataset.validation_size=500', '--config.eval_batch_size=500')
+        '--config.dataset.train_split=train[:5000]', '--config.dataset.validation_size=500',
+        '--config.eval_batch_size=500')
 
   @classmethod
   def tearDownClass(cls):

@@ -225,7 +225,9 @@ class SubmitTest(tf.test.TestCase, parameterized.TestCase):
       f.write('#!/bin/bash\nexec /bin/sleep 30\n')
     os.chmod(path, 0o755)
     with mock.patch.object(slurm, '_TIMEOUT_SECONDS', 1):
-      with self.assertRaisesRegex(UserError, r'^`sbatch --parsable \S+slurm.sbatch` did not '
+      # (The path is quoted when it holds a character the shell would read, as a temporary
+      # directory named after the running program, <string>, does under pytest -n.)
+      with self.assertRaisesRegex(UserError, r"^`sbatch --parsable '?\S+slurm.sbatch'?` did not "
                                   r'answer in 1s: is slurmctld up\?'):
         slurm.submit(_job(self.workdir))
     self.assertFalse(os.path.exists(os.path.join(self.workdir, 'submit', 'job.json')))
