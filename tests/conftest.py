@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from xdist.scheduler import LoadGroupScheduling
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -33,19 +34,18 @@ def pytest_collection_modifyitems(config, items):
   items[:] = [item for item in items if item.name not in helpers]
 
 
-def pytest_xdist_make_scheduler(config, log):
+class ClassScheduling(LoadGroupScheduling):
   """pytest -n N (setup.cfg) hands out whole test classes, so that a class's shared reference
   run (its setUpClass) is paid once; classes marked @pytest.mark.xdist_group(name) form one unit
   and run one after another on one worker (the single-node Slurm's fixed ports)."""
-  from xdist.scheduler import LoadGroupScheduling  # pylint: disable=g-import-not-at-top
 
-  class ClassScheduling(LoadGroupScheduling):
+  def _split_scope(self, nodeid):
+    if '@' in nodeid.rsplit(']', 1)[-1]:  # --dist=loadgroup appends @group to a marked test's id
+      return nodeid.rsplit('@', 1)[-1]
+    return nodeid.rsplit('::', 1)[0]  # its class (or module, for a function)
 
-    def _split_scope(self, nodeid):
-      if '@' in nodeid.rsplit(']', 1)[-1]:  # xdist appends @group to a marked test's id
-        return nodeid.rsplit('@', 1)[-1]
-      return nodeid.rsplit('::', 1)[0]
 
+def pytest_xdist_make_scheduler(config, log):
   return ClassScheduling(config, log)
 
 

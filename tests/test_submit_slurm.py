@@ -386,7 +386,9 @@ class _RealSlurmTest(tf.test.TestCase):
     cls.slurm_dir = os.path.join(cls.tmp, 'slurm')
     up = subprocess.run(['bash', os.path.join(helpers.ROOT, '.ci', 'slurm', 'up.sh'),
                          cls.slurm_dir], capture_output=True, text=True, timeout=120)
-    if up.returncode:
+    if up.returncode:  # tearDownClass will not run: stop what did start
+      subprocess.run(['bash', os.path.join(helpers.ROOT, '.ci', 'slurm', 'down.sh'),
+                      cls.slurm_dir], timeout=120)
       raise AssertionError(f'single-node Slurm did not start: {up.stderr[-3000:]}')
     cls.env = mock.patch.dict(os.environ, {
         'SLURM_CONF': os.path.join(cls.slurm_dir, 'etc', 'slurm.conf')})

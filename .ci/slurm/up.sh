@@ -41,6 +41,11 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF=$D/etc/slurm.conf
+# slurmctld and slurmd exit at once when their port is taken (a daemon of an earlier cluster still
+# winding down): wait for the ports, and name what holds them if they stay taken.
+taken() { ss -Hltnp '( sport = :6817 or sport = :6818 )' 2>/dev/null | grep .; }
+for i in $(seq 1 150); do taken >/dev/null || break; sleep 0.2; done
+if taken >/dev/null; then echo "Slurm's ports 6817/6818 are taken:" >&2; taken >&2; exit 1; fi
 /usr/sbin/munged --socket="$D/munge/munge.socket" --key-file="$D/munge/munge.key" \
   --log-file="$D/log/munged.log" --pid-file="$D/munge/munged.pid" --seed-file="$D/munge/munged.seed"
 /usr/sbin/slurmctld -i        # -i: ignore missing state files on first start
@@ -49,4 +54,4 @@ for i in $(seq 1 150); do
   [ "$(sinfo -h -N -o %T 2>/dev/null)" = idle ] && { echo "export SLURM_CONF=$SLURM_CONF"; exit 0; }
   sleep 0.2
 done
-echo "slurm not ready after 30s" >&2; tail -20 "$D"/log/*.log >&2; exit 1
+echo "slurm not ready after 30s" >&2; tail -n 20 "$D"/log/*.log >&2; exit 1
