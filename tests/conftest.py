@@ -49,6 +49,14 @@ def pytest_xdist_make_scheduler(config, log):
   return ClassScheduling(config, log)
 
 
+def pytest_xdist_auto_num_workers(config):
+  """-n auto: a worker more than the cores, as a test spends part of its time waiting (for the
+  processes it starts, for Slurm) and the extra worker fills those gaps; at most 4, which keeps
+  the memory of the runs they start (a GB or two each) within a small machine's."""
+  del config
+  return min(len(os.sched_getaffinity(0)) + 1, 4)
+
+
 def pytest_configure(config):
   """absl's test helpers (create_tempdir, ...) read flags; pytest never parses them."""
   del config
