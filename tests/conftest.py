@@ -3,7 +3,6 @@
 import os
 
 import pytest
-from xdist.scheduler import LoadGroupScheduling
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -34,25 +33,11 @@ def pytest_collection_modifyitems(config, items):
   items[:] = [item for item in items if item.name not in helpers]
 
 
-class ClassScheduling(LoadGroupScheduling):
-  """pytest -n N (setup.cfg) hands out whole test classes, so that a class's shared reference
-  run (its setUpClass) is paid once; classes marked @pytest.mark.xdist_group(name) form one unit
-  and run one after another on one worker (the single-node Slurm's fixed ports)."""
-
-  def _split_scope(self, nodeid):
-    if '@' in nodeid.rsplit(']', 1)[-1]:  # --dist=loadgroup appends @group to a marked test's id
-      return nodeid.rsplit('@', 1)[-1]
-    return nodeid.rsplit('::', 1)[0]  # its class (or module, for a function)
-
-
-def pytest_xdist_make_scheduler(config, log):
-  return ClassScheduling(config, log)
-
-
 def pytest_xdist_auto_num_workers(config):
-  """-n auto: a worker more than the cores, as a test spends part of its time waiting (for the
-  processes it starts, for Slurm) and the extra worker fills those gaps; at most 4, which keeps
-  the memory of the runs they start (a GB or two each) within a small machine's."""
+  """Workers for pytest -n auto (setup.cfg, whose --dist=loadscope gives each worker whole test
+  classes, so that a class's shared reference run is paid once): one more than the cores, as a
+  test spends part of its time waiting for the processes it starts and the extra worker fills
+  those gaps; at most 4, which keeps the runs they start (a GB or two each) in a small memory."""
   del config
   return min(len(os.sched_getaffinity(0)) + 1, 4)
 

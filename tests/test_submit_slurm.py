@@ -17,12 +17,12 @@ import unittest
 from unittest import mock
 
 from absl.testing import parameterized
-import pytest
 import tensorflow as tf
 
 from research.core import config as config_lib
 from research.core import outputs
 from research.core.errors import UserError
+from research.infra import local_cluster
 from research.infra import processes
 from research.submit import job as job_lib
 from research.submit import slurm
@@ -368,8 +368,6 @@ def _slurm_missing():
   return None
 
 
-# One Slurm at a time: .ci/slurm/up.sh's daemons listen on fixed ports.
-@pytest.mark.xdist_group('slurm')
 class _RealSlurmTest(tf.test.TestCase):
   """Starts a single-node Slurm for the class, and stops it."""
 
@@ -384,11 +382,16 @@ class _RealSlurmTest(tf.test.TestCase):
     cls.tmp = tempfile.mkdtemp()
     os.chmod(cls.tmp, 0o755)  # munged refuses a socket under a directory others cannot enter
     cls.slurm_dir = os.path.join(cls.tmp, 'slurm')
+    # Ports of its own: classes on other pytest -n workers start their clusters meanwhile.
+    ctld_port, slurmd_port = local_cluster.free_ports(2)
     up = subprocess.run(['bash', os.path.join(helpers.ROOT, '.ci', 'slurm', 'up.sh'),
-                         cls.slurm_dir], capture_output=True, text=True, timeout=120)
+                         cls.slurm_dir], capture_output=True, text=True, timeout=120,
+                        env={**os.environ, 'SLURMCTLD_PORT': str(ctld_port),
+                             'SLURMD_PORT': str(slurmd_port)})
     if up.returncode:  # tearDownClass will not run: stop what did start
       subprocess.run(['bash', os.path.join(helpers.ROOT, '.ci', 'slurm', 'down.sh'),
                       cls.slurm_dir], timeout=120)
+      shutil.rmtree(cls.tmp, ignore_errors=True)
       raise AssertionError(f'single-node Slurm did not start: {up.stderr[-3000:]}')
     cls.env = mock.patch.dict(os.environ, {
         'SLURM_CONF': os.path.join(cls.slurm_dir, 'etc', 'slurm.conf')})

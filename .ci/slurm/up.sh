@@ -2,15 +2,19 @@
 # Usage: up.sh DIR   -- starts a private munged + slurmctld + slurmd under DIR; prints export line.
 # A single-node Slurm cluster on this machine for tests/test_submit_slurm.py. Needs root and
 # apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge (Debian 12: Slurm
-# 22.05.8; .ci/run installs them). Up in ~1 s. Slurm's ports are fixed: one cluster per machine.
+# 22.05.8; .ci/run installs them). Up in ~1 s. Ports: $SLURMCTLD_PORT and $SLURMD_PORT (default
+# 6817 and 6818, Slurm's own); clusters with other ports and DIRs run side by side.
 set -euo pipefail
 D=${1:?dir}; CPUS=${CPUS:-$(nproc)}
+CTLD_PORT=${SLURMCTLD_PORT:-6817}; SLURMD_PORT=${SLURMD_PORT:-6818}
 mkdir -p "$D"/{etc,state,spool,log,munge}
 chmod 755 "$D" "$D/munge"   # munged wants o+x on the socket's directory
 [ -f "$D/munge/munge.key" ] || mungekey --create --keyfile="$D/munge/munge.key"   # 0600, owner = munged's user
 cat > "$D/etc/slurm.conf" <<CONF
 ClusterName=ci
 SlurmctldHost=localhost
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -43,9 +47,9 @@ CONF
 export SLURM_CONF=$D/etc/slurm.conf
 # slurmctld and slurmd exit at once when their port is taken (a daemon of an earlier cluster still
 # winding down): wait for the ports, and name what holds them if they stay taken.
-taken() { ss -Hltnp '( sport = :6817 or sport = :6818 )' 2>/dev/null | grep .; }
+taken() { ss -Hltnp "( sport = :$CTLD_PORT or sport = :$SLURMD_PORT )" 2>/dev/null | grep .; }
 for i in $(seq 1 150); do taken >/dev/null || break; sleep 0.2; done
-if taken >/dev/null; then echo "Slurm's ports 6817/6818 are taken:" >&2; taken >&2; exit 1; fi
+if taken >/dev/null; then echo "Slurm's ports $CTLD_PORT/$SLURMD_PORT are taken:" >&2; taken >&2; exit 1; fi
 /usr/sbin/munged --socket="$D/munge/munge.socket" --key-file="$D/munge/munge.key" \
   --log-file="$D/log/munged.log" --pid-file="$D/munge/munged.pid" --seed-file="$D/munge/munged.seed"
 /usr/sbin/slurmctld -i        # -i: ignore missing state files on first start
