@@ -236,9 +236,13 @@ class StreamingProcessResumeTest(ProcessResumeTest):
 
 class PreemptionWatcherTest(tf.test.TestCase):
 
-  def test_a_signal_sets_the_flag_and_handlers_are_restored_after(self):
-    before = signal.getsignal(signal.SIGUSR1)
+  def test_a_signal_sets_the_flag_and_further_notices_are_ignored_after(self):
+    before = {s: signal.getsignal(s) for s in preemption.SIGNALS}
+    self.addCleanup(lambda: [signal.signal(s, h) for s, h in before.items()])
     watcher = preemption.Watcher()
+    with watcher.watching():
+      self.assertEqual(float(watcher.flag.numpy()), 0.0)
+    self.assertEqual({s: signal.getsignal(s) for s in preemption.SIGNALS}, before)  # no notice
     with watcher.watching():
       self.assertEqual(float(watcher.flag.numpy()), 0.0)
       os.kill(os.getpid(), signal.SIGUSR1)
@@ -247,7 +251,11 @@ class PreemptionWatcherTest(tf.test.TestCase):
         time.sleep(0.01)
       self.assertEqual(float(watcher.flag.numpy()), 1.0)
     self.assertEqual(watcher.signal_name, 'SIGUSR1')
-    self.assertIs(signal.getsignal(signal.SIGUSR1), before)
+    # Stopped: a repeated notice on the way out is ignored, Ctrl-C is the user's again.
+    self.assertIs(signal.getsignal(signal.SIGUSR1), signal.SIG_IGN)
+    self.assertIs(signal.getsignal(signal.SIGTERM), signal.SIG_IGN)
+    self.assertIs(signal.getsignal(signal.SIGINT), before[signal.SIGINT])
+    os.kill(os.getpid(), signal.SIGUSR1)  # would end this process by the signal
 
   def test_train_call_with_the_flag_set_runs_exactly_one_more_step(self):
     config = helpers.tiny_config(num_train_steps=10)

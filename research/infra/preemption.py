@@ -46,7 +46,12 @@ class Watcher:
 
   @contextlib.contextmanager
   def watching(self):
-    """Installs the handlers for the duration (main thread only; elsewhere it watches nothing)."""
+    """Installs the handlers for the duration (main thread only; elsewhere it watches nothing).
+    After, the former handlers are back; but once a notice has stopped the run, SIGTERM and
+    SIGUSR1 stay ignored: the run is saved and on its way out, and a repeat of the notice (Slurm
+    re-sends a signal to a step; a scheduler's SIGTERM follows its --signal) would otherwise end
+    the process by that signal, which a job script reads as a failure, not as the preempted exit
+    status it requeues on."""
     if threading.current_thread() is not threading.main_thread():
       logging.warning('Not on the main thread: preemption signals are not watched.')
       yield self
@@ -62,7 +67,8 @@ class Watcher:
       yield self
     finally:
       for s, handler in old.items():
-        signal.signal(s, handler)
+        stopped = self.signal_name is not None and s != signal.SIGINT
+        signal.signal(s, signal.SIG_IGN if stopped else handler)
       signal.set_wakeup_fd(old_fd)
       os.close(write_fd)  # ends the thread's read
       thread.join(timeout=5)
