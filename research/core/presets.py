@@ -1,7 +1,8 @@
-"""What each model name means: its constructor arguments and input size, as plain data.
+"""What each model name means: its class, constructor arguments and input size, as plain data.
 
-No model code is imported here, so a config can name a model, and be checked, before TensorFlow
-loads (`research.models` maps the same names to their classes). The architectures are the
+No model code is imported here (a class is named 'module:Class', which `research.models` imports
+when it first builds one), so a config can name a model, and be checked, before TensorFlow
+loads. The architectures are the
 papers' own numbers: VGG's configurations A, B, D and E, ResNet's blocks per stage.
 """
 
@@ -20,15 +21,20 @@ RESNET50 = ('bottleneck', (3, 4, 6, 3))
 RESNET101 = ('bottleneck', (3, 4, 23, 3))
 RESNET152 = ('bottleneck', (3, 8, 36, 3))
 
-# name -> (constructor arguments, the square input side it is meant for or None for the data's).
+_CNN = 'research.models.cnn:SmallCNN'
+# name -> (class, constructor arguments, the square input side it is meant for or None for the
+# data's own).
 _PRESETS = {
-    'cnn': (dict(filters=(64, 64), dense_units=(128,), dropout=0.0, standardize=False), None),
-    'cnn_dropout': (dict(filters=(28,), dense_units=(128,), dropout=0.2, standardize=False),
-                    None),
-    'alexnet': (dict(width_divisor=1, dropout=0.5, batch_norm=False), 227),
+    'cnn': (_CNN, dict(filters=(64, 64), dense_units=(128,), dropout=0.0, standardize=False),
+            None),
+    'cnn_dropout': (_CNN, dict(filters=(28,), dense_units=(128,), dropout=0.2,
+                               standardize=False), None),
+    'alexnet': ('research.models.alexnet:AlexNet',
+                dict(width_divisor=1, dropout=0.5, batch_norm=False), 227),
 }
 for _name, _arch in (('vgg11', VGG11), ('vgg13', VGG13), ('vgg16', VGG16), ('vgg19', VGG19)):
-  _PRESETS[_name] = (dict(conv_arch=_arch, dense_units=4096, dropout=0.5, width_divisor=1,
+  _PRESETS[_name] = ('research.models.vgg:VGG',
+                     dict(conv_arch=_arch, dense_units=4096, dropout=0.5, width_divisor=1,
                           batch_norm=False, preprocessing=''), 224)
 for _name, (_block, _sizes), _bias in (('resnet18', RESNET18, False),
                                        ('resnet34', RESNET34, False),
@@ -36,22 +42,28 @@ for _name, (_block, _sizes), _bias in (('resnet18', RESNET18, False),
                                        ('resnet101', RESNET101, True),
                                        ('resnet152', RESNET152, True)):
   # The bottleneck ResNets have conv biases as Keras Applications' do, so that weights import.
-  _PRESETS[_name] = (dict(block=_block, stage_sizes=_sizes, width_divisor=1, stem='imagenet',
+  _PRESETS[_name] = ('research.models.resnet:ResNet',
+                     dict(block=_block, stage_sizes=_sizes, width_divisor=1, stem='imagenet',
                           conv_bias=_bias, preprocessing='', drop_path=0.0), 224)
 
 
-def add(name, preset, input_size=None):
-  """Gives `name` its constructor arguments and input side (research.models.register's half)."""
-  _PRESETS[name] = (dict(preset), input_size)
+def add(name, cls, preset, input_size=None):
+  """Adds model `name`: its class (or 'module:Class'), constructor arguments and input side."""
+  _PRESETS[name] = (cls, dict(preset), input_size)
 
 
 def names():
   return sorted(_PRESETS)
 
 
-def default_config(name):
-  """The model section of a config: name, input size (0 = the data's own) and the preset."""
+def entry(name):
+  """(class or 'module:Class', constructor arguments, input side or None) of model `name`."""
   if name not in _PRESETS:
     raise ValueError(f'unknown model {name!r}: choose one of {", ".join(names())}')
-  preset, input_size = _PRESETS[name]
+  return _PRESETS[name]
+
+
+def default_config(name):
+  """The model section of a config: name, input size (0 = the data's own) and the preset."""
+  _, preset, input_size = entry(name)
   return ml_collections.ConfigDict({'name': name, 'input_size': input_size or 0, **preset})

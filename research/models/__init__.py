@@ -14,23 +14,12 @@ from research.core import presets
 from research.core.errors import UserError
 from research.models import sizing
 
-# name -> the class, or 'module:Class' imported when first built: naming a model in a config
-# loads no model code (nor TensorFlow). The presets are research.core.presets'.
-_CLASSES = {
-    'cnn': 'research.models.cnn:SmallCNN',
-    'cnn_dropout': 'research.models.cnn:SmallCNN',
-    'alexnet': 'research.models.alexnet:AlexNet',
-    **{name: 'research.models.vgg:VGG' for name in ('vgg11', 'vgg13', 'vgg16', 'vgg19')},
-    **{name: 'research.models.resnet:ResNet'
-       for name in ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')},
-}
-
 
 def register(name, cls, preset, input_size=None):
   """Adds a model: `cls` its class (or 'module:Class'), `preset` its constructor arguments,
-  `input_size` the square side it is meant for (None: the data's own)."""
-  _CLASSES[name] = cls
-  presets.add(name, preset, input_size)
+  `input_size` the square side it is meant for (None: the data's own). The names, classes and
+  presets are research.core.presets' table."""
+  presets.add(name, cls, preset, input_size)
 
 
 def names():
@@ -41,8 +30,8 @@ default_config = presets.default_config
 
 
 def model_class(name):
-  presets.default_config(name)  # an unknown name: the one line that lists the known ones
-  cls = _CLASSES[name]
+  """The class of model `name`, imported now if the table names it 'module:Class'."""
+  cls, _, _ = presets.entry(name)
   if isinstance(cls, str):
     module, _, attr = cls.partition(':')
     cls = getattr(importlib.import_module(module), attr)
