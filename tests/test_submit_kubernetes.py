@@ -348,6 +348,8 @@ class CheckTest(parameterized.TestCase):
       ('bad_name', dict(name='Exp_1'), "--name='Exp_1'"),
       ('long_name', dict(name='a' * 53), 'at most 52'),
       ('bad_namespace', dict(namespace='Team A'), '--namespace'),
+      ('name_ending_in_a_newline', dict(name='exp1\n'), "--name='exp1\\n'"),
+      ('namespace_ending_in_a_newline', dict(namespace='team\n'), "--namespace='team\\n'"),
       ('batch_does_not_divide', dict(nodes=3), 'does not divide over 3 replicas'),
       ('image_with_a_space', dict(image='registry/img tag'),
        "--image='registry/img tag' is not a container image reference"),

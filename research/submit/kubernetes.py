@@ -88,11 +88,11 @@ def check(job):
         f'--nodes={job.workers} --gpus_per_node={per_task} instead')
   _check_image_and_claim(job, kind)
   name_max = kind.name_max(job)
-  if not _NAME.match(job.name) or len(job.name) > name_max:
+  if not _NAME.fullmatch(job.name) or len(job.name) > name_max:
     raise UserError(f'--name={job.name!r} is not a valid {kind.KIND} name: use at most '
                     f"{name_max} lowercase letters, digits and '-', starting with a letter"
                     + (' (its pods add their index to it)' if kind is jobset else ''))
-  if not _NAMESPACE.match(job.namespace or '') or len(job.namespace) > 63:
+  if not _NAMESPACE.fullmatch(job.namespace or '') or len(job.namespace) > 63:
     raise UserError(f'--namespace={job.namespace!r} is not a Kubernetes namespace name')
   mount = posixpath.normpath(job.mount_path or '')
   if not posixpath.isabs(mount) or mount == '/':
