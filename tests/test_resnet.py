@@ -282,7 +282,8 @@ class StochasticDepthRunTest(tf.test.TestCase):
 
   def test_a_stopped_and_resumed_run_draws_what_the_whole_run_drew(self):
     def config(drop_path):
-      c = helpers.tiny_config('resnet18', num_train_steps=4, checkpoint_every_steps=4)
+      c = helpers.tiny_config('resnet18', num_train_steps=4, checkpoint_every_steps=4,
+                              deterministic=True)
       c.model.update(width_divisor=16, stem='small', input_size=0, stage_sizes=(1, 1, 1, 1),
                      drop_path=drop_path)
       return c

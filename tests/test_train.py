@@ -177,7 +177,8 @@ class MockTrainTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotEqual(longer['weights_digest'], first['weights_digest'])
 
   def test_stopped_and_resumed_with_mixing_and_randaugment_ends_as_the_uninterrupted_run(self):
-    config = helpers.tiny_config('cnn_dropout', num_train_steps=4, checkpoint_every_steps=4)
+    config = helpers.tiny_config('cnn_dropout', num_train_steps=4, checkpoint_every_steps=4,
+                                 deterministic=True)
     config.augment.update(dict(randaugment=(2, 9), color_ops=True, mixup_alpha=0.4,
                                cutmix_alpha=1.0))
 
