@@ -421,11 +421,15 @@ class FolderCliTest(tf.test.TestCase):
     cls.tmp = tempfile.mkdtemp()
     cls.images = helpers.write_image_folder(os.path.join(cls.tmp, 'pets'), per_class=12)
     cls.workdir = os.path.join(cls.tmp, 'run')
+    # The commands after the training run fork from a server that makes the imports once
+    # (meanwhile); the training stays a fresh process, as a user's is.
+    cls.server = helpers.CommandServer()
     cls.train = helpers.run_cli('launch.train', f'--dataset=folder:{cls.images}',
                                 f'--workdir={cls.workdir}', *_FOLDER_RUN)
 
   @classmethod
   def tearDownClass(cls):
+    cls.server.close()
     shutil.rmtree(cls.tmp, ignore_errors=True)
     super().tearDownClass()
 
@@ -436,13 +440,13 @@ class FolderCliTest(tf.test.TestCase):
     info = outputs.read_json(os.path.join(self.workdir, 'data_info.json'))
     self.assertEqual(info['class_names'], ['cat', 'dog', 'emu'])
     self.assertEqual(info['image_shape'], [67, 67, 3])
-    proc = helpers.run_cli('launch.evaluate', f'--workdir={self.workdir}', '--split=validation')
+    proc = self.server.run_cli('launch.evaluate', f'--workdir={self.workdir}', '--split=validation')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn('(8 examples)', proc.stdout)
 
   def test_predict_names_the_folder_classes(self):
     image = os.path.join(self.images, 'train', 'dog', '0.jpg')
-    proc = helpers.run_cli('launch.predict', f'--workdir={self.workdir}', image)
+    proc = self.server.run_cli('launch.predict', f'--workdir={self.workdir}', image)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertRegex(proc.stdout, r'0\.jpg: (cat|dog|emu): \d+\.\d%, (cat|dog|emu)')
 
@@ -450,9 +454,9 @@ class FolderCliTest(tf.test.TestCase):
     config = os.path.join(self.workdir, 'config.json')
     before = open(config).read()
     checkpoints_before = sorted(os.listdir(os.path.join(self.workdir, 'checkpoints')))
-    proc = helpers.run_cli('launch.train', f'--dataset=folder:{self.images}',
-                           f'--workdir={self.workdir}', *_FOLDER_RUN,
-                           '--config.dataset.eval_crop=0.9', '--config.num_train_steps=9')
+    proc = self.server.run_cli('launch.train', f'--dataset=folder:{self.images}',
+                               f'--workdir={self.workdir}', *_FOLDER_RUN,
+                               '--config.dataset.eval_crop=0.9', '--config.num_train_steps=9')
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
     self.assertRegex(helpers.error_line(proc),
                      r'^error: workdir .* holds a run on other data \(crop differ.*pass a new '
@@ -473,8 +477,8 @@ class FolderCliTest(tf.test.TestCase):
     for name, extra in (('one', ()), ('mirrored', ('--strategy=mirrored',
                                                    '--num_cpu_devices=2'))):
       workdir = os.path.join(self.tmp, f'equal-{name}')
-      proc = helpers.run_cli('launch.train', f'--dataset=folder:{self.images}',
-                             f'--workdir={workdir}', *_FOLDER_RUN, *same, *extra)
+      proc = self.server.run_cli('launch.train', f'--dataset=folder:{self.images}',
+                                 f'--workdir={workdir}', *_FOLDER_RUN, *same, *extra)
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
       runs[name] = checkpoints.load_for_inference(workdir, 'latest')[2]
     self.assertIn('Strategy mirrored with 2 replica(s)', proc.stderr)
@@ -485,15 +489,15 @@ class FolderCliTest(tf.test.TestCase):
     self.assertTrue(moved)
 
   def test_prepare_counts_the_folder(self):
-    proc = helpers.run_cli('launch.prepare', f'--dataset=folder:{self.images}')
+    proc = self.server.run_cli('launch.prepare', f'--dataset=folder:{self.images}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertIn('3 classes (cat, dog, emu)', proc.stdout)
     self.assertRegex(proc.stdout, r'train: 32 images, [\d.]+ KiB')
     self.assertIn('test: 4 images', proc.stdout)
 
   def test_a_model_without_input_size_gets_one_line(self):
-    proc = helpers.run_cli('launch.train', f'--dataset=folder:{self.images}', '--model=cnn',
-                           f'--workdir={os.path.join(self.tmp, "cnn")}')
+    proc = self.server.run_cli('launch.train', f'--dataset=folder:{self.images}', '--model=cnn',
+                               f'--workdir={os.path.join(self.tmp, "cnn")}')
     self.assertEqual(proc.returncode, 2)
     self.assertRegex(helpers.error_line(proc), r'^error: .*--config.model.input_size')
     self.assertFalse(os.path.exists(os.path.join(self.tmp, 'cnn')))
@@ -560,6 +564,16 @@ class PrepareCliTest(tf.test.TestCase):
   """A tfds dataset prepared as tfrecord only: training on the streaming path names the prepare
   command; the command converts it in place; training then streams it."""
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.server = helpers.CommandServer()  # the commands fork from it, without the imports' cost
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.server.close()
+    super().tearDownClass()
+
   def test_refused_then_prepared_then_trained(self):
     from tests import test_arrayrecord  # pylint: disable=g-import-not-at-top
     data_dir = self.create_tempdir().full_path
@@ -571,30 +585,31 @@ class PrepareCliTest(tf.test.TestCase):
            '--config.dataset.validation_size=6', '--config.eval_batch_size=6',
            '--config.dataset.channels=1')
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    refused = helpers.run_cli('launch.train', f'--workdir={workdir}', *run)
+    refused = self.server.run_cli('launch.train', f'--workdir={workdir}', *run)
     self.assertEqual(refused.returncode, 2, refused.stderr[-2000:])
     self.assertIn(f'run python -m launch.prepare --dataset=tiny_images --data_dir={data_dir}',
                   helpers.error_line(refused))
     self.assertFalse(os.path.exists(os.path.join(workdir, 'checkpoints')))
 
-    prepared = helpers.run_cli('launch.prepare', '--dataset=tiny_images',
-                               f'--data_dir={data_dir}')
+    prepared = self.server.run_cli('launch.prepare', '--dataset=tiny_images',
+                                   f'--data_dir={data_dir}')
     self.assertEqual(prepared.returncode, 0, prepared.stderr[-2000:])
     self.assertRegex(prepared.stdout, r'tiny_images 1\.0\.0: converted 6 tfrecord shards to '
                                       r'ArrayRecord in .* added\)')
     self.assertIn('train: 30 examples', prepared.stdout)
-    again = helpers.run_cli('launch.prepare', '--dataset=tiny_images', f'--data_dir={data_dir}')
+    again = self.server.run_cli('launch.prepare', '--dataset=tiny_images', f'--data_dir={data_dir}')
     self.assertIn('prepared for random access', again.stdout)
 
-    trained = helpers.run_cli('launch.train', f'--workdir={workdir}', *run)
+    trained = self.server.run_cli('launch.train', f'--workdir={workdir}', *run)
     self.assertEqual(trained.returncode, 0, trained.stderr[-2000:])
     self.assertIn('Loaded tiny_images (stream pipeline): train 24, validation 6, test 12',
                   trained.stderr)
 
   def test_unknown_split_is_one_line(self):
-    proc = helpers.run_cli('launch.train', '--dataset=mnist', '--config.dataset.test_split=tset',
-                           f'--workdir={self.create_tempdir().full_path}',
-                           env={'TFDS_DATA_DIR': helpers.require_real_data()})
+    proc = self.server.run_cli('launch.train', '--dataset=mnist',
+                               '--config.dataset.test_split=tset',
+                               f'--workdir={self.create_tempdir().full_path}',
+                               env={'TFDS_DATA_DIR': helpers.require_real_data()})
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
     self.assertRegex(helpers.error_line(proc),
                      r"^error: dataset 'mnist' has no split 'tset': use one of test, train$")
