@@ -338,9 +338,12 @@ class StreamedExportTest(tf.test.TestCase):
 
 
 class ExportCliTest(tf.test.TestCase):
-  """The entry points, run as processes (two at a time: each spends seconds importing TF)."""
+  """The entry points, run as processes: the refusals forked from a server that imports TF
+  once, the export and the prediction fresh, as a user's, two at a time."""
 
   def test_refuses_bad_input_and_overwrites_only_when_asked(self):
+    server = helpers.CommandServer()  # imports meanwhile
+    self.addCleanup(server.close)
     tmp = self.create_tempdir().full_path
     workdir = os.path.join(tmp, 'run')
     with helpers.mock_tfds():
@@ -374,12 +377,11 @@ class ExportCliTest(tf.test.TestCase):
         ([f'--workdir={workdir}', f'--out={mine}', '--overwrite'], r'not an export'),
         ([f'--workdir={workdir}', f'--out={workdir}', '--overwrite'],
          r'is the workdir of the run being exported: pass a new folder outside it')]
-    for i in range(0, len(cases), 2):
-      procs = [start('launch.export', *args) for args, _ in cases[i:i + 2]]
-      for proc, (_, pattern) in zip([finish(p) for p in procs], cases[i:i + 2]):
-        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-        self.assertRegex(helpers.error_line(proc), '^error: .*' + pattern)
-        self.assertNotIn('Traceback', proc.stderr)
+    for args, pattern in cases:
+      proc = server.run_cli('launch.export', *args)
+      self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+      self.assertRegex(helpers.error_line(proc), '^error: .*' + pattern)
+      self.assertNotIn('Traceback', proc.stderr)
     self.assertEqual(_tree(tmp), before)  # nothing written, no staging left over
 
     done = [start('launch.export', f'--workdir={workdir}', f'--out={out}', '--overwrite',
