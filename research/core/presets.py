@@ -2,8 +2,8 @@
 
 No model code is imported here (a class is named 'module:Class', which `research.models` imports
 when it first builds one), so a config can name a model, and be checked, before TensorFlow
-loads. The architectures are the
-papers' own numbers: VGG's configurations A, B, D and E, ResNet's blocks per stage.
+loads. The architectures are the papers' own numbers: VGG's configurations A, B, D and E,
+ResNet's blocks per stage.
 """
 
 import ml_collections
