@@ -89,8 +89,10 @@ def run_cli(module, *args, env=None, timeout=300):
 
 
 def _cli_env(env):
-  """run_cli's environment: this process' with TensorFlow's notices off, then `env`."""
-  return {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', **(env or {})}
+  """run_cli's environment: this process' with TensorFlow's notices off, then `env` (where a
+  value None removes the variable)."""
+  merged = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', **(env or {})}
+  return {k: v for k, v in merged.items() if v is not None}
 
 
 # Imports what every entry point imports first (launch/, TensorFlow) and the library modules
@@ -147,7 +149,7 @@ for line in sys.stdin:
 class CommandServer:
   """`run_cli` like the function, one command at a time, without the imports' cost: each
   command runs in a process forked from a server that made them once (3-4 s of a fresh
-  process' start-up). `close()` when done."""
+  process' start-up). `close()` when done; tests take command_server()'s."""
 
   def __init__(self):
     import tempfile  # pylint: disable=g-import-not-at-top
@@ -167,8 +169,14 @@ class CommandServer:
     if not status:
       raise RuntimeError(f'the command server ended (status {self._proc.wait()})')
     with open(out) as f_out, open(err) as f_err:
-      return subprocess.CompletedProcess([module, *args], int(status), f_out.read(),
+      proc = subprocess.CompletedProcess([module, *args], int(status), f_out.read(),
                                          f_err.read())
+    os.remove(out)
+    os.remove(err)
+    return proc
+
+  def ended(self):
+    return self._proc.poll() is not None
 
   def close(self):
     import shutil  # pylint: disable=g-import-not-at-top
@@ -179,6 +187,21 @@ class CommandServer:
     self._proc.stdin.close()
     self._proc.stdout.close()
     shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+_SERVERS = []
+
+
+def command_server():
+  """The CommandServer of this test process, started on first use (its imports then overlap
+  what the caller does next), shared by the tests the process runs, one at a time, and closed at
+  exit: a server per test class would pay the imports it saves once more for each."""
+  if not _SERVERS or _SERVERS[-1].ended():
+    import atexit  # pylint: disable=g-import-not-at-top
+    server = CommandServer()
+    atexit.register(server.close)
+    _SERVERS.append(server)
+  return _SERVERS[-1]
 
 
 def error_line(proc):

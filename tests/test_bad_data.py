@@ -79,12 +79,11 @@ class FolderRunTest(tf.test.TestCase):
                          for s in range(1, _STEPS + 1))
     # The runs after the reference fork from a server that makes the imports once (meanwhile);
     # the reference stays a fresh process, as a user's is.
-    cls.server = helpers.CommandServer()
+    cls.server = helpers.command_server()
     cls.skipping, cls.reference = cls._train('reference', _SKIP, run=helpers.run_cli)
 
   @classmethod
   def tearDownClass(cls):
-    cls.server.close()
     shutil.rmtree(cls.tmp, ignore_errors=True)
     super().tearDownClass()
 

@@ -55,12 +55,11 @@ class BadInputTableTest(tf.test.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
     cls.run_dir = os.path.join(cls.tmp, 'finished')
-    cls.server = helpers.CommandServer()
+    cls.server = helpers.command_server()
     _finished_run(cls.run_dir)
 
   @classmethod
   def tearDownClass(cls):
-    cls.server.close()
     shutil.rmtree(cls.tmp, ignore_errors=True)
     super().tearDownClass()
 

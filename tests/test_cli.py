@@ -47,7 +47,7 @@ class RealRunCliTest(tf.test.TestCase):
     cls.workdir = os.path.join(cls.tmp, 'run')
     # The commands after the training run forked from a server, which makes the imports once
     # (meanwhile); the training and the run started over stay fresh processes, as a user's are.
-    cls.server = helpers.CommandServer()
+    cls.server = helpers.command_server()
     cls.train = helpers.run_cli(
         'launch.train', '--model=cnn', '--dataset=mnist', f'--workdir={cls.workdir}',
         '--config.num_train_steps=30', '--config.batch_size=32', '--config.log_every_steps=10',
@@ -56,7 +56,6 @@ class RealRunCliTest(tf.test.TestCase):
 
   @classmethod
   def tearDownClass(cls):
-    cls.server.close()
     shutil.rmtree(cls.tmp, ignore_errors=True)
     super().tearDownClass()
 

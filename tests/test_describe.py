@@ -56,12 +56,7 @@ class DescribeCliTest(tf.test.TestCase, parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     # Five commands, one set of imports: each runs forked from a server that made them.
-    cls.server = helpers.CommandServer()
-
-  @classmethod
-  def tearDownClass(cls):
-    cls.server.close()
-    super().tearDownClass()
+    cls.server = helpers.command_server()
 
   @parameterized.parameters(
       # The published architecture; configs/alexnet_mnist.py, which --model=alexnet loads, adds

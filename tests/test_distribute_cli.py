@@ -3,8 +3,6 @@ and leaves the config file's otherwise; wrong combinations end in one line and e
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 from absl.testing import parameterized
@@ -13,13 +11,11 @@ import tensorflow as tf
 from tests import helpers
 
 
-def _train(*args):
-  """`python -m launch.train args` outside any cluster, whatever the machine running the test
-  is part of (TensorFlow itself fails on an empty TF_CONFIG: the variables must go)."""
-  env = {k: v for k, v in os.environ.items() if k != 'TF_CONFIG' and not k.startswith('SLURM')}
-  return subprocess.run([sys.executable, '-m', 'launch.train', *args], cwd=helpers.ROOT,
-                        env={**env, 'TF_CPP_MIN_LOG_LEVEL': '2'}, capture_output=True,
-                        text=True, timeout=300)
+def _outside_any_cluster():
+  """The environment of `python -m launch.train` outside any cluster, whatever the machine
+  running the test is part of (TensorFlow itself fails on an empty TF_CONFIG: the variables must
+  go, not be emptied)."""
+  return {k: None for k in os.environ if k == 'TF_CONFIG' or k.startswith('SLURM')}
 
 
 # A config file whose distribution fields differ from the flags the tests pass.
@@ -49,12 +45,18 @@ _CONFIG_FILE = textwrap.dedent('''\
 
 class DistributeFlagsTest(tf.test.TestCase, parameterized.TestCase):
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.server = helpers.command_server()  # the refusals fork from it, without the imports' cost
+
   def config_file(self):
     return self.create_tempfile('distributed.py', content=_CONFIG_FILE).full_path
 
   def train(self, *args, workdir=None):
     workdir = workdir or self.create_tempdir().full_path
-    return _train(f'--workdir={workdir}', *args)
+    return self.server.run_cli('launch.train', f'--workdir={workdir}', *args,
+                               env=_outside_any_cluster())
 
   def assert_refused(self, proc, message, workdir):
     self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
@@ -113,8 +115,9 @@ class DistributeFlagsTrainTest(tf.test.TestCase):
     helpers.require_real_data()
     workdir = self.create_tempdir().full_path
     config = self.create_tempfile('distributed.py', content=_CONFIG_FILE).full_path
-    proc = _train(f'--workdir={workdir}', f'--config={config}', '--num_gpus=0',
-                  '--mixed_precision=float32', '--nojit_compile')
+    proc = helpers.run_cli('launch.train', f'--workdir={workdir}', f'--config={config}',
+                           '--num_gpus=0', '--mixed_precision=float32', '--nojit_compile',
+                           env=_outside_any_cluster())
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn('test accuracy', proc.stdout)
     self.assertIn('Strategy mirrored with 2 replica(s)', proc.stderr)

@@ -342,8 +342,7 @@ class ExportCliTest(tf.test.TestCase):
   once, the export and the prediction fresh, as a user's, two at a time."""
 
   def test_refuses_bad_input_and_overwrites_only_when_asked(self):
-    server = helpers.CommandServer()  # imports meanwhile
-    self.addCleanup(server.close)
+    server = helpers.command_server()  # imports meanwhile
     tmp = self.create_tempdir().full_path
     workdir = os.path.join(tmp, 'run')
     with helpers.mock_tfds():

@@ -43,7 +43,7 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.server = helpers.CommandServer()  # the refusals fork from it, without the imports' cost
+    cls.server = helpers.command_server()  # the refusals fork from it, without the imports' cost
     cls.root = tempfile.mkdtemp(prefix='finetune-')
     cls.source = os.path.join(cls.root, 'source')
     with helpers.mock_tfds(64):
@@ -58,7 +58,6 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
   def tearDownClass(cls):
-    cls.server.close()
     shutil.rmtree(cls.root, ignore_errors=True)
     super().tearDownClass()
 

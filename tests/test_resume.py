@@ -29,12 +29,12 @@ from research.train import steps
 from research.train import trainer
 from tests import helpers
 
-# 5,000 training examples at batch 64: 78 steps an epoch, so the run crosses epoch boundaries
-# (a new shuffle each) and stops land mid-epoch; 2,000 validation examples, evaluated at the end
+# 2,500 training examples at batch 64: 39 steps an epoch, so the run crosses epoch boundaries
+# (a new shuffle each) and stops land mid-epoch; 1,000 validation examples, evaluated at the end
 # only. Deterministic ops: bitwise repeatable.
-_STEPS = 300
-_FLAGS = (f'--config.num_train_steps={_STEPS}', '--config.dataset.train_split=train[:7000]',
-          '--config.batch_size=64', '--config.dataset.validation_size=2000',
+_STEPS = 150
+_FLAGS = (f'--config.num_train_steps={_STEPS}', '--config.dataset.train_split=train[:3500]',
+          '--config.batch_size=64', '--config.dataset.validation_size=1000',
           '--config.eval_every_epochs=100', '--config.eval_batch_size=1000',
           '--config.steps_per_loop=25', '--config.log_every_steps=25',
           '--config.checkpoint_every_steps=25', '--config.image_grid_size=0',
@@ -88,18 +88,27 @@ class ProcessResumeTest(tf.test.TestCase):
     super().setUpClass()
     helpers.require_real_data()
     cls.tmp = tempfile.mkdtemp()
+    cls.server = helpers.command_server()
     cls.reference = os.path.join(cls.tmp, 'reference')
-    out = _finish(_start(cls.reference, cls.CONFIG, cls.EXTRA))
+    out = cls.finish(cls.reference)
     assert os.path.exists(os.path.join(cls.reference, 'results.json')), out[-3000:]
 
   @classmethod
   def tearDownClass(cls):
     shutil.rmtree(cls.tmp, ignore_errors=True)
 
+  @classmethod
+  def finish(cls, workdir):
+    """launch.train on `workdir` to its end; its output. Forked from the class' command server:
+    a run no signal interrupts needs no interpreter of its own."""
+    proc = cls.server.run_cli('launch.train', f'--workdir={workdir}', f'--config={cls.CONFIG}',
+                              *_FLAGS, *cls.EXTRA)
+    return proc.stdout + proc.stderr
+
   def test_sigterm_mid_epoch_saves_exits_zero_and_resume_ends_as_the_uninterrupted_run(self):
     workdir = os.path.join(self.tmp, 'sigterm')
     proc = _start(workdir, self.CONFIG, self.EXTRA)
-    _wait_for(proc, r'step 25/300')
+    _wait_for(proc, rf'step 25/{_STEPS}')
     proc.send_signal(signal.SIGTERM)
     out = _finish(proc)
     self.assertEqual(proc.returncode, 0, out[-3000:])
@@ -110,7 +119,7 @@ class ProcessResumeTest(tf.test.TestCase):
     saved = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))
     self.assertEndsWith(saved[-1], f'ckpt-{stopped["step"]}')
 
-    out = _finish(_start(workdir, self.CONFIG, self.EXTRA))
+    out = self.finish(workdir)
     self.assertRegex(out, rf'Resumed from .*ckpt-{stopped["step"]}: step {stopped["step"]} ')
     resumed = _results(workdir)
     self.assertEqual(resumed['step'], _STEPS)
@@ -171,7 +180,7 @@ class ProcessResumeTest(tf.test.TestCase):
       if before and 'Resumed from' in out:
         self.assertIn(f'Resumed from {before[-1]}: ', out)
     last = checkpoints.checkpoint_paths(directory)
-    out = _finish(_start(workdir, self.CONFIG, self.EXTRA))
+    out = self.finish(workdir)
     if last:
       self.assertIn(f'Resumed from {last[-1]}: ', out)
     self.assertEqual(_results(workdir)['step'], _STEPS)

@@ -423,13 +423,12 @@ class FolderCliTest(tf.test.TestCase):
     cls.workdir = os.path.join(cls.tmp, 'run')
     # The commands after the training run fork from a server that makes the imports once
     # (meanwhile); the training stays a fresh process, as a user's is.
-    cls.server = helpers.CommandServer()
+    cls.server = helpers.command_server()
     cls.train = helpers.run_cli('launch.train', f'--dataset=folder:{cls.images}',
                                 f'--workdir={cls.workdir}', *_FOLDER_RUN)
 
   @classmethod
   def tearDownClass(cls):
-    cls.server.close()
     shutil.rmtree(cls.tmp, ignore_errors=True)
     super().tearDownClass()
 
@@ -567,12 +566,7 @@ class PrepareCliTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.server = helpers.CommandServer()  # the commands fork from it, without the imports' cost
-
-  @classmethod
-  def tearDownClass(cls):
-    cls.server.close()
-    super().tearDownClass()
+    cls.server = helpers.command_server()  # the commands fork from it, without the imports' cost
 
   def test_refused_then_prepared_then_trained(self):
     from tests import test_arrayrecord  # pylint: disable=g-import-not-at-top

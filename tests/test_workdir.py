@@ -152,7 +152,7 @@ class TwoTrainersTest(tf.test.TestCase):
                              cwd=helpers.ROOT, env=env, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
     # The checks run forked from a server, whose imports overlap the first run's start-up.
-    server = helpers.CommandServer()
+    server = helpers.command_server()
     try:
       for line in first.stdout:
         if re.search(r'step 10/', line):
@@ -172,13 +172,12 @@ class TwoTrainersTest(tf.test.TestCase):
       self.assertEqual(export.returncode, 2, export.stderr[-2000:])
       self.assertRegex(helpers.error_line(export), r'lies inside the training workdir')
     finally:
-      server.close()
       first.kill()  # kill -9: the lock stays behind, naming a dead process
       first.wait()
     latest = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))[-1]
     step = int(latest.rsplit('-', 1)[1])
-    third = helpers.run_cli('launch.train', *_train_args(workdir, step + 5),
-                            env={'SLURM_JOB_ID': ''})
+    third = server.run_cli('launch.train', *_train_args(workdir, step + 5),
+                           env={'SLURM_JOB_ID': ''})
     self.assertEqual(third.returncode, 0, third.stderr[-3000:])
     self.assertRegex(third.stderr, rf'Taking over the lock of .* from pid {first.pid} .*its '
                      'process is no longer running')
