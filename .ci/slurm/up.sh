@@ -35,7 +35,9 @@ JobCompLoc=$D/log/jobcomp.txt
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=1
+# The main scheduler every second (default 60): a requeued job is eligible again 10 s after its
+# requeue, and only that loop would start it.
+SchedulerParameters=bf_interval=1,sched_interval=1
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
