@@ -204,6 +204,12 @@ def command_server():
   return _SERVERS[-1]
 
 
+def run_forked(module, *args, env=None, timeout=300):
+  """run_cli's command forked from command_server(): the same process but for the imports it
+  starts with (made once per test process)."""
+  return command_server().run_cli(module, *args, env=env, timeout=timeout)
+
+
 def error_line(proc):
   """The last non-empty stderr line of a finished command, which must carry the whole message."""
   lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]

@@ -79,7 +79,7 @@ class FolderRunTest(tf.test.TestCase):
                          for s in range(1, _STEPS + 1))
     # The runs after the reference fork from a server that makes the imports once (meanwhile);
     # the reference stays a fresh process, as a user's is.
-    cls.server = helpers.command_server()
+    helpers.command_server()
     cls.skipping, cls.reference = cls._train('reference', _SKIP, run=helpers.run_cli)
 
   @classmethod
@@ -90,7 +90,7 @@ class FolderRunTest(tf.test.TestCase):
   @classmethod
   def _train(cls, name, *extra, run=None):
     workdir = os.path.join(cls.tmp, name)
-    proc = (run or cls.server.run_cli)('launch.train', f'--dataset=folder:{cls.images}',
+    proc = (run or helpers.run_forked)('launch.train', f'--dataset=folder:{cls.images}',
                                        f'--workdir={workdir}', *_RUN, *extra)
     return proc, workdir
 
@@ -139,8 +139,8 @@ class FolderRunTest(tf.test.TestCase):
     # Resumed for another epoch: results.json adds this run's count to the earlier runs'.
     longer = os.path.join(self.tmp, 'longer')
     shutil.copytree(self.reference, longer)
-    proc = self.server.run_cli('launch.train', f'--dataset=folder:{self.images}',
-                               f'--workdir={longer}', *_RUN, _SKIP, '--config.num_train_steps=9')
+    proc = helpers.run_forked('launch.train', f'--dataset=folder:{self.images}',
+                              f'--workdir={longer}', *_RUN, _SKIP, '--config.num_train_steps=9')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     more = sum(self.bad in pipeline.step_batch(self.n, 8, 0, s)[1].numpy() for s in (7, 8, 9))
     self.assertEqual(more, 1)

@@ -55,7 +55,7 @@ class BadInputTableTest(tf.test.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
     cls.run_dir = os.path.join(cls.tmp, 'finished')
-    cls.server = helpers.command_server()
+    helpers.command_server()  # its imports while the finished run trains
     _finished_run(cls.run_dir)
 
   @classmethod
@@ -83,7 +83,7 @@ class BadInputTableTest(tf.test.TestCase):
     pattern = re.compile(r'\b(' + '|'.join(paths) + r')\b')
     args = [pattern.sub(lambda m: paths[m.group(1)], a) for a in shlex.split(arguments)]
     before = {k: helpers.snapshot(paths[k]) for k in ('RUN', 'IMAGES')}
-    proc = (helpers.run_cli if fresh else self.server.run_cli)(module, *args)
+    proc = (helpers.run_cli if fresh else helpers.run_forked)(module, *args)
     after = {k: helpers.snapshot(paths[k]) for k in ('RUN', 'IMAGES')}
     return proc, before, after, paths
 

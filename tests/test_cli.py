@@ -47,7 +47,7 @@ class RealRunCliTest(tf.test.TestCase):
     cls.workdir = os.path.join(cls.tmp, 'run')
     # The commands after the training run forked from a server, which makes the imports once
     # (meanwhile); the training and the run started over stay fresh processes, as a user's are.
-    cls.server = helpers.command_server()
+    helpers.command_server()
     cls.train = helpers.run_cli(
         'launch.train', '--model=cnn', '--dataset=mnist', f'--workdir={cls.workdir}',
         '--config.num_train_steps=30', '--config.batch_size=32', '--config.log_every_steps=10',
@@ -82,7 +82,7 @@ class RealRunCliTest(tf.test.TestCase):
       self.assertNotIn(noise, self.train.stderr)
 
   def test_evaluate_writes_json_and_confusion(self):
-    proc = self.server.run_cli('launch.evaluate', f'--workdir={self.workdir}', '--split=test')
+    proc = helpers.run_forked('launch.evaluate', f'--workdir={self.workdir}', '--split=test')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn('10000 examples', proc.stdout)
     self.assertTrue(os.path.exists(os.path.join(self.workdir, 'eval_test.json')))
@@ -101,8 +101,8 @@ class RealRunCliTest(tf.test.TestCase):
     truncated = tmp.create_file('cut.png', content=data[:len(data) // 2]).full_path
     empty = tmp.create_file('empty.png', content=b'').full_path
     text = tmp.create_file('notes.png', content='not an image').full_path
-    proc = self.server.run_cli('launch.predict', f'--workdir={self.workdir}', good, truncated,
-                               empty, text, jpeg, os.path.join(tmp.full_path, 'missing.png'))
+    proc = helpers.run_forked('launch.predict', f'--workdir={self.workdir}', good, truncated,
+                              empty, text, jpeg, os.path.join(tmp.full_path, 'missing.png'))
     self.assertNotEqual(proc.returncode, 0)
     out = proc.stdout.splitlines()
     self.assertLen(out, 2, proc.stdout + proc.stderr)
@@ -114,8 +114,8 @@ class RealRunCliTest(tf.test.TestCase):
 
   def test_other_model_in_the_same_workdir_is_refused(self):
     before = sorted(os.listdir(os.path.join(self.workdir, 'checkpoints')))
-    proc = self.server.run_cli('launch.train', '--model=cnn_dropout', f'--workdir={self.workdir}',
-                               '--config.num_train_steps=2')
+    proc = helpers.run_forked('launch.train', '--model=cnn_dropout', f'--workdir={self.workdir}',
+                              '--config.num_train_steps=2')
     self.assertEqual(proc.returncode, 2)
     self.assertIn("holds a run with model.name='cnn'", helpers.error_line(proc))
     self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, 'checkpoints'))), before)
@@ -132,6 +132,6 @@ class RealRunCliTest(tf.test.TestCase):
     self.assertIn('"cnn_dropout"', open(os.path.join(workdir, 'config.json')).read())
 
   def test_evaluate_of_a_workdir_without_run(self):
-    proc = self.server.run_cli('launch.evaluate', f'--workdir={self.create_tempdir().full_path}')
+    proc = helpers.run_forked('launch.evaluate', f'--workdir={self.create_tempdir().full_path}')
     self.assertEqual(proc.returncode, 2)
     self.assertIn('holds no config.json', helpers.error_line(proc))

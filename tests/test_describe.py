@@ -52,12 +52,6 @@ class DescribeModelTest(tf.test.TestCase, parameterized.TestCase):
 
 class DescribeCliTest(tf.test.TestCase, parameterized.TestCase):
 
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    # Five commands, one set of imports: each runs forked from a server that made them.
-    cls.server = helpers.command_server()
-
   @parameterized.parameters(
       # The published architecture; configs/alexnet_mnist.py, which --model=alexnet loads, adds
       # batch norm: conv1's 96 biases give way to 4 × 96 norm parameters (11,616 weights each).
@@ -70,7 +64,7 @@ class DescribeCliTest(tf.test.TestCase, parameterized.TestCase):
        ['--num_classes=1000', '--channels=3']),
   )
   def test_prints_table_and_exact_total(self, model, total, expected, flags):
-    proc = self.server.run_cli('launch.describe', f'--model={model}', *flags, timeout=120)
+    proc = helpers.run_forked('launch.describe', f'--model={model}', *flags, timeout=120)
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     lines = proc.stdout.strip().splitlines()
     self.assertEqual(lines[-1].split(), ['total', total])
@@ -78,7 +72,7 @@ class DescribeCliTest(tf.test.TestCase, parameterized.TestCase):
       self.assertIn(text, proc.stdout)
 
   def test_unknown_model_is_one_error_line(self):
-    proc = self.server.run_cli('launch.describe', '--model=resnet9', timeout=120)
+    proc = helpers.run_forked('launch.describe', '--model=resnet9', timeout=120)
     self.assertEqual(proc.returncode, 2)
     self.assertNotIn('Traceback', proc.stderr)
     self.assertEqual(proc.stdout, '')

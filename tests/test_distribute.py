@@ -15,7 +15,7 @@ class MirroredEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
   def test_one_mirrored_step_matches_one_device_with_the_same_global_batch(self, *args):
     # A process of its own: the CPU can be split into logical devices only before TensorFlow
     # starts (the command server imported it, started nothing).
-    proc = helpers.command_server().run_cli('tests.mirrored_step', *args)
+    proc = helpers.run_forked('tests.mirrored_step', *args)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     self.assertEqual(result['replicas'], 2)
@@ -42,7 +42,7 @@ class MirroredEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
 class OptimizerEquivalenceTest(tf.test.TestCase):
 
   def test_every_optimizer_steps_alike_on_one_device_and_two_replicas(self):
-    proc = helpers.command_server().run_cli('tests.mirrored_step', 'optimizers')
+    proc = helpers.run_forked('tests.mirrored_step', 'optimizers')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     self.assertEqual(result['replicas'], 2)

@@ -45,18 +45,13 @@ _CONFIG_FILE = textwrap.dedent('''\
 
 class DistributeFlagsTest(tf.test.TestCase, parameterized.TestCase):
 
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.server = helpers.command_server()  # the refusals fork from it, without the imports' cost
-
   def config_file(self):
     return self.create_tempfile('distributed.py', content=_CONFIG_FILE).full_path
 
   def train(self, *args, workdir=None):
     workdir = workdir or self.create_tempdir().full_path
-    return self.server.run_cli('launch.train', f'--workdir={workdir}', *args,
-                               env=_outside_any_cluster())
+    return helpers.run_forked('launch.train', f'--workdir={workdir}', *args,
+                              env=_outside_any_cluster())
 
   def assert_refused(self, proc, message, workdir):
     self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])

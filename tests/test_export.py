@@ -342,7 +342,7 @@ class ExportCliTest(tf.test.TestCase):
   once, the export and the prediction fresh, as a user's, two at a time."""
 
   def test_refuses_bad_input_and_overwrites_only_when_asked(self):
-    server = helpers.command_server()  # imports meanwhile
+    helpers.command_server()  # its imports meanwhile
     tmp = self.create_tempdir().full_path
     workdir = os.path.join(tmp, 'run')
     with helpers.mock_tfds():
@@ -377,7 +377,7 @@ class ExportCliTest(tf.test.TestCase):
         ([f'--workdir={workdir}', f'--out={workdir}', '--overwrite'],
          r'is the workdir of the run being exported: pass a new folder outside it')]
     for args, pattern in cases:
-      proc = server.run_cli('launch.export', *args)
+      proc = helpers.run_forked('launch.export', *args)
       self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
       self.assertRegex(helpers.error_line(proc), '^error: .*' + pattern)
       self.assertNotIn('Traceback', proc.stderr)

@@ -43,7 +43,7 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.server = helpers.command_server()  # the refusals fork from it, without the imports' cost
+    helpers.command_server()  # the refusals fork from it; its imports while the source trains
     cls.root = tempfile.mkdtemp(prefix='finetune-')
     cls.source = os.path.join(cls.root, 'source')
     with helpers.mock_tfds(64):
@@ -159,8 +159,8 @@ class FineTuneTest(tf.test.TestCase, parameterized.TestCase):
     workdir = self.create_tempdir().full_path
     source = {'SOURCE': self.source, 'MISSING': os.path.join(self.root, 'nothing'),
               'EMPTY': self.create_tempdir().full_path}[source]
-    proc = self.server.run_cli('launch.train', '--config=configs/cnn_mnist.py',
-                               f'--workdir={workdir}', f'--config.init_from={source}')
+    proc = helpers.run_forked('launch.train', '--config=configs/cnn_mnist.py',
+                              f'--workdir={workdir}', f'--config.init_from={source}')
     self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
     self.assertStartsWith(helpers.error_line(proc), 'error: ')
     self.assertIn(message, helpers.error_line(proc))

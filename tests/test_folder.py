@@ -432,7 +432,7 @@ class PrepareTest(tf.test.TestCase):
            '--config.eval_batch_size=8', '--config.image_grid_size=0',
            f'--config.dataset.index_dir={index_dir}', f'--dataset=folder:{root}',
            f'--workdir={workdir}')
-    trained = helpers.command_server().run_cli('launch.train', *run)
+    trained = helpers.run_forked('launch.train', *run)
     self.assertEqual(trained.returncode, 0, trained.stderr[-2000:])
     self.assertIn('Read the index of image folder', trained.stderr)
     self.assertNotIn('Listing image folder', trained.stderr)
@@ -441,7 +441,7 @@ class PrepareTest(tf.test.TestCase):
     shutil.copy(os.path.join(dog, '0.jpg'), os.path.join(dog, 'new.jpg'))
     config_before = outputs.read_json(os.path.join(workdir, 'config.json'))
     checkpoints_before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
-    resumed = helpers.command_server().run_cli('launch.train', *run, '--config.num_train_steps=4')
+    resumed = helpers.run_forked('launch.train', *run, '--config.num_train_steps=4')
     self.assertEqual(resumed.returncode, 2, resumed.stderr[-2000:])
     self.assertRegex(resumed.stderr, r'Not using the index .*\(train/dog gained or lost files')
     self.assertRegex(helpers.error_line(resumed),
@@ -548,15 +548,15 @@ class PackTest(tf.test.TestCase):
     proc = helpers.run_cli('launch.train', *run, f'--workdir={files}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     # The runs after the first fork from the command server, without the imports' cost.
-    prepared = helpers.command_server().run_cli(
+    prepared = helpers.run_forked(
         'launch.prepare', f'--dataset=folder:{self.root}', f'--index_dir={self.config.index_dir}',
         f'--data_dir={self.config.data_dir}', '--pack')
     self.assertEqual(prepared.returncode, 0, prepared.stderr[-2000:])
     self.assertIn('pack: ', prepared.stdout)
     packed = os.path.join(self.tmp, 'packed')
-    proc = helpers.command_server().run_cli('launch.train', *run,
-                                            f'--data_dir={self.config.data_dir}',
-                                            f'--workdir={packed}')
+    proc = helpers.run_forked('launch.train', *run,
+                              f'--data_dir={self.config.data_dir}',
+                              f'--workdir={packed}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertIn('from its ArrayRecord pack', proc.stderr)
     self.assertEqual(layout.read_results(packed)['weights_digest'],

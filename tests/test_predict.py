@@ -123,7 +123,7 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_empty_directory_exits_2_with_one_line(self):
     empty = self.create_tempdir().full_path
-    proc = helpers.command_server().run_cli('launch.predict', f'--workdir={self.workdir}', empty)
+    proc = helpers.run_forked('launch.predict', f'--workdir={self.workdir}', empty)
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
     self.assertIn('directory holds no image file', helpers.error_line(proc))
 
@@ -151,7 +151,7 @@ class PredictTest(tf.test.TestCase, parameterized.TestCase):
     bad = self._bad_files()
     out = os.path.join(self.create_tempdir().full_path, 'p.csv')
     pattern = os.path.join(self.images, 'sub', '*', '*.png')  # unexpanded: no shell here
-    proc = helpers.command_server().run_cli(
+    proc = helpers.run_forked(
         'launch.predict', f'--workdir={self.workdir}', f'--output={out}', '--top_k=2',
         '--batch_size=3', pattern, self.images, bad['text'][0], bad['missing'][0])
     self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])

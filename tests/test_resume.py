@@ -88,7 +88,6 @@ class ProcessResumeTest(tf.test.TestCase):
     super().setUpClass()
     helpers.require_real_data()
     cls.tmp = tempfile.mkdtemp()
-    cls.server = helpers.command_server()
     cls.reference = os.path.join(cls.tmp, 'reference')
     out = cls.finish(cls.reference)
     assert os.path.exists(os.path.join(cls.reference, 'results.json')), out[-3000:]
@@ -99,9 +98,9 @@ class ProcessResumeTest(tf.test.TestCase):
 
   @classmethod
   def finish(cls, workdir):
-    """launch.train on `workdir` to its end; its output. Forked from the class' command server:
-    a run no signal interrupts needs no interpreter of its own."""
-    proc = cls.server.run_cli('launch.train', f'--workdir={workdir}', f'--config={cls.CONFIG}',
+    """launch.train on `workdir` to its end; its output. Forked (helpers.run_forked): a run no
+    signal interrupts needs no interpreter of its own."""
+    proc = helpers.run_forked('launch.train', f'--workdir={workdir}', f'--config={cls.CONFIG}',
                               *_FLAGS, *cls.EXTRA)
     return proc.stdout + proc.stderr
 

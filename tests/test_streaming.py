@@ -423,7 +423,7 @@ class FolderCliTest(tf.test.TestCase):
     cls.workdir = os.path.join(cls.tmp, 'run')
     # The commands after the training run fork from a server that makes the imports once
     # (meanwhile); the training stays a fresh process, as a user's is.
-    cls.server = helpers.command_server()
+    helpers.command_server()
     cls.train = helpers.run_cli('launch.train', f'--dataset=folder:{cls.images}',
                                 f'--workdir={cls.workdir}', *_FOLDER_RUN)
 
@@ -439,13 +439,13 @@ class FolderCliTest(tf.test.TestCase):
     info = outputs.read_json(os.path.join(self.workdir, 'data_info.json'))
     self.assertEqual(info['class_names'], ['cat', 'dog', 'emu'])
     self.assertEqual(info['image_shape'], [67, 67, 3])
-    proc = self.server.run_cli('launch.evaluate', f'--workdir={self.workdir}', '--split=validation')
+    proc = helpers.run_forked('launch.evaluate', f'--workdir={self.workdir}', '--split=validation')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn('(8 examples)', proc.stdout)
 
   def test_predict_names_the_folder_classes(self):
     image = os.path.join(self.images, 'train', 'dog', '0.jpg')
-    proc = self.server.run_cli('launch.predict', f'--workdir={self.workdir}', image)
+    proc = helpers.run_forked('launch.predict', f'--workdir={self.workdir}', image)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertRegex(proc.stdout, r'0\.jpg: (cat|dog|emu): \d+\.\d%, (cat|dog|emu)')
 
@@ -453,9 +453,9 @@ class FolderCliTest(tf.test.TestCase):
     config = os.path.join(self.workdir, 'config.json')
     before = open(config).read()
     checkpoints_before = sorted(os.listdir(os.path.join(self.workdir, 'checkpoints')))
-    proc = self.server.run_cli('launch.train', f'--dataset=folder:{self.images}',
-                               f'--workdir={self.workdir}', *_FOLDER_RUN,
-                               '--config.dataset.eval_crop=0.9', '--config.num_train_steps=9')
+    proc = helpers.run_forked('launch.train', f'--dataset=folder:{self.images}',
+                              f'--workdir={self.workdir}', *_FOLDER_RUN,
+                              '--config.dataset.eval_crop=0.9', '--config.num_train_steps=9')
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
     self.assertRegex(helpers.error_line(proc),
                      r'^error: workdir .* holds a run on other data \(crop differ.*pass a new '
@@ -476,8 +476,8 @@ class FolderCliTest(tf.test.TestCase):
     for name, extra in (('one', ()), ('mirrored', ('--strategy=mirrored',
                                                    '--num_cpu_devices=2'))):
       workdir = os.path.join(self.tmp, f'equal-{name}')
-      proc = self.server.run_cli('launch.train', f'--dataset=folder:{self.images}',
-                                 f'--workdir={workdir}', *_FOLDER_RUN, *same, *extra)
+      proc = helpers.run_forked('launch.train', f'--dataset=folder:{self.images}',
+                                f'--workdir={workdir}', *_FOLDER_RUN, *same, *extra)
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
       runs[name] = checkpoints.load_for_inference(workdir, 'latest')[2]
     self.assertIn('Strategy mirrored with 2 replica(s)', proc.stderr)
@@ -488,15 +488,15 @@ class FolderCliTest(tf.test.TestCase):
     self.assertTrue(moved)
 
   def test_prepare_counts_the_folder(self):
-    proc = self.server.run_cli('launch.prepare', f'--dataset=folder:{self.images}')
+    proc = helpers.run_forked('launch.prepare', f'--dataset=folder:{self.images}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertIn('3 classes (cat, dog, emu)', proc.stdout)
     self.assertRegex(proc.stdout, r'train: 32 images, [\d.]+ KiB')
     self.assertIn('test: 4 images', proc.stdout)
 
   def test_a_model_without_input_size_gets_one_line(self):
-    proc = self.server.run_cli('launch.train', f'--dataset=folder:{self.images}', '--model=cnn',
-                               f'--workdir={os.path.join(self.tmp, "cnn")}')
+    proc = helpers.run_forked('launch.train', f'--dataset=folder:{self.images}', '--model=cnn',
+                              f'--workdir={os.path.join(self.tmp, "cnn")}')
     self.assertEqual(proc.returncode, 2)
     self.assertRegex(helpers.error_line(proc), r'^error: .*--config.model.input_size')
     self.assertFalse(os.path.exists(os.path.join(self.tmp, 'cnn')))
@@ -563,11 +563,6 @@ class PrepareCliTest(tf.test.TestCase):
   """A tfds dataset prepared as tfrecord only: training on the streaming path names the prepare
   command; the command converts it in place; training then streams it."""
 
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.server = helpers.command_server()  # the commands fork from it, without the imports' cost
-
   def test_refused_then_prepared_then_trained(self):
     from tests import test_arrayrecord  # pylint: disable=g-import-not-at-top
     data_dir = self.create_tempdir().full_path
@@ -579,31 +574,31 @@ class PrepareCliTest(tf.test.TestCase):
            '--config.dataset.validation_size=6', '--config.eval_batch_size=6',
            '--config.dataset.channels=1')
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
-    refused = self.server.run_cli('launch.train', f'--workdir={workdir}', *run)
+    refused = helpers.run_forked('launch.train', f'--workdir={workdir}', *run)
     self.assertEqual(refused.returncode, 2, refused.stderr[-2000:])
     self.assertIn(f'run python -m launch.prepare --dataset=tiny_images --data_dir={data_dir}',
                   helpers.error_line(refused))
     self.assertFalse(os.path.exists(os.path.join(workdir, 'checkpoints')))
 
-    prepared = self.server.run_cli('launch.prepare', '--dataset=tiny_images',
-                                   f'--data_dir={data_dir}')
+    prepared = helpers.run_forked('launch.prepare', '--dataset=tiny_images',
+                                  f'--data_dir={data_dir}')
     self.assertEqual(prepared.returncode, 0, prepared.stderr[-2000:])
     self.assertRegex(prepared.stdout, r'tiny_images 1\.0\.0: converted 6 tfrecord shards to '
                                       r'ArrayRecord in .* added\)')
     self.assertIn('train: 30 examples', prepared.stdout)
-    again = self.server.run_cli('launch.prepare', '--dataset=tiny_images', f'--data_dir={data_dir}')
+    again = helpers.run_forked('launch.prepare', '--dataset=tiny_images', f'--data_dir={data_dir}')
     self.assertIn('prepared for random access', again.stdout)
 
-    trained = self.server.run_cli('launch.train', f'--workdir={workdir}', *run)
+    trained = helpers.run_forked('launch.train', f'--workdir={workdir}', *run)
     self.assertEqual(trained.returncode, 0, trained.stderr[-2000:])
     self.assertIn('Loaded tiny_images (stream pipeline): train 24, validation 6, test 12',
                   trained.stderr)
 
   def test_unknown_split_is_one_line(self):
-    proc = self.server.run_cli('launch.train', '--dataset=mnist',
-                               '--config.dataset.test_split=tset',
-                               f'--workdir={self.create_tempdir().full_path}',
-                               env={'TFDS_DATA_DIR': helpers.require_real_data()})
+    proc = helpers.run_forked('launch.train', '--dataset=mnist',
+                              '--config.dataset.test_split=tset',
+                              f'--workdir={self.create_tempdir().full_path}',
+                              env={'TFDS_DATA_DIR': helpers.require_real_data()})
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
     self.assertRegex(helpers.error_line(proc),
                      r"^error: dataset 'mnist' has no split 'tset': use one of test, train$")

@@ -36,7 +36,7 @@ class DocsDryRunTest(tf.test.TestCase):
         argv = shlex.split(command)
         self.assertEqual(argv[:3], ['python', '-m', 'launch.submit'])
         self.assertIn('--dry_run', argv)
-        proc = helpers.run_cli('launch.submit', *argv[3:])
+        proc = helpers.run_forked('launch.submit', *argv[3:])
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         actual = proc.stdout.rstrip('\n').replace(
             sys.executable, f'{_DOCS_ROOT}/.venv/bin/python').replace(helpers.ROOT, _DOCS_ROOT)

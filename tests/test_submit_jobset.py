@@ -264,9 +264,9 @@ class ManifestTest(parameterized.TestCase):
       kubernetes.manifest(make_job(kubernetes_kind='job'))
 
   def test_tfjob_from_the_command_line(self):
-    proc = helpers.run_cli('launch.submit', '--cluster=kubernetes', '--kubernetes_kind=tfjob',
-                           '--image=img', '--pvc=runs', '--dry_run', '--',
-                           '--config=configs/cnn_mnist.py', '--workdir=/runs/exp1')
+    proc = helpers.run_forked('launch.submit', '--cluster=kubernetes', '--kubernetes_kind=tfjob',
+                              '--image=img', '--pvc=runs', '--dry_run', '--',
+                              '--config=configs/cnn_mnist.py', '--workdir=/runs/exp1')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn('\nkind: TFJob\n', proc.stdout)
     self.assertIn('--status --cluster=kubernetes --workdir=/runs/exp1 --kubernetes_kind=tfjob',

@@ -383,9 +383,9 @@ class CheckTest(parameterized.TestCase):
     self.assertEqual(volume['persistentVolumeClaim']['claimName'], pvc)
 
   def test_bad_image_from_the_command_line_is_one_line(self):
-    proc = helpers.run_cli('launch.submit', '--cluster=kubernetes', '--image=my image',
-                           '--pvc=runs', '--dry_run', '--', '--config=configs/cnn_mnist.py',
-                           '--workdir=/runs/exp1')
+    proc = helpers.run_forked('launch.submit', '--cluster=kubernetes', '--image=my image',
+                              '--pvc=runs', '--dry_run', '--', '--config=configs/cnn_mnist.py',
+                              '--workdir=/runs/exp1')
     self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
     self.assertEqual(helpers.error_line(proc),
                      f"error: --image='my image' is not a container image reference: "

@@ -323,8 +323,8 @@ class SubmitCliTest(tf.test.TestCase):
 
   def test_dry_run(self):
     workdir = os.path.join(self.get_temp_dir(), 'cli run')
-    proc = helpers.run_cli('launch.submit', '--cluster=slurm', '--nodes=2', '--dry_run', '--',
-                           '--config=configs/cnn_mnist.py', f'--workdir={workdir}')
+    proc = helpers.run_forked('launch.submit', '--cluster=slurm', '--nodes=2', '--dry_run', '--',
+                              '--config=configs/cnn_mnist.py', f'--workdir={workdir}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn('#SBATCH --nodes=2\n', proc.stdout)
     self.assertIn('# python -m launch.submit --cluster=slurm --nodes=2 --dry_run -- ', proc.stdout)
@@ -340,7 +340,7 @@ class SubmitCliTest(tf.test.TestCase):
         (['--status', '--workdir=/tmp/no-such-run'], 'has no submit/job.json'),
     ]
     for args, message in cases:
-      proc = helpers.run_cli('launch.submit', *args)
+      proc = helpers.run_forked('launch.submit', *args)
       self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
       last = proc.stderr.strip().splitlines()[-1]
       self.assertStartsWith(last, 'error: ')
@@ -453,8 +453,8 @@ class SlurmClusterTest(_RealSlurmTest):
   @classmethod
   def _submit(cls, name):
     workdir = os.path.join(cls.tmp, name)
-    proc = helpers.run_cli('launch.submit', '--cluster=slurm', '--tasks_per_node=2', '--',
-                           *_TRAIN, f'--workdir={workdir}')
+    proc = helpers.run_forked('launch.submit', '--cluster=slurm', '--tasks_per_node=2', '--',
+                              *_TRAIN, f'--workdir={workdir}')
     if proc.returncode:
       raise AssertionError(f'launch.submit failed: {proc.stderr[-3000:]}')
     return job_lib.read_record(workdir)
@@ -483,7 +483,7 @@ class SlurmClusterTest(_RealSlurmTest):
     digests = re.findall(r'^(\d): weights digest (\w+)$', log, re.M)
     self.assertCountEqual([task for task, _ in digests], ['0', '1'])
     self.assertEqual({d for _, d in digests}, {results['weights_digest']})
-    status = helpers.run_cli('launch.submit', '--status', f'--workdir={record["workdir"]}')
+    status = helpers.run_forked('launch.submit', '--status', f'--workdir={record["workdir"]}')
     self.assertEqual(status.returncode, 0, status.stderr[-3000:])
     self.assertIn(f'Slurm job {record["job_id"]} (reference): COMPLETED', status.stdout)
     self.assertIn(f'  progress: step {_STEPS}/{_STEPS} epoch', status.stdout)

@@ -339,9 +339,9 @@ class SweepCliTest(tf.test.TestCase):
 
   def test_dry_run(self):
     workdir = os.path.join(self.get_temp_dir(), 'cli-grid')
-    proc = helpers.run_cli('launch.submit', '--cluster=slurm', f'--sweep={_GRID}',
-                           '--max_parallel=2', '--dry_run', '--',
-                           '--config=configs/cnn_mnist.py', f'--workdir={workdir}')
+    proc = helpers.run_forked('launch.submit', '--cluster=slurm', f'--sweep={_GRID}',
+                              '--max_parallel=2', '--dry_run', '--',
+                              '--config=configs/cnn_mnist.py', f'--workdir={workdir}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn(f'  2  {workdir}/seed=1,learning_rate=0.01  --config.seed=1 '
                   '--config.schedule.learning_rate=0.01  [submit]', proc.stdout)
@@ -352,8 +352,8 @@ class SweepCliTest(tf.test.TestCase):
                            'override'),
                           ('{model.filters: [7]}', 'sweep run 0 (filters=7): config field '
                            'model.filters is a tuple')):
-      proc = helpers.run_cli('launch.submit', '--cluster=slurm', f'--sweep={spec}', '--dry_run',
-                             '--', '--config=configs/cnn_mnist.py', '--workdir=/tmp/g')
+      proc = helpers.run_forked('launch.submit', '--cluster=slurm', f'--sweep={spec}', '--dry_run',
+                                '--', '--config=configs/cnn_mnist.py', '--workdir=/tmp/g')
       self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
       self.assertStartsWith(helpers.error_line(proc), f'error: {message}')
 
@@ -377,13 +377,13 @@ class SlurmSweepTest(test_submit_slurm._RealSlurmTest):  # pylint: disable=prote
     super().setUpClass()
 
   def _status(self, workdir):
-    proc = helpers.run_cli('launch.submit', '--status', f'--workdir={workdir}')
+    proc = helpers.run_forked('launch.submit', '--status', f'--workdir={workdir}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     return proc.stdout
 
   def _submit(self, workdir):
-    proc = helpers.run_cli('launch.submit', '--cluster=slurm', f'--sweep={_GRID}',
-                           '--max_parallel=2', '--', *_TRAIN, f'--workdir={workdir}')
+    proc = helpers.run_forked('launch.submit', '--cluster=slurm', f'--sweep={_GRID}',
+                              '--max_parallel=2', '--', *_TRAIN, f'--workdir={workdir}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     return proc.stdout
 
@@ -454,12 +454,12 @@ class SlurmSweepTest(test_submit_slurm._RealSlurmTest):  # pylint: disable=prote
     manifest = outputs.read_json(os.path.join(workdir, sweep.MANIFEST))
     accuracy = {os.path.normpath(r['workdir']): outputs.read_json(
         os.path.join(r['workdir'], 'results.json'))['test_accuracy'] for r in manifest['runs']}
-    table = helpers.run_cli('launch.results', workdir, '--sort=-test_accuracy')
+    table = helpers.run_forked('launch.results', workdir, '--sort=-test_accuracy')
     self.assertEqual(table.returncode, 0, table.stderr[-3000:])
     self.assertLen([line for line in table.stdout.splitlines() if 'done' in line], 4)
     csv_path, png = os.path.join(self.tmp, 'grid.csv'), os.path.join(self.tmp, 'grid.png')
-    proc = helpers.run_cli('launch.results', workdir, '--format=csv', f'--output={csv_path}',
-                           f'--curves={png}')
+    proc = helpers.run_forked('launch.results', workdir, '--format=csv', f'--output={csv_path}',
+                              f'--curves={png}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(csv_path) as f:
       rows = list(csv.DictReader(f))

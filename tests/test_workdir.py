@@ -152,23 +152,23 @@ class TwoTrainersTest(tf.test.TestCase):
                              cwd=helpers.ROOT, env=env, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
     # The checks run forked from a server, whose imports overlap the first run's start-up.
-    server = helpers.command_server()
+    helpers.command_server()
     try:
       for line in first.stdout:
         if re.search(r'step 10/', line):
           break
       holder = rf'pid {first.pid} on {re.escape(socket.gethostname())}'
       for extra in ([], ['--start_over']):
-        second = server.run_cli('launch.train', *_train_args(workdir, 100000), *extra,
-                                env={'SLURM_JOB_ID': ''})
+        second = helpers.run_forked('launch.train', *_train_args(workdir, 100000), *extra,
+                                    env={'SLURM_JOB_ID': ''})
         self.assertEqual(second.returncode, 2, second.stderr[-2000:])
         self.assertRegex(helpers.error_line(second),
                          rf'^error: workdir .* is in use by another run \({holder}, since ')
       self.assertEqual(os.listdir(os.path.dirname(workdir)), ['run'])  # nothing moved aside
-      status = server.run_cli('launch.submit', '--status', f'--workdir={workdir}')
+      status = helpers.run_forked('launch.submit', '--status', f'--workdir={workdir}')
       self.assertRegex(status.stdout, rf'workdir lock: held by {holder}')
-      export = server.run_cli('launch.export', f'--workdir={workdir}',
-                              f'--out={os.path.join(workdir, "export")}', '--checkpoint=latest')
+      export = helpers.run_forked('launch.export', f'--workdir={workdir}',
+                                  f'--out={os.path.join(workdir, "export")}', '--checkpoint=latest')
       self.assertEqual(export.returncode, 2, export.stderr[-2000:])
       self.assertRegex(helpers.error_line(export), r'lies inside the training workdir')
     finally:
@@ -176,8 +176,8 @@ class TwoTrainersTest(tf.test.TestCase):
       first.wait()
     latest = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))[-1]
     step = int(latest.rsplit('-', 1)[1])
-    third = server.run_cli('launch.train', *_train_args(workdir, step + 5),
-                           env={'SLURM_JOB_ID': ''})
+    third = helpers.run_forked('launch.train', *_train_args(workdir, step + 5),
+                               env={'SLURM_JOB_ID': ''})
     self.assertEqual(third.returncode, 0, third.stderr[-3000:])
     self.assertRegex(third.stderr, rf'Taking over the lock of .* from pid {first.pid} .*its '
                      'process is no longer running')
