@@ -33,7 +33,7 @@ from tests import helpers
 # (a new shuffle each) and stops land mid-epoch; 1,000 validation examples, evaluated at the end
 # only. Deterministic ops: bitwise repeatable.
 _STEPS = 150
-_FLAGS = (f'--config.num_train_steps={_STEPS}', '--config.dataset.train_split=train[:3500]',
+_FLAGS = ('--config.dataset.train_split=train[:3500]',
           '--config.batch_size=64', '--config.dataset.validation_size=1000',
           '--config.eval_every_epochs=100', '--config.eval_batch_size=1000',
           '--config.steps_per_loop=25', '--config.log_every_steps=25',
@@ -74,6 +74,7 @@ class ProcessResumeTest(tf.test.TestCase):
 
   CONFIG = 'configs/cnn_mnist.py'  # batch norm and augmentation
   EXTRA = ()
+  STEPS = _STEPS
   # Each of the four kinds of point once (a random point of each): a kill costs a start-up,
   # and more kills of one kind add samples of a case already tested, not a case.
   KILLS = 4
@@ -97,23 +98,28 @@ class ProcessResumeTest(tf.test.TestCase):
     shutil.rmtree(cls.tmp, ignore_errors=True)
 
   @classmethod
+  def extra(cls):
+    """The flags beside _FLAGS: the run's length, then the class' own."""
+    return (f'--config.num_train_steps={cls.STEPS}', *cls.EXTRA)
+
+  @classmethod
   def finish(cls, workdir):
     """launch.train on `workdir` to its end; its output. Forked (helpers.run_forked): a run no
     signal interrupts needs no interpreter of its own."""
     proc = helpers.run_forked('launch.train', f'--workdir={workdir}', f'--config={cls.CONFIG}',
-                              *_FLAGS, *cls.EXTRA)
+                              *_FLAGS, *cls.extra())
     return proc.stdout + proc.stderr
 
   def test_sigterm_mid_epoch_saves_exits_zero_and_resume_ends_as_the_uninterrupted_run(self):
     workdir = os.path.join(self.tmp, 'sigterm')
-    proc = _start(workdir, self.CONFIG, self.EXTRA)
-    _wait_for(proc, rf'step 25/{_STEPS}')
+    proc = _start(workdir, self.CONFIG, self.extra())
+    _wait_for(proc, rf'step 25/{self.STEPS}')
     proc.send_signal(signal.SIGTERM)
     out = _finish(proc)
     self.assertEqual(proc.returncode, 0, out[-3000:])
     stopped = _results(workdir)
     self.assertEqual(stopped['preempted'], 'SIGTERM')
-    self.assertBetween(stopped['step'], 26, _STEPS - 1)
+    self.assertBetween(stopped['step'], 26, self.STEPS - 1)
     self.assertIn('re-run the same command to resume', out)
     saved = checkpoints.checkpoint_paths(os.path.join(workdir, 'checkpoints'))
     self.assertEndsWith(saved[-1], f'ckpt-{stopped["step"]}')
@@ -121,7 +127,7 @@ class ProcessResumeTest(tf.test.TestCase):
     out = self.finish(workdir)
     self.assertRegex(out, rf'Resumed from .*ckpt-{stopped["step"]}: step {stopped["step"]} ')
     resumed = _results(workdir)
-    self.assertEqual(resumed['step'], _STEPS)
+    self.assertEqual(resumed['step'], self.STEPS)
     self.assertEqual(resumed['preempted'], '')
     self.assert_same_run(workdir)
 
@@ -134,9 +140,9 @@ class ProcessResumeTest(tf.test.TestCase):
       done = int(listed[-1].rsplit('-', 1)[1]) if listed else 0
       # By steps, not seconds: on a fast machine seconds would finish the run before the last
       # kills, which then strike a process that has nothing left to train.
-      target = min(done + 25 * rng.randint(1, 2), _STEPS - 25)
+      target = min(done + 25 * rng.randint(1, 2), self.STEPS - 25)
       if target > done:
-        _wait_for(proc, rf'step {target}/{_STEPS}')
+        _wait_for(proc, rf'step {target}/{self.STEPS}')
         time.sleep(rng.uniform(0.0, 0.5))
       else:  # nothing left to train before the end: its start-up
         _wait_for(proc, r'Strategy ')
@@ -146,7 +152,8 @@ class ProcessResumeTest(tf.test.TestCase):
       proc.kill()
       return f'inside the write of {partial}' if partial else 'at the end (no write caught)'
     elif kind == 'final evaluation':  # validation, saves, test of 10,000 examples, results
-      _wait_for(proc, rf'step {_STEPS}/{_STEPS}|Resumed from .*ckpt-{_STEPS}:', timeout=300)
+      end = self.STEPS
+      _wait_for(proc, rf'step {end}/{end}|Resumed from .*ckpt-{end}:', timeout=300)
       time.sleep(rng.uniform(0.0, 0.5))
     proc.kill()
     return kind
@@ -164,7 +171,7 @@ class ProcessResumeTest(tf.test.TestCase):
       kinds = ['training', *middle, 'final evaluation']
     for i, kind in enumerate(kinds):
       before = checkpoints.checkpoint_paths(directory)
-      proc = _start(workdir, self.CONFIG, self.EXTRA)
+      proc = _start(workdir, self.CONFIG, self.extra())
       where = self._kill(proc, kind, rng, directory)
       out = _finish(proc)
       after = checkpoints.checkpoint_paths(directory)
@@ -175,14 +182,14 @@ class ProcessResumeTest(tf.test.TestCase):
       if kind == 'checkpoint write':
         self.assertStartsWith(where, 'inside the write of')
       if kind == 'final evaluation':
-        self.assertNotRegex(out, rf'step {_STEPS} test: ')
+        self.assertNotRegex(out, rf'step {self.STEPS} test: ')
       if before and 'Resumed from' in out:
         self.assertIn(f'Resumed from {before[-1]}: ', out)
     last = checkpoints.checkpoint_paths(directory)
     out = self.finish(workdir)
     if last:
       self.assertIn(f'Resumed from {last[-1]}: ', out)
-    self.assertEqual(_results(workdir)['step'], _STEPS)
+    self.assertEqual(_results(workdir)['step'], self.STEPS)
     self.assert_same_run(workdir)
 
 
@@ -214,6 +221,9 @@ class MirroredProcessResumeTest(ProcessResumeTest):
   """The same under MirroredStrategy over 2 logical CPU devices: equal within 1e-6."""
 
   EXTRA = ('--config.strategy=mirrored', '--config.num_cpu_devices=2')
+  # Two epochs, the stop in the first: a mirrored step costs twice a one-device step here, and
+  # the more when the machine is busy (each step waits for both replicas' threads).
+  STEPS = 80
   test_kill_9_at_random_points_each_resumes_from_the_last_complete_checkpoint = None
 
   def assert_same_run(self, workdir):
