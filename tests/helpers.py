@@ -88,6 +88,13 @@ def run_cli(module, *args, env=None, timeout=300):
                         capture_output=True, text=True, timeout=timeout)
 
 
+def cluster_variables():
+  """This environment's variables that place a process in a cluster (TF_CONFIG, Slurm's): a
+  command a test runs outside any cluster, whatever the machine running the test is part of,
+  goes without them (TensorFlow fails on an empty TF_CONFIG: they must go, not be emptied)."""
+  return [k for k in os.environ if k == 'TF_CONFIG' or k.startswith('SLURM')]
+
+
 def _cli_env(env):
   """run_cli's environment: this process' with TensorFlow's notices off, then `env` (where a
   value None removes the variable)."""

@@ -12,10 +12,8 @@ from tests import helpers
 
 
 def _outside_any_cluster():
-  """The environment of `python -m launch.train` outside any cluster, whatever the machine
-  running the test is part of (TensorFlow itself fails on an empty TF_CONFIG: the variables must
-  go, not be emptied)."""
-  return {k: None for k in os.environ if k == 'TF_CONFIG' or k.startswith('SLURM')}
+  """run_cli's `env` for a command outside any cluster."""
+  return dict.fromkeys(helpers.cluster_variables())
 
 
 # A config file whose distribution fields differ from the flags the tests pass.

@@ -554,8 +554,7 @@ class PackTest(tf.test.TestCase):
     self.assertEqual(prepared.returncode, 0, prepared.stderr[-2000:])
     self.assertIn('pack: ', prepared.stdout)
     packed = os.path.join(self.tmp, 'packed')
-    proc = helpers.run_forked('launch.train', *run,
-                              f'--data_dir={self.config.data_dir}',
+    proc = helpers.run_forked('launch.train', *run, f'--data_dir={self.config.data_dir}',
                               f'--workdir={packed}')
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertIn('from its ArrayRecord pack', proc.stderr)

@@ -51,7 +51,7 @@ def _command(workdir, *flags):
 
 def _env(tmpdir):
   """No cluster from the machine running the test; the workers' temporary files in `tmpdir`."""
-  env = {k: v for k, v in os.environ.items() if k != 'TF_CONFIG' and not k.startswith('SLURM')}
+  env = {k: v for k, v in os.environ.items() if k not in helpers.cluster_variables()}
   return {**env, 'TF_CPP_MIN_LOG_LEVEL': '2', 'TMPDIR': tmpdir}
 
 
